@@ -1,0 +1,93 @@
+"""The `evident` command: a thin client of the library's public functions.
+
+User errors (`EvidentError`) become one line on stderr and exit status 2; a
+traceback means a bug. `--json` output goes to stdout alone, with no progress bars.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from collections.abc import Sequence
+
+from agent.config import Settings
+
+log = logging.getLogger("evident")
+
+
+def _common(p: argparse.ArgumentParser, defaults: Settings) -> None:
+    p.add_argument("--db", default=defaults.db, help="folder, or http://HOST:PORT (chroma run)")
+    p.add_argument("--collection", default=defaults.collection)
+    p.add_argument("--model", default=defaults.model, help="encoder spec (see README)")
+    p.add_argument("--json", action="store_true", help="machine-readable output on stdout")
+    p.add_argument("--lock-timeout", type=float, default=defaults.lock_timeout, metavar="S")
+    p.add_argument("-v", "--verbose", action="store_true")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    d = Settings()
+    parser = argparse.ArgumentParser(
+        prog="evident", description="Explainable search over your image collections."
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("index", help="add images (files or folders) to a collection")
+    p.add_argument("paths", nargs="+", metavar="PATH")
+    p.add_argument("--prune", action="store_true", help="drop entries whose files are gone")
+    _common(p, d)
+
+    p = sub.add_parser("search", help="rank a collection's images for words and/or an image")
+    p.add_argument("query", nargs="?", default=None, metavar="QUERY")
+    p.add_argument("--image", metavar="PATH", help="query image (alone or with QUERY)")
+    p.add_argument("--k", type=int, default=5)
+    p.add_argument("--where", metavar="JSON", help='metadata filter, e.g. \'{"kind": "bar"}\'')
+    _common(p, d)
+
+    p = sub.add_parser("collections", help="list the collections in a database")
+    _common(p, d)
+
+    p = sub.add_parser("bench", help="measure speed (figures and ratios from one run)")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--vectors", type=int, default=100_000, help="stored vectors for query latency")
+    p.add_argument("--images", type=int, default=64, help="images for indexing throughput")
+    p.add_argument("--model", default="random:ViT-B-32")
+    p.add_argument("-v", "--verbose", action="store_true")
+
+    p = sub.add_parser("demo", help="the offline demo: build, index and search a collection")
+    p.add_argument("--out", default="demo-out")
+    p.add_argument("-v", "--verbose", action="store_true")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    # Before torch loads: spinning OpenMP waits slow every op when decode threads run.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="evident: %(levelname)s: %(message)s",
+    )
+    from agent import commands
+    from tools.errors import EvidentError
+
+    try:
+        return getattr(commands, f"cmd_{args.command}")(args)
+    except EvidentError as exc:
+        print(f"evident: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("evident: interrupted", file=sys.stderr)
+        return 130
+
+
+def emit_json(obj) -> None:
+    json.dump(obj, sys.stdout, indent=2, ensure_ascii=False)
+    sys.stdout.write("\n")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

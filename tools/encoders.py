@@ -1,0 +1,223 @@
+"""Image and text encoders: any open_clip model from one spec string.
+
+Spec forms (`parse_spec` gives worked examples):
+- `ARCH:TAG`          pretrained tag, downloaded on machines with internet;
+- `ARCH:/path/file`   local weights (`.safetensors`, `.pt`, `.bin`) for a known ARCH;
+- `local-dir:/path`   a folder with `open_clip_config.json` + `open_clip_model.safetensors`
+                      (what `evident train` writes; the cleanest offline form);
+- `random:ARCH`       random init with a fixed seed, for smoke tests and timing only.
+
+Images are resized by squashing to the model's square input, never cropped: every
+pixel of the original is seen, and a heatmap maps back to the original by a plain
+resize. Not handled: multi-crop test-time augmentation, text towers that need
+tokenizer files from the Hub (SigLIP with HF tokenizers) when offline.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from PIL import Image
+
+from tools.errors import ModelLoadError
+
+log = logging.getLogger(__name__)
+
+SpecKind = Literal["tag", "file", "local-dir", "random"]
+WEIGHT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin")
+HUB_HOST = "huggingface.co"
+
+
+@dataclass(frozen=True)
+class Spec:
+    """A parsed encoder spec; `str(spec)` is the canonical form stored with collections."""
+
+    kind: SpecKind
+    arch: str | None
+    source: str | None
+
+    def __str__(self) -> str:
+        if self.kind == "local-dir":
+            return f"local-dir:{self.source}"
+        if self.kind == "random":
+            return f"random:{self.arch}"
+        return f"{self.arch}:{self.source}"
+
+
+def parse_spec(spec: str) -> Spec:
+    """Parse an encoder spec string.
+
+    >>> parse_spec("ViT-B-32:laion2b_s34b_b79k")
+    Spec(kind='tag', arch='ViT-B-32', source='laion2b_s34b_b79k')
+    >>> parse_spec("random:ViT-B-32")
+    Spec(kind='random', arch='ViT-B-32', source=None)
+    """
+    spec = spec.strip()
+    head, sep, rest = spec.partition(":")
+    if not sep or not head or not rest:
+        raise ModelLoadError(
+            f"Encoder spec {spec!r} is not one of ARCH:TAG, ARCH:/path/weights.safetensors, "
+            "local-dir:/path or random:ARCH."
+        )
+    if head == "local-dir":
+        return Spec("local-dir", None, str(Path(rest).expanduser().resolve()))
+    if head == "random":
+        return Spec("random", rest, None)
+    if rest.endswith(WEIGHT_SUFFIXES) or "/" in rest or rest.startswith("."):
+        return Spec("file", head, str(Path(rest).expanduser().resolve()))
+    return Spec("tag", head, rest)
+
+
+@dataclass
+class Encoder:
+    """An open_clip model ready for batched, normalised embeddings (eval mode, frozen)."""
+
+    spec: str
+    model: torch.nn.Module
+    preprocess: Any  # PIL image -> (3, S, S) tensor
+    tokenizer: Any  # list[str] -> (N, context) token ids
+    device: torch.device
+    dim: int
+    image_size: int
+    batch_size: int = 32
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def pixels(self, images: Sequence[Image.Image]) -> torch.Tensor:
+        """Preprocess PIL images into one batch tensor on the encoder's device."""
+        return torch.stack([self.preprocess(im.convert("RGB")) for im in images]).to(self.device)
+
+    @torch.inference_mode()
+    def embed_pixels(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Normalised image embeddings of an already preprocessed batch."""
+        return self.model.encode_image(pixels.to(self.device), normalize=True).float()
+
+    def encode_images(self, images: Sequence[Image.Image]) -> np.ndarray:
+        """Normalised image embeddings, `(len(images), dim)` float32."""
+        out = [
+            self.embed_pixels(self.pixels(images[i : i + self.batch_size])).cpu()
+            for i in range(0, len(images), self.batch_size)
+        ]
+        return torch.cat(out).numpy() if out else np.zeros((0, self.dim), np.float32)
+
+    @torch.inference_mode()
+    def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
+        """Normalised text embeddings, `(len(texts), dim)` float32."""
+        out = []
+        for i in range(0, len(texts), self.batch_size):
+            tokens = self.tokenizer(list(texts[i : i + self.batch_size])).to(self.device)
+            out.append(self.model.encode_text(tokens, normalize=True).float().cpu())
+        return torch.cat(out).numpy() if out else np.zeros((0, self.dim), np.float32)
+
+
+def default_device() -> torch.device:
+    wanted = os.environ.get("EVIDENT_DEVICE")
+    if wanted:
+        return torch.device(wanted)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+CONFIG_DIR = Path(__file__).parent / "model_configs"
+
+
+def register_configs() -> None:
+    """Make evident's own architectures (`tools/model_configs/*.json`) known to open_clip."""
+    import open_clip
+
+    if "evident-tiny-vit" not in open_clip.list_models():
+        open_clip.add_model_config(CONFIG_DIR)
+
+
+def load_encoder(spec: str, *, device: str | torch.device | None = None) -> Encoder:
+    """Build an encoder from a spec string; every failure is a `ModelLoadError`."""
+    import open_clip
+
+    register_configs()
+    parsed = parse_spec(spec)
+    dev = torch.device(device) if device is not None else default_device()
+    kwargs: dict[str, Any] = {"device": dev, "image_resize_mode": "squash"}
+    if parsed.kind == "local-dir":
+        if not (Path(parsed.source) / "open_clip_config.json").is_file():
+            raise ModelLoadError(
+                f"{parsed.source!r} has no open_clip_config.json; a local-dir: encoder needs "
+                "that file and open_clip_model.safetensors (as `evident train` writes them)."
+            )
+        name, pretrained = str(parsed), None
+    else:
+        _check_arch(parsed.arch)
+        name, pretrained = parsed.arch, parsed.source
+        if parsed.kind == "file" and not Path(parsed.source).is_file():
+            raise ModelLoadError(f"Weights file {parsed.source!r} does not exist.")
+        if parsed.kind == "tag":
+            _check_tag(parsed.arch, parsed.source)
+    if parsed.kind == "random":
+        log.warning(
+            "RANDOM WEIGHTS: encoder %r is randomly initialised; its results are meaningless "
+            "(use it for smoke tests and timing only).",
+            str(parsed),
+        )
+        torch.manual_seed(0)  # the same random model in every process, so indexes agree
+    try:
+        model, _, preprocess = open_clip.create_model_and_transforms(
+            name, pretrained=pretrained, **kwargs
+        )
+    except (RuntimeError, OSError, ValueError, KeyError) as exc:
+        raise ModelLoadError(f"Could not build encoder {str(parsed)!r}: {exc}") from exc
+    model.eval().requires_grad_(False)
+    tokenizer = open_clip.get_tokenizer(name)
+    size = model.visual.image_size
+    size = size[0] if isinstance(size, tuple | list) else int(size)
+    dim = _embed_dim(model, dev, size)
+    return Encoder(str(parsed), model, preprocess, tokenizer, dev, dim, size, info={"arch": name})
+
+
+def _embed_dim(model: torch.nn.Module, device: torch.device, size: int) -> int:
+    proj = getattr(model.visual, "output_dim", None)
+    if isinstance(proj, int):
+        return proj
+    with torch.inference_mode():
+        return int(model.encode_image(torch.zeros(1, 3, size, size, device=device)).shape[-1])
+
+
+def _check_arch(arch: str | None) -> None:
+    import open_clip
+
+    if arch not in open_clip.list_models():
+        raise ModelLoadError(
+            f"Unknown open_clip architecture {arch!r}. Known ones include "
+            f"{', '.join(open_clip.list_models()[:8])}, … (open_clip.list_models() has all)."
+        )
+
+
+def _check_tag(arch: str, tag: str) -> None:
+    import open_clip
+
+    tags = open_clip.list_pretrained_tags_by_model(arch)
+    if tag not in tags:
+        raise ModelLoadError(
+            f"{arch!r} has no pretrained tag {tag!r}; known tags: {', '.join(tags) or 'none'}."
+        )
+    offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes")
+    if not offline and not _reachable(HUB_HOST, 443):
+        raise ModelLoadError(
+            f"Cannot download the weights for {arch}:{tag}: {HUB_HOST} is not reachable from "
+            "this machine. If you have the weights, point at them instead: "
+            f"--model {arch}:/path/to/open_clip_model.safetensors, or --model local-dir:/path "
+            "for a folder with open_clip_config.json and open_clip_model.safetensors. If they "
+            "are already in your Hugging Face cache, set HF_HUB_OFFLINE=1 to load from it."
+        )
+
+
+def _reachable(host: str, port: int, timeout: float = 3.0) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False

@@ -1,0 +1,200 @@
+"""Indexing: files on disk -> embeddings in a collection, incrementally and crash-safely.
+
+Ids are content hashes, so a re-run is idempotent: unchanged files (same path, size,
+mtime and caption) are skipped without reading, moved files keep their id and get a
+new `uri`, and a run killed mid-way resumes where it stopped. For each new image the
+caption entry is written before the image entry, so an image entry always means a
+complete record. Reading, hashing and decoding run in threads while the model embeds
+the previous batch. Bad files are skipped with a reason and never stop the run.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from tools.encoders import Encoder
+from tools.errors import InputError
+from tools.images import ImageFile, content_id, discover, read_image
+from tools.records import IndexReport, Skipped
+from tools.store import Store, iter_metadata
+
+log = logging.getLogger(__name__)
+
+RESERVED = ("uri", "caption", "size", "mtime_ns", "width", "height", "format")
+
+
+@dataclass(frozen=True)
+class _Decoded:
+    file: ImageFile
+    id: str
+    pixels: torch.Tensor | None  # None: content already in the collection
+    meta: dict[str, Any]
+
+
+def index_paths(
+    paths: Iterable[str | Path],
+    *,
+    store: Store,
+    encoder: Encoder,
+    collection: str,
+    text_embedder=None,
+    prune: bool = False,
+    batch_size: int = 32,
+    progress: Callable[[int], None] | None = None,
+    total: Callable[[int], None] | None = None,
+) -> IndexReport:
+    """Index every image under `paths` into `collection` and report what happened.
+
+    `text_embedder` (see `tools.text_embed`) embeds captions for hybrid search; it is
+    required only when some file has a caption. `progress(n)` is called as files finish.
+    """
+    roots = [Path(p).expanduser().resolve() for p in paths]
+    files = list(discover(roots))
+    if any(f.caption for f in files) and text_embedder is None:
+        raise InputError("some files have captions but no text embedder was given")
+    images, captions = store.ensure(collection, model=encoder.spec, dim=encoder.dim)
+    by_uri: dict[str, tuple[str, dict]] = {}
+    known: dict[str, dict] = {}
+    for id_, meta in iter_metadata(images):
+        by_uri[meta.get("uri", "")] = (id_, meta)
+        known[id_] = meta
+    if total:
+        total(len(files))
+
+    counts = {"indexed": 0, "unchanged": 0, "moved": 0, "pruned": 0}
+    skipped: list[Skipped] = []
+    todo: list[ImageFile] = []
+    for f in files:
+        if _unchanged(f, by_uri.get(str(f.path))):
+            counts["unchanged"] += 1
+            if progress:
+                progress(1)
+        else:
+            todo.append(f)
+
+    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="evident-decode") as pool:
+
+        def submit(chunk: Sequence[ImageFile]) -> list[Future]:
+            return [pool.submit(_decode, f, encoder, known) for f in chunk]
+
+        chunks = [todo[i : i + batch_size] for i in range(0, len(todo), batch_size)]
+        ahead = submit(chunks[0]) if chunks else []
+        for n in range(len(chunks)):
+            current, ahead = ahead, (submit(chunks[n + 1]) if n + 1 < len(chunks) else [])
+            done: list[_Decoded] = []
+            for fut, f in zip(current, chunks[n], strict=True):
+                try:
+                    done.append(fut.result())
+                except InputError as exc:
+                    skipped.append(Skipped(str(f.path), str(exc)))
+            _write(done, images, captions, encoder, text_embedder, known, counts, skipped)
+            if progress:
+                progress(len(chunks[n]))
+
+    if prune:
+        counts["pruned"] = _prune(images, captions, roots)
+    return IndexReport(collection, encoder.spec, skipped=tuple(skipped), **counts)
+
+
+def _unchanged(f: ImageFile, existing: tuple[str, dict] | None) -> bool:
+    if existing is None:
+        return False
+    _, meta = existing
+    try:
+        st = f.path.stat()
+    except OSError:
+        return False
+    return (
+        meta.get("size") == st.st_size
+        and meta.get("mtime_ns") == st.st_mtime_ns
+        and meta.get("caption", "") == (f.caption or "")
+        and all(meta.get(_key(k)) == v for k, v in f.metadata.items())
+    )
+
+
+def _decode(f: ImageFile, encoder: Encoder, known: dict[str, dict]) -> _Decoded:
+    try:
+        data = f.path.read_bytes()
+        st = f.path.stat()
+    except OSError as exc:
+        raise InputError(f"cannot read file: {exc.strerror or exc}") from exc
+    id_ = content_id(data)
+    meta = {"uri": str(f.path), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+    meta.update({_key(k): v for k, v in f.metadata.items()})
+    if f.caption:
+        meta["caption"] = f.caption
+    if id_ in known:  # same bytes already embedded: only the record changes
+        meta.update({k: known[id_][k] for k in ("width", "height", "format") if k in known[id_]})
+        return _Decoded(f, id_, None, meta)
+    image = read_image(f.path, data)
+    meta.update({"width": image.width, "height": image.height, "format": f.path.suffix[1:].lower()})
+    return _Decoded(f, id_, encoder.preprocess(image), meta)
+
+
+def _write(done, images, captions, encoder, text_embedder, known, counts, skipped) -> None:
+    """Upsert one batch: captions first, images last (an image entry marks completion)."""
+    fresh: dict[str, _Decoded] = {}
+    for d in done:
+        old = known.get(d.id)
+        if d.pixels is None and old is not None and old.get("uri") != d.meta["uri"]:
+            if Path(old.get("uri", "")).exists():
+                skipped.append(Skipped(d.meta["uri"], f"same content as {old['uri']!r}"))
+                continue
+            counts["moved"] += 1
+        elif d.pixels is None:
+            counts["unchanged"] += 1
+        else:
+            counts["indexed"] += 1
+        fresh[d.id] = d  # duplicates inside one batch collapse onto one id
+    if not fresh:
+        return
+    ids = list(fresh)
+    metas = [fresh[i].meta for i in ids]
+    with_caption = [i for i in ids if fresh[i].meta.get("caption")]
+    if with_caption:
+        vecs = text_embedder.encode([fresh[i].meta["caption"] for i in with_caption])
+        captions.upsert(
+            ids=with_caption, embeddings=vecs, metadatas=[fresh[i].meta for i in with_caption]
+        )
+    stale = [i for i in ids if not fresh[i].meta.get("caption") and known.get(i, {}).get("caption")]
+    if stale:
+        captions.delete(ids=stale)
+    new = [i for i in ids if fresh[i].pixels is not None]
+    if new:
+        vecs = encoder.embed_pixels(torch.stack([fresh[i].pixels for i in new])).cpu().numpy()
+        images.upsert(ids=new, embeddings=vecs, metadatas=[fresh[i].meta for i in new])
+    old = [i for i in ids if fresh[i].pixels is None]
+    if old:
+        images.update(ids=old, metadatas=[fresh[i].meta for i in old])
+    for i, m in zip(ids, metas, strict=True):
+        known[i] = m
+
+
+def _prune(images, captions, roots: list[Path]) -> int:
+    gone = [
+        id_
+        for id_, meta in iter_metadata(images)
+        if _under(meta.get("uri", ""), roots) and not os.path.exists(meta.get("uri", ""))
+    ]
+    for i in range(0, len(gone), 1000):
+        captions.delete(ids=gone[i : i + 1000])
+        images.delete(ids=gone[i : i + 1000])
+    return len(gone)
+
+
+def _under(uri: str, roots: list[Path]) -> bool:
+    p = Path(uri)
+    return any(p == r or r in p.parents for r in roots)
+
+
+def _key(k: str) -> str:
+    """User metadata never overwrites evident's own fields."""
+    return f"meta_{k}" if k in RESERVED else k

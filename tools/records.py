@@ -1,0 +1,211 @@
+"""Typed records: what tools return and what the REPL, notebooks, JSON and evaluator read.
+
+All are frozen dataclasses with `to_dict()` giving plain JSON-ready values.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Query:
+    """What the person asked: words, an image path, or both."""
+
+    text: str | None = None
+    image: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"text": self.text, "image": self.image}
+
+
+@dataclass(frozen=True)
+class Hit:
+    """One ranked result. `scores` holds the raw per-modality cosines behind `score`;
+    `first_stage` is set once a reranker has moved the hit: `{"rank": 2, "score": 0.29}`."""
+
+    rank: int
+    id: str
+    uri: str
+    score: float
+    caption: str | None = None
+    scores: Mapping[str, float] = field(default_factory=dict)
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+    first_stage: Mapping[str, float] | None = None
+
+    def with_rank(self, rank: int, score: float | None = None) -> Hit:
+        return replace(self, rank=rank, score=self.score if score is None else score)
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "rank": self.rank,
+            "id": self.id,
+            "uri": self.uri,
+            "score": round(float(self.score), 6),
+            "caption": self.caption,
+            "scores": {k: round(float(v), 6) for k, v in self.scores.items()},
+            "metadata": dict(self.metadata),
+        }
+        if self.first_stage is not None:
+            out["first_stage"] = dict(self.first_stage)
+        return out
+
+
+@dataclass(frozen=True)
+class Skipped:
+    """A file that was not indexed, and why."""
+
+    path: str
+    reason: str
+
+    def to_dict(self) -> dict[str, str]:
+        return {"path": self.path, "reason": self.reason}
+
+
+@dataclass(frozen=True)
+class IndexReport:
+    """What one `index_paths` run did."""
+
+    collection: str
+    model: str
+    indexed: int = 0
+    unchanged: int = 0
+    moved: int = 0
+    pruned: int = 0
+    skipped: tuple[Skipped, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "indexed": self.indexed,
+            "unchanged": self.unchanged,
+            "moved": self.moved,
+            "pruned": self.pruned,
+            "skipped": [s.to_dict() for s in self.skipped],
+            "collection": self.collection,
+            "model": self.model,
+        }
+
+
+# --- Evidence (issue 3): what the evidence engine returns for each explained hit. ---
+
+
+@dataclass(frozen=True)
+class Counterfactual:
+    """What happened to the score when a region was removed from the image.
+
+    `removal` names how ("mean": filled with the image's mean colour; "blur": replaced by a
+    heavily blurred copy). `rank_after` is the hit's rank among the returned hits had the
+    region been missing; `supported` is true only if the drop beats `min_drop`, the noise
+    floor the check used."""
+
+    removal: str
+    score_before: float
+    score_after: float
+    score_drop: float
+    rank_after: int
+    supported: bool
+    min_drop: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "score_after": round(self.score_after, 6),
+            "score_drop": round(self.score_drop, 6),
+            "rank_after": self.rank_after,
+            "supported": self.supported,
+            "removal": self.removal,
+            "min_drop": round(self.min_drop, 6),
+        }
+
+
+@dataclass(frozen=True)
+class Region:
+    """An evidence region: `box` is `(x0, y0, x1, y1)` in original-image pixels, x1/y1
+    exclusive; `peak` is the highest heat inside it, `mass` the share of all heat inside
+    the box. `id` is `R<rank>.<n>`: `R1.1` is the strongest region of result 1."""
+
+    id: str
+    box: tuple[int, int, int, int]
+    peak: float
+    mass: float
+    counterfactual: Counterfactual | None = None
+
+    @property
+    def supported(self) -> bool:
+        return self.counterfactual is not None and self.counterfactual.supported
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "id": self.id,
+            "box": list(self.box),
+            "peak": round(self.peak, 4),
+            "mass": round(self.mass, 4),
+        }
+        if self.counterfactual is not None:
+            out["counterfactual"] = self.counterfactual.to_dict()
+        return out
+
+
+@dataclass(frozen=True)
+class Faithfulness:
+    """Deletion and insertion curves of the score, pixels taken in heat order.
+
+    `deletion[i]` is the score with the hottest `i/steps` of the pixels removed (lower area
+    = the heat found what the score needs); `insertion[i]` the score of the removed image
+    with the hottest `i/steps` put back (higher area is better). Areas use the trapezoid
+    rule over the fraction in [0, 1], on raw cosines."""
+
+    deletion_auc: float
+    insertion_auc: float
+    removal: str
+    deletion: tuple[float, ...] = ()
+    insertion: tuple[float, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "deletion_auc": round(self.deletion_auc, 6),
+            "insertion_auc": round(self.insertion_auc, 6),
+            "removal": self.removal,
+        }
+
+
+@dataclass(frozen=True)
+class QueryTerm:
+    """How much one word of the query added to a result's score (cosine units)."""
+
+    term: str
+    contribution: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"term": self.term, "contribution": round(self.contribution, 6)}
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """Everything the engine checked for one hit; `to_dict()` is the per-result JSON."""
+
+    hit_id: str
+    rank: int
+    method: str
+    score: float
+    regions: tuple[Region, ...] = ()
+    query_terms: tuple[QueryTerm, ...] = ()
+    faithfulness: Faithfulness | None = None
+    first_stage: Mapping[str, float] | None = None
+    png: str | None = None
+    overlay: str | None = None
+
+    @property
+    def supported_regions(self) -> tuple[Region, ...]:
+        """The only regions an answer may cite as support."""
+        return tuple(r for r in self.regions if r.supported)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "heatmap": {"method": self.method, "png": self.png, "overlay": self.overlay},
+            "regions": [r.to_dict() for r in self.regions],
+            "query_terms": [t.to_dict() for t in self.query_terms],
+            "faithfulness": None if self.faithfulness is None else self.faithfulness.to_dict(),
+            "first_stage": None if self.first_stage is None else dict(self.first_stage),
+        }

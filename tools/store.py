@@ -1,0 +1,218 @@
+"""The image store: ChromaDB, embedded on a folder or a `chroma run` server over HTTP.
+
+Each evident collection is a pair: `NAME` holds image embeddings (cosine space) and
+`NAME-captions` holds caption embeddings from the text embedder, under the same ids.
+The image collection's metadata records the encoder spec and dimension; using it
+with another encoder is an `EncoderMismatchError`, never a silent mix.
+
+An embedded database is not safe for two processes at once (Chroma's own warning),
+so opening one takes a file lock for as long as the `Store` is open: a second
+process waits up to `lock_timeout` seconds, then gets a clear `StoreError`. Many
+concurrent readers belong on a server (`chroma run`), which needs no lock.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from filelock import FileLock, Timeout
+
+from tools.errors import EncoderMismatchError, StoreError
+
+log = logging.getLogger(__name__)
+
+LOCK_FILE = ".evident.lock"
+SCHEMA = 1
+CAPTIONS_SUFFIX = "-captions"
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{1,400}[A-Za-z0-9]$")
+PAGE = 5000
+
+
+@dataclass(frozen=True)
+class CollectionInfo:
+    name: str
+    model: str
+    dim: int
+    count: int
+    captions: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.__dict__.copy()
+
+
+class Store:
+    """An open database. Use as a context manager so the lock is always released."""
+
+    def __init__(self, client, location: str, lock: FileLock | None = None):
+        self.client = client
+        self.location = location
+        self._lock = lock
+
+    @classmethod
+    def open(cls, db: str | Path, *, create: bool = False, lock_timeout: float = 10.0) -> Store:
+        """Open `db`: a folder (embedded) or `http://HOST:PORT` (a Chroma server).
+
+        With `create=False` a missing folder is a `StoreError`, never a new empty db.
+        """
+        import chromadb
+        from chromadb.config import Settings
+
+        settings = Settings(anonymized_telemetry=False, allow_reset=False)
+        db = str(db)
+        if db.startswith(("http://", "https://")):
+            return cls(_http_client(db, settings), db)
+        path = Path(db).expanduser().resolve()
+        if not path.is_dir():
+            if not create:
+                raise StoreError(
+                    f"no evident database at {str(path)!r}; index some images first "
+                    f"(evident index PATH --db {db}) or pass the right --db."
+                )
+            path.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(str(path / LOCK_FILE), timeout=lock_timeout)
+        try:
+            lock.acquire()
+        except Timeout as exc:
+            raise StoreError(
+                f"the database {str(path)!r} is in use by another evident process (waited "
+                f"{lock_timeout:g} s). Wait for it to finish, raise --lock-timeout, or serve "
+                "the folder with `chroma run` and use --db http://HOST:PORT for many readers."
+            ) from exc
+        try:
+            client = chromadb.PersistentClient(path=str(path), settings=settings)
+        except Exception:
+            lock.release()
+            raise
+        return cls(client, str(path), lock)
+
+    def close(self) -> None:
+        if self._lock is not None and self._lock.is_locked:
+            self._lock.release()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- collections --------------------------------------------------------------------
+
+    def ensure(self, name: str, *, model: str, dim: int):
+        """The (images, captions) collections for indexing, created on first use."""
+        _check_name(name)
+        existing = {c.name for c in self.client.list_collections()}
+        if name in existing:
+            images = self.images(name, model=model, dim=dim)
+        else:
+            images = self.client.create_collection(
+                name,
+                embedding_function=None,
+                configuration={"hnsw": {"space": "cosine"}},
+                metadata={"evident_model": model, "evident_dim": dim, "evident_schema": SCHEMA},
+            )
+        captions = self.client.get_or_create_collection(
+            name + CAPTIONS_SUFFIX,
+            embedding_function=None,
+            configuration={"hnsw": {"space": "cosine"}},
+            metadata={"evident_role": "captions"},
+        )
+        return images, captions
+
+    def images(self, name: str, *, model: str | None = None, dim: int | None = None):
+        """The image collection `name`; with `model`, checks it was indexed by that encoder."""
+        _check_name(name)
+        try:
+            col = self.client.get_collection(name, embedding_function=None)
+        except Exception as exc:  # chromadb raises NotFoundError/ValueError by version
+            known = sorted(self.collection_names())
+            raise StoreError(
+                f"no collection {name!r} in {self.location!r}; "
+                + (f"collections here: {', '.join(map(repr, known))}." if known else "it is empty.")
+            ) from exc
+        meta = col.metadata or {}
+        if "evident_model" not in meta:
+            raise StoreError(f"collection {name!r} was not made by evident (no encoder recorded).")
+        if model is not None and (meta["evident_model"] != model or (dim and meta["evident_dim"] != dim)):
+            raise EncoderMismatchError(
+                f"collection {name!r} was indexed with encoder {meta['evident_model']!r} "
+                f"(dim {meta['evident_dim']}), not {model!r}"
+                + (f" (dim {dim})" if dim else "")
+                + ". Leave out --model to use the collection's own encoder, or index into a new "
+                "collection with --collection NAME."
+            )
+        return col
+
+    def captions(self, name: str):
+        """The caption collection of `name`, or None when nothing in it has a caption."""
+        try:
+            col = self.client.get_collection(name + CAPTIONS_SUFFIX, embedding_function=None)
+        except Exception:  # absent: a collection indexed without captions
+            return None
+        return col if col.count() else None
+
+    def model_of(self, name: str) -> str:
+        return self.images(name).metadata["evident_model"]
+
+    def collection_names(self) -> list[str]:
+        return [
+            c.name for c in self.client.list_collections() if not c.name.endswith(CAPTIONS_SUFFIX)
+        ]
+
+    def info(self, name: str) -> CollectionInfo:
+        col = self.images(name)
+        caps = self.captions(name)
+        meta = col.metadata
+        return CollectionInfo(
+            name, meta["evident_model"], meta["evident_dim"], col.count(), caps.count() if caps else 0
+        )
+
+    def batch_size(self) -> int:
+        try:
+            return max(1, min(PAGE, int(self.client.get_max_batch_size())))
+        except (AttributeError, TypeError):
+            return PAGE
+
+
+def iter_metadata(col, page: int = PAGE) -> Iterator[tuple[str, dict]]:
+    """Every (id, metadata) of a collection, page by page."""
+    offset = 0
+    while True:
+        got = col.get(include=["metadatas"], limit=page, offset=offset)
+        for i, m in zip(got["ids"], got["metadatas"], strict=True):
+            yield i, m or {}
+        if len(got["ids"]) < page:
+            return
+        offset += page
+
+
+def _check_name(name: str) -> None:
+    if not NAME_RE.match(name) or ".." in name:
+        raise StoreError(
+            f"collection name {name!r} is not allowed: use 3-400 letters, digits, '.', '_' or "
+            "'-', starting and ending with a letter or digit."
+        )
+
+
+def _http_client(url: str, settings):
+    import chromadb
+    from urllib.parse import urlparse
+
+    u = urlparse(url)
+    if not u.hostname:
+        raise StoreError(f"cannot read a host from --db {url!r}; use http://HOST:PORT.")
+    try:
+        client = chromadb.HttpClient(
+            host=u.hostname, port=u.port or 8000, ssl=u.scheme == "https", settings=settings
+        )
+        client.heartbeat()
+    except Exception as exc:  # connection refused, DNS, TLS: all mean the same to the user
+        raise StoreError(
+            f"cannot reach a Chroma server at {url!r} ({type(exc).__name__}). Start one with "
+            "`chroma run --path DIR --host 127.0.0.1 --port PORT`, or pass a folder as --db."
+        ) from exc
+    return client
