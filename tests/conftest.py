@@ -8,3 +8,64 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
+
+import json  # noqa: E402
+import socket  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+
+TINY_VIT = "random:evident-tiny-vit"
+TINY_RN = "random:evident-tiny-rn"
+
+
+@pytest.fixture(scope="session")
+def tiny_encoder():
+    from tools.encoders import load_encoder
+
+    return load_encoder(TINY_VIT)
+
+
+@pytest.fixture(scope="session")
+def text_embedder():
+    from tools.text_embed import load_text_embedder
+
+    return load_text_embedder()
+
+
+def write_scenes(folder: Path, scenes, *, captions: bool = False) -> list[Path]:
+    """Save scenes as PNGs (and `.txt` caption sidecars when asked); returns the paths."""
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i, s in enumerate(scenes):
+        p = folder / f"scene_{i:04d}.png"
+        s.image.save(p)
+        if captions:
+            p.with_suffix(".txt").write_text(s.caption)
+        paths.append(p)
+    return paths
+
+
+@pytest.fixture(scope="session")
+def trained_model_dir(tmp_path_factory) -> Path:
+    """A tiny CLIP trained for seconds on generated scenes, saved as `local-dir:`."""
+    from eval.scenes import make_scenes
+    from tools.train import train_clip
+
+    out = tmp_path_factory.mktemp("trained-model")
+    scenes = make_scenes(1500, seed=0)
+    train_clip([s.image for s in scenes], [s.caption for s in scenes], out_dir=out, **TRAIN_RECIPE)
+    return out
+
+
+TRAIN_RECIPE = {"arch": "evident-tiny-rn", "steps": 400, "batch_size": 48, "lr": 2e-3, "seed": 0}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def read_json(text: str):
+    return json.loads(text)

@@ -96,6 +96,7 @@ def index_paths(
                 except InputError as exc:
                     skipped.append(Skipped(str(f.path), str(exc)))
             _write(done, images, captions, encoder, text_embedder, known, counts, skipped)
+            log.info("wrote batch %d/%d", n + 1, len(chunks))
             if progress:
                 progress(len(chunks[n]))
 
@@ -173,7 +174,11 @@ def _write(done, images, captions, encoder, text_embedder, known, counts, skippe
         images.upsert(ids=new, embeddings=vecs, metadatas=[fresh[i].meta for i in new])
     old = [i for i in ids if fresh[i].pixels is None]
     if old:
-        images.update(ids=old, metadatas=[fresh[i].meta for i in old])
+        # update() merges metadata; a key set to None is removed (a dropped caption, say)
+        images.update(
+            ids=old,
+            metadatas=[{k: None for k in known.get(i, {})} | fresh[i].meta for i in old],
+        )
     for i, m in zip(ids, metas, strict=True):
         known[i] = m
 
