@@ -56,6 +56,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default="random:ViT-B-32")
     p.add_argument("-v", "--verbose", action="store_true")
 
+    p = sub.add_parser("figures", help="generate the scientific-figure benchmark")
+    p.add_argument("out_dir", metavar="OUT_DIR")
+    p.add_argument("--n", type=int, default=1200, help="number of figures")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--workers", type=int, default=None, help="processes (default: CPUs)")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("-v", "--verbose", action="store_true")
+
     p = sub.add_parser("demo", help="the offline demo: build, index and search a collection")
     p.add_argument("--out", default="demo-out")
     p.add_argument("-v", "--verbose", action="store_true")

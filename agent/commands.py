@@ -169,6 +169,23 @@ def cmd_bench(args) -> int:
     return 0
 
 
+def cmd_figures(args) -> int:
+    from pathlib import Path
+
+    from eval.figures import generate_figures
+
+    report = generate_figures(
+        Path(args.out_dir), args.n, seed=args.seed, progress=not args.json, workers=args.workers
+    )
+    if args.json:
+        emit_json(report.to_dict())
+    else:
+        d = report.to_dict()
+        err.print(f"{d['n_figures']} figures in {args.out_dir} ({d['seconds']:.1f} s)")
+        err.print(f"  splits: {d['split_counts']}  queries: {d['query_counts']}", markup=False)
+    return 0
+
+
 def cmd_demo(args) -> int:
     from eval.demo import run_demo
 

@@ -79,6 +79,8 @@ def search_images(
     """Rank the collection's images for `query`; `where` is a Chroma metadata filter."""
     if not 1 <= k <= MAX_K:
         raise InputError(f"k must be between 1 and {MAX_K}, not {k}")
+    if not query.text and not query.image:
+        raise InputError("a search needs words, an image (--image PATH), or both")
     images = store.images(collection, model=encoder.spec, dim=encoder.dim)
     count = images.count()
     if count == 0:
@@ -124,6 +126,8 @@ def search_images(
 
 
 def _query(col, vec: np.ndarray, n: int, where: dict | None) -> tuple[dict, dict]:
+    from chromadb.errors import InvalidArgumentError
+
     try:
         got = col.query(
             query_embeddings=[vec.tolist()],
@@ -131,7 +135,7 @@ def _query(col, vec: np.ndarray, n: int, where: dict | None) -> tuple[dict, dict
             where=where or None,
             include=["metadatas", "distances"],
         )
-    except ValueError as exc:  # Chroma's complaint about a malformed filter
+    except (ValueError, InvalidArgumentError) as exc:  # Chroma rejects a malformed filter
         raise InputError(f"invalid --where filter {where!r}: {exc}") from exc
     ids, dists, metas = got["ids"][0], got["distances"][0], got["metadatas"][0]
     scores = {i: 1.0 - float(d) for i, d in zip(ids, dists, strict=True)}

@@ -1,0 +1,184 @@
+"""Search quality on a tiny CLIP trained for seconds, hybrid scoring, filters, error paths."""
+
+import json
+
+import numpy as np
+import pytest
+
+from agent.cli import main
+from eval.scenes import COLOURS, SHAPES, make_scenes
+from tests.conftest import write_scenes
+from tools.encoders import load_encoder
+from tools.errors import InputError, StoreError
+from tools.index import index_paths
+from tools.records import Query
+from tools.retrieve import search_images
+from tools.store import Store
+
+
+@pytest.fixture(scope="module")
+def trained(trained_model_dir):
+    return load_encoder(f"local-dir:{trained_model_dir}")
+
+
+@pytest.fixture(scope="module")
+def collection(tmp_path_factory, trained):
+    """96 held-out scenes (not seen in training), without captions."""
+    root = tmp_path_factory.mktemp("search")
+    scenes = make_scenes(96, seed=123)
+    paths = write_scenes(root / "imgs", scenes)
+    with Store.open(root / "db", create=True) as store:
+        index_paths([root / "imgs"], store=store, encoder=trained, collection="images")
+    return root / "db", {str(p): s for p, s in zip(paths, scenes, strict=True)}
+
+
+def precision_at(db, by_uri, encoder, query, k, match):
+    with Store.open(db) as store:
+        hits = search_images(query, k, store=store, collection="images", encoder=encoder).hits
+    return np.mean([match(by_uri[h.uri]) for h in hits])
+
+
+def test_text_search_ranks_the_right_images_first(collection, trained):
+    db, by_uri = collection
+    p1, p4 = [], []
+    for colour in COLOURS:
+        for shape in SHAPES:
+            present = sum(s.colour == colour and s.shape == shape for s in by_uri.values())
+            if present < 4:
+                continue
+
+            def match(s, colour=colour, shape=shape):
+                return s.colour == colour and s.shape == shape
+
+            q = Query(f"a {colour} {shape}")
+            p1.append(precision_at(db, by_uri, trained, q, 1, match))
+            p4.append(precision_at(db, by_uri, trained, q, 4, match))
+    assert len(p1) >= 8
+    # chance is 1/16; a model that only learned colour would score about 1/4
+    assert np.mean(p1) >= 0.7, p1
+    assert np.mean(p4) >= 0.6, p4
+    colour_only = [
+        precision_at(db, by_uri, trained, Query(f"a {c} shape"), 5, lambda s, c=c: s.colour == c)
+        for c in COLOURS
+    ]
+    assert np.mean(colour_only) >= 0.9, colour_only
+
+
+def test_image_query_finds_the_same_kind_of_image(collection, trained, tmp_path):
+    db, by_uri = collection
+    probe = make_scenes(40, seed=999)
+    hits = []
+    for s in probe[:12]:
+        path = tmp_path / "probe.png"
+        s.image.save(path)
+        hits.append(
+            precision_at(db, by_uri, trained, Query(image=str(path)), 3, lambda t, s=s: t.colour == s.colour)
+        )
+    assert np.mean(hits) >= 0.8
+
+
+def test_hybrid_scoring_uses_captions(tmp_path, trained, text_embedder):
+    scenes = make_scenes(24, seed=7)
+    write_scenes(tmp_path / "imgs", scenes, captions=True)
+    (tmp_path / "imgs" / "scene_0005.txt").write_text("the quarterly sales figure for Lisbon")
+    with Store.open(tmp_path / "db", create=True) as store:
+        index_paths(
+            [tmp_path / "imgs"],
+            store=store,
+            encoder=trained,
+            collection="images",
+            text_embedder=text_embedder,
+        )
+        res = search_images(
+            Query("Lisbon sales"),
+            3,
+            store=store,
+            collection="images",
+            encoder=trained,
+            text_embedder=text_embedder,
+        )
+    assert res.hits[0].uri.endswith("scene_0005.png")
+    assert set(res.hits[0].scores) == {"image", "caption"}
+    assert res.scoring.startswith("hybrid")
+    assert [h.rank for h in res.hits] == [1, 2, 3]
+    assert res.hits[0].score >= res.hits[1].score >= res.hits[2].score
+
+
+def test_where_filter_restricts_results(tmp_path, tiny_encoder):
+    scenes = make_scenes(10, seed=8)
+    paths = write_scenes(tmp_path / "imgs", scenes)
+    for i, p in enumerate(paths):
+        p.with_suffix(".json").write_text(json.dumps({"kind": "even" if i % 2 == 0 else "odd"}))
+    with Store.open(tmp_path / "db", create=True) as store:
+        index_paths([tmp_path / "imgs"], store=store, encoder=tiny_encoder, collection="images")
+        hits = search_images(
+            Query("x"), 10, {"kind": "odd"}, store=store, collection="images", encoder=tiny_encoder
+        ).hits
+    assert len(hits) == 5 and all(h.metadata["kind"] == "odd" for h in hits)
+
+
+def test_search_error_paths(tmp_path, tiny_encoder):
+    with Store.open(tmp_path / "db", create=True) as store:
+        store.ensure("images", model=tiny_encoder.spec, dim=tiny_encoder.dim)
+        kw = {"store": store, "collection": "images", "encoder": tiny_encoder}
+        with pytest.raises(StoreError, match="is empty"):
+            search_images(Query("x"), **kw)
+        with pytest.raises(InputError, match="k must be between"):
+            search_images(Query("x"), 0, **kw)
+        with pytest.raises(InputError, match="needs words, an image"):
+            search_images(Query(), 3, **kw)
+
+
+def cli(capsys, *argv):
+    code = main(list(argv))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_cli_index_and_search_json_schema(tmp_path, capsys, trained_model_dir):
+    write_scenes(tmp_path / "imgs", make_scenes(12, seed=9))
+    (tmp_path / "imgs" / "broken.png").write_bytes(b"\x89PNG\r\n")
+    db = str(tmp_path / "db")
+    model = f"local-dir:{trained_model_dir}"
+    code, out, _ = cli(capsys, "index", str(tmp_path / "imgs"), "--db", db, "--model", model, "--json")
+    assert code == 0
+    report = json.loads(out)
+    assert report["indexed"] == 12 and report["unchanged"] == 0
+    assert report["skipped"][0]["path"].endswith("broken.png") and report["skipped"][0]["reason"]
+    assert report["collection"] == "images" and report["model"] == model
+    code, out, _ = cli(capsys, "search", "a red circle", "--db", db, "--k", "3", "--json")
+    assert code == 0
+    res = json.loads(out)
+    assert res["query"] == {"text": "a red circle", "image": None}
+    assert res["model"] == model and res["collection"] == "images"
+    assert [r["rank"] for r in res["results"]] == [1, 2, 3]
+    assert {"id", "uri", "score", "caption"} <= set(res["results"][0])
+    assert set(res["timings_ms"]) >= {"encode_query", "search"}
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["search", "x", "--db", "{tmp}/none"], "no evident database at"),
+        (["search", "x", "--db", "{db}", "--collection", "other"], "no collection 'other'"),
+        (["search", "--image", "{tmp}/missing.png", "--db", "{db}"], "cannot use query image"),
+        (["search", "x", "--db", "{db}", "--where", "[1]"], "--where must be a JSON object"),
+        (["search", "x", "--db", "{db}", "--where", '{"$bogus": 1}'], "invalid --where filter"),
+        (["search", "--db", "{db}"], "give words to search for"),
+        (["search", "x", "--db", "{db}", "--model", "random:evident-tiny-rn"], "indexed with encoder"),
+        (["index", "{tmp}/nothing-here", "--db", "{db}"], "no such file or folder"),
+        (["index", "{tmp}", "--db", "{tmp}/fresh"], "no encoder configured"),
+        (["search", "x", "--db", "{db}", "--k", "0"], "k must be between"),
+        (["search", "x", "--db", "http://127.0.0.1:9"], "cannot reach a Chroma server"),
+    ],
+)
+def test_cli_errors_are_one_clear_line(tmp_path, capsys, tiny_encoder, argv, message):
+    db = tmp_path / "db"
+    write_scenes(tmp_path / "imgs", make_scenes(2, seed=10))
+    with Store.open(db, create=True) as store:
+        index_paths([tmp_path / "imgs"], store=store, encoder=tiny_encoder, collection="images")
+    argv = [a.replace("{tmp}", str(tmp_path)).replace("{db}", str(db)) for a in argv]
+    code, out, err = cli(capsys, *argv)
+    assert code == 2
+    assert message in err
+    assert "Traceback" not in err and out == ""
