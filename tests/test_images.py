@@ -65,7 +65,8 @@ def test_discover_recurses_filters_and_reads_captions(tmp_path):
     )
     (tmp_path / "a" / "b" / "three.webp").write_bytes(red)
     (tmp_path / "a" / "b" / "captions.jsonl").write_text(
-        json.dumps({"file": "three.webp", "caption": "from jsonl", "source": "lab"}) + "\nnot json\n"
+        json.dumps({"file": "three.webp", "caption": "from jsonl", "source": "lab"})
+        + "\nnot json\n"
     )
     (tmp_path / "notes.md").write_text("not an image")
     found = {f.path.name: f for f in discover([tmp_path])}

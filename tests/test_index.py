@@ -88,7 +88,9 @@ def test_encoder_mismatch_is_refused(tmp_path, tiny_encoder):
     write_scenes(folder, make_scenes(2, seed=3))
     run_index(tmp_path / "db", folder, tiny_encoder)
     other = load_encoder("random:evident-tiny-rn")
-    with pytest.raises(EncoderMismatchError, match="indexed with encoder 'random:evident-tiny-vit'"):
+    with pytest.raises(
+        EncoderMismatchError, match="indexed with encoder 'random:evident-tiny-vit'"
+    ):
         run_index(tmp_path / "db", folder, other)
 
 

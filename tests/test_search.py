@@ -72,7 +72,9 @@ def test_image_query_finds_the_same_kind_of_image(collection, trained, tmp_path)
         path = tmp_path / "probe.png"
         s.image.save(path)
         hits.append(
-            precision_at(db, by_uri, trained, Query(image=str(path)), 3, lambda t, s=s: t.colour == s.colour)
+            precision_at(
+                db, by_uri, trained, Query(image=str(path)), 3, lambda t, s=s: t.colour == s.colour
+            )
         )
     assert np.mean(hits) >= 0.8
 
@@ -140,7 +142,9 @@ def test_cli_index_and_search_json_schema(tmp_path, capsys, trained_model_dir):
     (tmp_path / "imgs" / "broken.png").write_bytes(b"\x89PNG\r\n")
     db = str(tmp_path / "db")
     model = f"local-dir:{trained_model_dir}"
-    code, out, _ = cli(capsys, "index", str(tmp_path / "imgs"), "--db", db, "--model", model, "--json")
+    code, out, _ = cli(
+        capsys, "index", str(tmp_path / "imgs"), "--db", db, "--model", model, "--json"
+    )
     assert code == 0
     report = json.loads(out)
     assert report["indexed"] == 12 and report["unchanged"] == 0
@@ -165,7 +169,10 @@ def test_cli_index_and_search_json_schema(tmp_path, capsys, trained_model_dir):
         (["search", "x", "--db", "{db}", "--where", "[1]"], "--where must be a JSON object"),
         (["search", "x", "--db", "{db}", "--where", '{"$bogus": 1}'], "invalid --where filter"),
         (["search", "--db", "{db}"], "give words to search for"),
-        (["search", "x", "--db", "{db}", "--model", "random:evident-tiny-rn"], "indexed with encoder"),
+        (
+            ["search", "x", "--db", "{db}", "--model", "random:evident-tiny-rn"],
+            "indexed with encoder",
+        ),
         (["index", "{tmp}/nothing-here", "--db", "{db}"], "no such file or folder"),
         (["index", "{tmp}", "--db", "{tmp}/fresh"], "no encoder configured"),
         (["search", "x", "--db", "{db}", "--k", "0"], "k must be between"),

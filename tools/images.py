@@ -159,8 +159,8 @@ def _scalars(record: dict, *, skip: set[str]) -> dict[str, Any]:
     for k, v in record.items():
         if k in skip or not isinstance(k, str):
             continue
-        if isinstance(v, str | int | float | bool):
-            out[k] = v
-        elif isinstance(v, list) and v and all(isinstance(x, str) for x in v):
+        scalar = isinstance(v, str | int | float | bool)
+        strings = isinstance(v, list) and v and all(isinstance(x, str) for x in v)
+        if scalar or strings:
             out[k] = v
     return out

@@ -94,7 +94,10 @@ def search_images(
     img_scores, metas = _query(images, q, pool, where)
     if captions is None:
         order = sorted(img_scores, key=lambda i: -img_scores[i])[:k]
-        hits = [_hit(r, i, img_scores[i], metas[i], {"image": img_scores[i]}) for r, i in enumerate(order, 1)]
+        hits = [
+            _hit(r, i, img_scores[i], metas[i], {"image": img_scores[i]})
+            for r, i in enumerate(order, 1)
+        ]
         scoring = "cosine"
     else:
         cap_scores, cap_metas = _query(captions, qt, min(pool, captions.count()), where)
@@ -104,9 +107,9 @@ def search_images(
         img_scores.update(_exact(images, q, missing))
         cap_scores.update(_exact(captions, qt, [i for i in img_scores if i not in cap_scores]))
         ids = list(img_scores)
-        fused = (1 - caption_weight) * _minmax([img_scores[i] for i in ids]) + caption_weight * _minmax(
-            [cap_scores.get(i, np.nan) for i in ids]
-        )
+        fused = (1 - caption_weight) * _minmax(
+            [img_scores[i] for i in ids]
+        ) + caption_weight * _minmax([cap_scores.get(i, np.nan) for i in ids])
         order = np.argsort(-fused, kind="stable")[:k]
         hits = [
             _hit(r, ids[j], float(fused[j]), metas[ids[j]], _both(img_scores, cap_scores, ids[j]))

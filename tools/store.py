@@ -137,7 +137,9 @@ class Store:
         meta = col.metadata or {}
         if "evident_model" not in meta:
             raise StoreError(f"collection {name!r} was not made by evident (no encoder recorded).")
-        if model is not None and (meta["evident_model"] != model or (dim and meta["evident_dim"] != dim)):
+        if model is not None and (
+            meta["evident_model"] != model or (dim and meta["evident_dim"] != dim)
+        ):
             raise EncoderMismatchError(
                 f"collection {name!r} was indexed with encoder {meta['evident_model']!r} "
                 f"(dim {meta['evident_dim']}), not {model!r}"
@@ -168,7 +170,11 @@ class Store:
         caps = self.captions(name)
         meta = col.metadata
         return CollectionInfo(
-            name, meta["evident_model"], meta["evident_dim"], col.count(), caps.count() if caps else 0
+            name,
+            meta["evident_model"],
+            meta["evident_dim"],
+            col.count(),
+            caps.count() if caps else 0,
         )
 
     def batch_size(self) -> int:
@@ -199,8 +205,9 @@ def _check_name(name: str) -> None:
 
 
 def _http_client(url: str, settings):
-    import chromadb
     from urllib.parse import urlparse
+
+    import chromadb
 
     u = urlparse(url)
     if not u.hostname:

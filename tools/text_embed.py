@@ -50,5 +50,7 @@ def load_text_embedder(device: str | None = None) -> TextEmbedder:
     try:
         model = SentenceTransformer(str(path), device=device or "cpu", local_files_only=True)
     except (OSError, ValueError) as exc:
-        raise ModelLoadError(f"could not load the caption embedder from {str(path)!r}: {exc}") from exc
+        raise ModelLoadError(
+            f"could not load the caption embedder from {str(path)!r}: {exc}"
+        ) from exc
     return TextEmbedder(NAME, model)

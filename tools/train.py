@@ -84,6 +84,7 @@ def train_clip(
     def sample() -> list[int]:
         # One image per distinct caption: duplicates in a batch are false negatives.
         return [rng.choice(g) for g in rng.sample(groups, bs)]
+
     pool = ThreadPoolExecutor(max_workers=2)
 
     def batch(indices: list[int]):

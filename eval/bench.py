@@ -1,0 +1,181 @@
+"""`evident bench`: speed figures and their ratios, all from one run on this machine.
+
+Foundation figures (issue 2), on `random:ViT-B-32` by default (timing only):
+- `index_images_per_s`: `evident index`'s pipeline end to end (read, hash, decode,
+  preprocess, embed, upsert) on JPEG photos-sized images;
+- `forward_images_per_s`: the plain batched model forward on the same images, already
+  decoded and preprocessed (the ceiling for indexing);
+- `one_at_a_time_images_per_s`: preprocess and embed one image per call, the way
+  Chroma's OpenCLIP embedding function works;
+- `query_p50_ms` / `query_p95_ms`: text queries (encoding included) against a
+  collection of `n_vectors` stored vectors.
+The evidence engine adds its own figures (`eval/bench_evidence.py`).
+"""
+
+from __future__ import annotations
+
+import logging
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+log = logging.getLogger(__name__)
+
+QUERIES = ("a red circle", "a bar chart with a legend", "two dogs on a beach", "a heatmap")
+TARGETS = {
+    "index_over_forward": (">=", 0.85),
+    "query_p50_ms": ("<=", 100.0),
+    "cam_over_forward": ("<=", 1.25),
+    "naive_over_cam": (">=", 3.5),
+    "counterfactual_over_forward": ("<=", 1.0),
+}
+
+
+def _photos(folder: Path, n: int) -> list[Path]:
+    """`n` photo-sized JPEGs (640x480, varied content) so decoding costs what it does."""
+    from eval.scenes import make_scenes
+
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i, s in enumerate(make_scenes(n, seed=42, size=96, clutter=True)):
+        p = folder / f"photo_{i:05d}.jpg"
+        s.image.resize((640, 480)).save(p, quality=90)
+        paths.append(p)
+    return paths
+
+
+def bench_indexing(encoder, n_images: int, workdir: Path) -> dict[str, float]:
+    from tools.images import read_image
+    from tools.index import index_paths
+    from tools.store import Store
+
+    paths = _photos(workdir / "photos", n_images)
+    decoded = [encoder.preprocess(read_image(p)) for p in paths]
+    encoder.embed_pixels(torch.stack(decoded[:4]))  # warm-up
+
+    t = time.perf_counter()
+    for i in range(0, len(decoded), encoder.batch_size):
+        encoder.embed_pixels(torch.stack(decoded[i : i + encoder.batch_size]))
+    forward = len(decoded) / (time.perf_counter() - t)
+
+    n_one = max(8, n_images // 4)
+    t = time.perf_counter()
+    for p in paths[:n_one]:
+        encoder.embed_pixels(encoder.preprocess(read_image(p)).unsqueeze(0))
+    one = n_one / (time.perf_counter() - t)
+
+    with Store.open(workdir / "db", create=True) as store:
+        t = time.perf_counter()
+        report = index_paths([workdir / "photos"], store=store, encoder=encoder, collection="bench")
+        index = report.indexed / (time.perf_counter() - t)
+    return {
+        "index_images_per_s": index,
+        "forward_images_per_s": forward,
+        "one_at_a_time_images_per_s": one,
+    }
+
+
+def bench_queries(encoder, n_vectors: int, workdir: Path, n_queries: int = 40) -> dict[str, float]:
+    from tools.records import Query
+    from tools.retrieve import search_images
+    from tools.store import Store
+
+    rng = np.random.default_rng(0)
+    with Store.open(workdir / "qdb", create=True) as store:
+        images, _ = store.ensure("vectors", model=encoder.spec, dim=encoder.dim)
+        step = store.batch_size()
+        t = time.perf_counter()
+        for i in range(0, n_vectors, step):
+            m = min(step, n_vectors - i)
+            v = rng.standard_normal((m, encoder.dim)).astype(np.float32)
+            v /= np.linalg.norm(v, axis=1, keepdims=True)
+            images.add(
+                ids=[f"v{j}" for j in range(i, i + m)],
+                embeddings=v,
+                metadatas=[{"uri": f"/bench/{j}.jpg"} for j in range(i, i + m)],
+            )
+        log.info("stored %d vectors in %.1f s", n_vectors, time.perf_counter() - t)
+        lat = []
+        for i in range(n_queries + 3):
+            t = time.perf_counter()
+            search_images(
+                Query(QUERIES[i % len(QUERIES)] + f" {i}"),
+                10,
+                store=store,
+                collection="vectors",
+                encoder=encoder,
+            )
+            if i >= 3:  # the first few warm caches
+                lat.append((time.perf_counter() - t) * 1e3)
+    return {
+        "query_p50_ms": statistics.median(lat),
+        "query_p95_ms": float(np.percentile(lat, 95)),
+    }
+
+
+UNITS = {"_per_s": "images/s", "_ms": "ms", "_s": "s"}
+
+
+def run_bench(
+    *, model: str = "random:ViT-B-32", n_images: int = 64, n_vectors: int = 100_000, log=None
+) -> dict[str, Any]:
+    from tools.encoders import load_encoder
+
+    def say(msg: str) -> None:
+        if log is not None:
+            log.print(f"[dim]bench: {msg}[/]")
+
+    encoder = load_encoder(model)
+    raw: dict[str, float] = {}
+    with tempfile.TemporaryDirectory(prefix="evident-bench-") as tmp:
+        say(f"indexing {n_images} images")
+        raw |= bench_indexing(encoder, n_images, Path(tmp))
+        say(f"{n_vectors:,} stored vectors, text queries")
+        raw |= bench_queries(encoder, n_vectors, Path(tmp))
+    say("evidence: heatmaps, regions, counterfactuals")
+    from eval.bench_evidence import bench_evidence
+
+    raw |= bench_evidence(model, encoder=encoder)
+    raw["index_over_forward"] = raw["index_images_per_s"] / raw["forward_images_per_s"]
+    raw["forward_over_one_at_a_time"] = (
+        raw["forward_images_per_s"] / raw["one_at_a_time_images_per_s"]
+    )
+    figures = {k: {"value": round(v, 4), "unit": _unit(k)} for k, v in raw.items()}
+    return {
+        "model": model,
+        "machine": {"threads": torch.get_num_threads(), "device": str(encoder.device)},
+        "figures": figures,
+        "targets": {
+            k: {"op": op, "value": v, "met": _met(raw.get(k), op, v)}
+            for k, (op, v) in TARGETS.items()
+        },
+    }
+
+
+def _unit(name: str) -> str:
+    return next((u for suffix, u in UNITS.items() if name.endswith(suffix)), "ratio")
+
+
+def _met(value: float | None, op: str, target: float) -> bool | None:
+    if value is None:
+        return None
+    return value >= target if op == ">=" else value <= target
+
+
+def render(result: dict[str, Any]):
+    """A rich table: each figure, its unit, and its target when it has one."""
+    from rich.table import Table
+
+    table = Table(title=f"evident bench — {result['model']} on {result['machine']['device']}")
+    for col in ("figure", "value", "unit", "target"):
+        table.add_column(col)
+    for name, fig in result["figures"].items():
+        t = result["targets"].get(name)
+        target = f"{t['op']} {t['value']:g} {'✓' if t['met'] else '✗'}" if t else ""
+        table.add_row(name, f"{fig['value']:.4g}", fig["unit"], target)
+    return table
