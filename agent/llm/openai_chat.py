@@ -1,0 +1,37 @@
+"""Any OpenAI-compatible server (Ollama, vLLM, llama.cpp's server) through langchain-openai.
+
+Tool calling is the server's job: vLLM needs `--enable-auto-tool-choice --tool-call-parser
+hermes`, llama.cpp's server `--jinja`. Nothing is contacted until the first call.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from tools.errors import ModelLoadError
+
+
+def load_openai_chat(base_url: str, model: str, **settings: Any) -> Any:
+    """A streaming `ChatOpenAI` for `model` at `base_url` (e.g. http://localhost:11434/v1).
+
+    The API key comes from `OPENAI_API_KEY`, else a placeholder (local servers ignore it).
+    `settings` go to `ChatOpenAI` (`temperature`, `max_tokens`, `timeout`, ...)."""
+    if not base_url.startswith(("http://", "https://")):
+        raise ModelLoadError(
+            f"the server address must start with http:// or https://, got {base_url!r}"
+        )
+    if not model:
+        raise ModelLoadError(
+            f"no model name for the server at {base_url!r}: write openai:<url>#<model>"
+        )
+    try:
+        from langchain_openai import ChatOpenAI
+    except ImportError:
+        raise ModelLoadError(
+            "the openai backend needs langchain-openai: pip install 'evident[openai]'"
+        ) from None
+    settings.setdefault("api_key", os.environ.get("OPENAI_API_KEY", "not-needed"))
+    settings.setdefault("streaming", True)
+    settings.setdefault("temperature", 0)
+    return ChatOpenAI(base_url=base_url, model=model, **settings)
