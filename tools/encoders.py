@@ -135,8 +135,13 @@ def register_configs() -> None:
         open_clip.add_model_config(CONFIG_DIR)
 
 
-def load_encoder(spec: str, *, device: str | torch.device | None = None) -> Encoder:
-    """Build an encoder from a spec string; every failure is a `ModelLoadError`."""
+def load_encoder(
+    spec: str, *, device: str | torch.device | None = None, init_seed: int | None = None
+) -> Encoder:
+    """Build an encoder from a spec string; every failure is a `ModelLoadError`.
+
+    `random:` specs are seeded with 0, so every process builds the same model (and its
+    index stays searchable); training passes its own `init_seed` and gets no warning."""
     import open_clip
 
     register_configs()
@@ -157,13 +162,14 @@ def load_encoder(spec: str, *, device: str | torch.device | None = None) -> Enco
             raise ModelLoadError(f"Weights file {parsed.source!r} does not exist.")
         if parsed.kind == "tag":
             _check_tag(parsed.arch, parsed.source)
-    if parsed.kind == "random":
+    if parsed.kind == "random" and init_seed is None:
         log.warning(
             "RANDOM WEIGHTS: encoder %r is randomly initialised; its results are meaningless "
             "(use it for smoke tests and timing only).",
             str(parsed),
         )
-        torch.manual_seed(0)  # the same random model in every process, so indexes agree
+    if parsed.kind == "random":
+        torch.manual_seed(0 if init_seed is None else init_seed)
     try:
         model, _, preprocess = open_clip.create_model_and_transforms(
             name, pretrained=pretrained, **kwargs
@@ -221,3 +227,13 @@ def _reachable(host: str, port: int, timeout: float = 3.0) -> bool:
             return True
     except OSError:
         return False
+
+
+BUNDLED_DIR = Path(__file__).parent / "models" / "evident-figures"
+
+
+def bundled_model() -> str | None:
+    """The spec of the figure model shipped inside the package, if this install has it."""
+    if (BUNDLED_DIR / "open_clip_model.safetensors").is_file():
+        return f"local-dir:{BUNDLED_DIR}"
+    return None

@@ -95,10 +95,10 @@ class IndexReport:
 class Counterfactual:
     """What happened to the score when a region was removed from the image.
 
-    `removal` names how ("mean": filled with the image's mean colour; "blur": replaced by a
-    heavily blurred copy). `rank_after` is the hit's rank among the returned hits had the
-    region been missing; `supported` is true only if the drop beats `min_drop`, the noise
-    floor the check used."""
+    `removal` names how ("mean": filled with the encoder's normalisation mean, a neutral
+    grey; "blur": replaced by a heavily blurred copy). `rank_after` is the hit's rank
+    among the returned hits had the region been missing; `supported` is true only if the
+    drop beats `min_drop`, the noise floor the check used."""
 
     removal: str
     score_before: float

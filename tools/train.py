@@ -21,6 +21,8 @@ import torch
 from PIL import Image
 
 from tools.encoders import Encoder, default_device, load_encoder, register_configs
+from tools.errors import InputError
+from tools.images import read_image
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +34,12 @@ ImageSource = Image.Image | str | Path
 
 
 def _open(src: ImageSource) -> Image.Image:
-    return src if isinstance(src, Image.Image) else Image.open(src).convert("RGB")
+    if isinstance(src, Image.Image):
+        return src
+    try:
+        return read_image(Path(src))
+    except InputError as exc:
+        raise InputError(f"cannot train on image {str(src)!r}: {exc}") from exc
 
 
 def train_clip(
@@ -50,11 +57,13 @@ def train_clip(
     out_dir: Path | None = None,
     checkpoint_every: int = 200,
     on_step: Callable[[int, float], None] | None = None,
+    fp16: bool = False,
 ) -> Encoder:
     """Train (or fine-tune, from `init` spec) with the symmetric InfoNCE loss.
 
     With `out_dir` the run checkpoints every `checkpoint_every` steps and resumes
-    from the last checkpoint there; the final model is saved there too.
+    from the last checkpoint there; the final model is saved there too (as float16
+    with `fp16`). `on_step(step, loss)` is called after each step, 1-based.
     """
     import open_clip
 
@@ -63,7 +72,7 @@ def train_clip(
     register_configs()
     dev = torch.device(device) if device is not None else default_device()
     torch.manual_seed(seed)
-    base = load_encoder(init or f"random:{arch}", device=dev)
+    base = load_encoder(init or f"random:{arch}", device=dev, init_seed=None if init else seed)
     model = base.model.train().requires_grad_(True)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
     warmup = max(1, steps // 20)
@@ -114,7 +123,7 @@ def train_clip(
     pool.shutdown()
     model.eval().requires_grad_(False)
     if out_dir:
-        save_model(model, arch if init is None else _arch_of(base), out_dir, base)
+        save_model(model, arch if init is None else _arch_of(base), out_dir, base, fp16=fp16)
         (Path(out_dir) / STATE_FILE).unlink(missing_ok=True)
         return load_encoder(f"local-dir:{out_dir}", device=dev)
     base.spec = f"trained:{arch}:seed{seed}:steps{steps}"
@@ -128,7 +137,10 @@ def save_model(model: torch.nn.Module, arch: str, out_dir: Path, enc: Encoder, f
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    cfg = open_clip.get_model_config(arch)
+    if arch.startswith("local-dir:"):  # fine-tuned from a local-dir model: keep its config
+        cfg = json.loads((Path(arch.partition(":")[2]) / CONFIG_FILE).read_text())["model_cfg"]
+    else:
+        cfg = open_clip.get_model_config(arch)
     pp = dict(getattr(model.visual, "preprocess_cfg", {}))
     pp["resize_mode"] = "squash"
     (out_dir / CONFIG_FILE).write_text(json.dumps({"model_cfg": cfg, "preprocess_cfg": pp}))

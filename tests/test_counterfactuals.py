@@ -1,0 +1,104 @@
+"""Counterfactual checks on a fake encoder whose evidence is known (the red top-left block)."""
+
+import doctest
+
+import numpy as np
+import pytest
+import torch
+
+import tools.counterfactuals
+from tests.evidence_fixtures import FakeEncoder, red_corner_image, tiny
+from tools.counterfactuals import removed, verify
+from tools.errors import InputError
+from tools.records import Region
+
+QUERY = torch.tensor([[1.0, 0.0]])  # the fake's score grows with the top-left redness
+
+
+def test_doctests():
+    assert doctest.testmod(tools.counterfactuals).failed == 0
+
+
+def _setup(sizes=((32, 32), (48, 20))):
+    enc = FakeEncoder()
+    images = [red_corner_image(s) for s in sizes]
+    pixels = enc.pixels(images)
+    with torch.no_grad():
+        scores = (enc.model.encode_image(pixels) * QUERY).sum(-1).numpy()
+    return enc, images, pixels, scores
+
+
+def _regions(rank, size):
+    w, h = size
+    evidence = Region(f"R{rank}.1", (0, 0, w // 2, h // 2), 1.0, 0.5)
+    elsewhere = Region(f"R{rank}.2", (w // 2, h // 2, w, h), 0.6, 0.2)
+    return (evidence, elsewhere)
+
+
+@pytest.mark.parametrize("removal", ["mean", "blur"])
+def test_removing_the_evidence_lowers_the_score_and_elsewhere_does_not(removal):
+    enc, images, pixels, scores = _setup()
+    regions = [_regions(i + 1, im.size) for i, im in enumerate(images)]
+    checked, faith = verify(
+        enc, pixels, QUERY, scores, regions, [im.size for im in images], removal=removal
+    )
+    for found in checked:
+        evidence, elsewhere = found
+        assert evidence.supported and evidence.counterfactual.score_drop > 0.005
+        assert not elsewhere.supported
+        assert elsewhere.counterfactual.score_drop == pytest.approx(0.0, abs=1e-6)
+        assert evidence.counterfactual.removal == removal
+        assert evidence.id == found[0].id and evidence.box == found[0].box  # only cf added
+    assert faith is None  # no maps, no curves
+
+
+def test_rank_after_reranks_within_the_returned_list():
+    enc, images, pixels, scores = _setup()
+    regions = [_regions(1, images[0].size), ()]
+    ranking = [scores[0], scores[0] - 0.001]  # result 2 is just behind result 1
+    checked, _ = verify(
+        enc, pixels, QUERY, scores, regions, [im.size for im in images], ranking_scores=ranking
+    )
+    evidence, elsewhere = checked[0]
+    assert evidence.counterfactual.rank_after == 2  # losing its evidence drops it below #2
+    assert elsewhere.counterfactual.rank_after == 1
+    assert checked[1] == ()
+
+
+def test_curves_follow_the_heat_and_set_the_noise_floor():
+    enc, images, pixels, scores = _setup(((32, 32),))
+    good = np.zeros((1, 16, 16), np.float32)
+    good[0, :8, :8] = 1.0  # heat on the evidence
+    good[0, 8:, 8:] = 0.5
+    bad = 1.0 - good
+    regions = [_regions(1, images[0].size)]
+    sizes = [images[0].size]
+    _, (right,) = verify(enc, pixels, QUERY, scores, regions, sizes, maps=good, steps=4)
+    checked, (wrong,) = verify(enc, pixels, QUERY, scores, regions, sizes, maps=bad, steps=4)
+    assert right.deletion_auc < wrong.deletion_auc
+    assert right.insertion_auc > wrong.insertion_auc
+    assert len(right.deletion) == len(right.insertion) == 5
+    assert right.deletion[0] == pytest.approx(scores[0]) == right.insertion[-1]
+    blank = right.deletion[-1]
+    assert right.insertion[0] == blank
+    cf = checked[0][0].counterfactual
+    assert cf.min_drop == pytest.approx(max(1e-3, 0.05 * (scores[0] - blank)))
+
+
+def test_all_masked_images_go_in_as_few_forwards_as_possible():
+    enc, images, pixels, scores = _setup()
+    regions = [_regions(i + 1, im.size) for i, im in enumerate(images)]
+    maps = np.random.default_rng(0).random((2, 16, 16)).astype(np.float32)
+    enc.model.calls = 0
+    verify(enc, pixels, QUERY, scores, regions, [im.size for im in images], maps=maps, steps=3)
+    n_images = 2 * 2 + 2 * (2 * 3 - 1)  # 4 regions, 5 curve images per result
+    assert enc.model.calls == -(-n_images // enc.batch_size)
+
+
+def test_removal_changes_only_the_box_and_unknown_removals_are_refused():
+    enc = tiny("evident-tiny-vit")
+    pixels = enc.pixels([red_corner_image((64, 64))])
+    for removal in ("mean", "blur"):
+        assert removed(pixels, removal).shape == pixels.shape
+    with pytest.raises(InputError, match="mean, blur"):
+        removed(pixels, "inpaint")

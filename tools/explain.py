@@ -1,0 +1,153 @@
+"""Explain search results: the one call behind `evident search --cam ... --rerank ... --out`.
+
+Given the query embedding, the hits and their images, in order: rerank (optional), one
+batched heatmap pass, regions, one batched counterfactual pass (every region plus the
+deletion/insertion curves), query-word attribution, and PNGs when `out_dir` is given.
+Each stage is timed (`timings_ms`: rerank, cam, regions, counterfactual, attribution,
+render). Region ids follow the final ranks, so `R1.1` is always the top result's
+strongest region.
+
+`rank_after` takes the cosine's drop off the hit's final score: exact for first-stage
+cosine ranking, an approximation after a reranker fuses other signals.
+Not handled: explaining the caption side (only the image is masked), video.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from tools.attribution import Estimator, query_terms
+from tools.counterfactuals import Removal, verify
+from tools.errors import InputError
+from tools.heatmaps import Heatmap, as_rgb, compute_heatmaps, query_rows
+from tools.overlays import write_pngs
+from tools.records import Evidence, Hit, Query
+from tools.regions import find_regions
+from tools.rerank import Reranker
+
+
+@dataclass(frozen=True)
+class Explained:
+    """Final hits, one `Evidence` per hit (same order), the maps, and stage timings."""
+
+    hits: tuple[Hit, ...]
+    evidence: tuple[Evidence, ...]
+    heatmap: Heatmap
+    timings_ms: Mapping[str, float]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "results": [
+                h.to_dict() | e.to_dict() for h, e in zip(self.hits, self.evidence, strict=True)
+            ],
+            "timings_ms": {k: round(v, 1) for k, v in self.timings_ms.items()},
+        }
+
+
+@contextmanager
+def _timed(timings: dict[str, float], stage: str) -> Iterator[None]:
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        timings[stage] = timings.get(stage, 0.0) + 1000 * (time.perf_counter() - start)
+
+
+def explain_results(
+    encoder: Any,
+    query_embedding: np.ndarray,
+    hits: Sequence[Hit],
+    images: Sequence[Image.Image],
+    *,
+    query: Query | None = None,
+    method: str | None = None,
+    reranker: Reranker | None = None,
+    max_regions: int = 3,
+    removal: Removal = "mean",
+    curve_steps: int = 5,
+    attribution: Estimator | None = "shapley",
+    out_dir: str | Path | None = None,
+) -> Explained:
+    """Explain `hits` (with their PIL `images`, same order) for a normalised query embedding.
+
+    `query.text` drives the query-word attribution (skipped when there is no text or
+    `attribution=None`); `curve_steps=0` skips the deletion/insertion curves.
+    """
+    timings: dict[str, float] = {}
+    images = [as_rgb(im) for im in images]
+    hits = list(hits)
+    if len(hits) != len(images):
+        raise InputError(f"{len(hits)} hits but {len(images)} images to explain.")
+    if not hits:
+        heat = compute_heatmaps(encoder, [], query_embedding, method=method)
+        return Explained((), (), heat, timings)
+    if reranker is not None:
+        with _timed(timings, "rerank"):
+            final = reranker.rerank(query or Query(), query_embedding, hits, images)
+            by_id = {h.id: im for h, im in zip(hits, images, strict=True)}
+            hits, images = list(final), [by_id[h.id] for h in final]
+    with _timed(timings, "cam"):
+        pixels = encoder.pixels(images)
+        heat = compute_heatmaps(encoder, images, query_embedding, method=method, pixels=pixels)
+    with _timed(timings, "regions"):
+        regions = [
+            find_regions(heat.maps[i], im.size, rank=h.rank, max_regions=max_regions)
+            for i, (h, im) in enumerate(zip(hits, images, strict=True))
+        ]
+    with _timed(timings, "counterfactual"):
+        regions, faith = verify(
+            encoder,
+            pixels,
+            query_rows(query_embedding, len(hits), encoder.device),
+            heat.scores,
+            regions,
+            [im.size for im in images],
+            maps=heat.maps,
+            steps=curve_steps,
+            removal=removal,
+            ranking_scores=[h.score for h in hits],
+        )
+    terms: list[tuple] = [() for _ in hits]
+    if attribution and query is not None and query.text:
+        with _timed(timings, "attribution"):
+            terms = query_terms(encoder, query.text, heat.embeddings, method=attribution)
+    pngs: list[tuple[str | None, str | None]] = [(None, None) for _ in hits]
+    if out_dir is not None:
+        with _timed(timings, "render"):
+            pngs = [
+                write_pngs(out_dir, _stem(h), im, heat.at_image_size(i), regions[i])
+                for i, (h, im) in enumerate(zip(hits, images, strict=True))
+            ]
+    return Explained(tuple(hits), _evidence(hits, heat, regions, faith, terms, pngs), heat, timings)
+
+
+def _evidence(hits, heat: Heatmap, regions, faith, terms, pngs) -> tuple[Evidence, ...]:
+    return tuple(
+        Evidence(
+            hit_id=h.id,
+            rank=h.rank,
+            method=heat.method,
+            score=float(heat.scores[i]),
+            regions=regions[i],
+            query_terms=terms[i],
+            faithfulness=faith[i] if faith else None,
+            first_stage=h.first_stage,
+            png=pngs[i][0],
+            overlay=pngs[i][1],
+        )
+        for i, h in enumerate(hits)
+    )
+
+
+def _stem(hit: Hit) -> str:
+    """A file-name-safe stem: `r01-<id>`."""
+    return f"r{hit.rank:02d}-" + re.sub(r"[^A-Za-z0-9._-]+", "_", hit.id)[:60]
