@@ -2,3 +2,14 @@
 
 `import agent` stays light (no torch); heavy pieces load on first use.
 """
+
+__all__ = ["Answer", "Assistant"]
+
+
+def __getattr__(name: str):
+    # Lazy, so `import agent` (and the CLI's --help) never loads torch.
+    if name in __all__:
+        from agent import assistant
+
+        return getattr(assistant, name)
+    raise AttributeError(f"module 'agent' has no attribute {name!r}")

@@ -27,6 +27,15 @@ def _common(p: argparse.ArgumentParser, defaults: Settings) -> None:
     p.add_argument("-v", "--verbose", action="store_true")
 
 
+def _llm_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--llm", default=os.environ.get("EVIDENT_LLM", "none"), metavar="SPEC",
+                   help="none | transformers:MODEL | openai:URL#MODEL")  # fmt: skip
+    p.add_argument("--k", type=int, default=5)
+    p.add_argument("--cam", metavar="METHOD", help="heatmap method (default: the model's)")
+    p.add_argument("--thread", metavar="ID", help="continue a saved conversation")
+    p.add_argument("--history", metavar="PATH", help="conversation store (SQLite)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     d = Settings()
     parser = argparse.ArgumentParser(
@@ -37,6 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("index", help="add images (files or folders) to a collection")
     p.add_argument("paths", nargs="+", metavar="PATH")
     p.add_argument("--prune", action="store_true", help="drop entries whose files are gone")
+    p.add_argument(
+        "--no-documents", action="store_true", help="ignore images inside HTML pages and PDFs"
+    )
     _common(p, d)
 
     p = sub.add_parser("search", help="rank a collection's images for words and/or an image")
@@ -44,6 +56,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--image", metavar="PATH", help="query image (alone or with QUERY)")
     p.add_argument("--k", type=int, default=5)
     p.add_argument("--where", metavar="JSON", help='metadata filter, e.g. \'{"kind": "bar"}\'')
+    p.add_argument("--cam", metavar="METHOD", help="heatmap method (default: the model's; none)")
+    p.add_argument("--rerank", default="none", metavar="NAME", help="reranker: multiscale|none")
+    p.add_argument("--out", metavar="DIR", help="write heatmap and overlay PNGs here")
+    _common(p, d)
+
+    p = sub.add_parser("ask", help="one question, answered with cited evidence")
+    p.add_argument("question", metavar="QUESTION")
+    p.add_argument("--image", metavar="PATH")
+    _llm_options(p)
+    p.add_argument("--out", metavar="DIR", help="heatmap/overlay PNGs (default: a new temp dir)")
+    _common(p, d)
+
+    p = sub.add_parser("chat", help="a conversation about a collection (REPL)")
+    _llm_options(p)
+    p.add_argument("--out", metavar="DIR", help="heatmap/overlay PNGs (default: a new temp dir)")
     _common(p, d)
 
     p = sub.add_parser("collections", help="list the collections in a database")
@@ -61,6 +88,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n", type=int, default=1200, help="number of figures")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workers", type=int, default=None, help="processes (default: CPUs)")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("-v", "--verbose", action="store_true")
+
+    p = sub.add_parser("eval", help="scripted evaluation of a query suite (report.json/md)")
+    _common(p, d)
+    from eval.run_eval import add_arguments
+
+    add_arguments(p)
+
+    p = sub.add_parser("train", help="train or fine-tune an encoder on image-caption pairs")
+    p.add_argument("pairs", metavar="PAIRS.jsonl")
+    p.add_argument("--model", metavar="ARCH", help="architecture to train from scratch")
+    p.add_argument("--init", metavar="SPEC", help="encoder to fine-tune instead (local-dir:…)")
+    p.add_argument("--out", required=True, metavar="DIR")
+    p.add_argument("--steps", type=int, default=2000)
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default=None, help="cuda, cuda:1, cpu (default: cuda if any)")
+    p.add_argument("--fp16", action="store_true", help="save float16 safetensors")
+    p.add_argument("--checkpoint-every", type=int, default=200, metavar="N")
     p.add_argument("--json", action="store_true")
     p.add_argument("-v", "--verbose", action="store_true")
 

@@ -45,15 +45,19 @@ def _progress(enabled: bool, desc: str):
 
 def cmd_index(args) -> int:
     from tools.encoders import load_encoder
-    from tools.images import discover
-    from tools.index import index_paths
+    from tools.index import find_files, index_paths
     from tools.store import Store
 
-    files = list(discover(args.paths))  # a missing path fails before any model loads
+    cache = None if args.no_documents else _documents_cache(args.db)
+    files = find_files(args.paths, cache)  # a missing path fails before any model loads
     with Store.open(args.db, create=True, lock_timeout=args.lock_timeout) as store:
         spec = args.model
         if spec is None and args.collection in store.collection_names():
             spec = store.model_of(args.collection)
+        if spec is None:
+            from tools.encoders import bundled_model
+
+            spec = bundled_model()
         if spec is None:
             raise ModelLoadError(NO_MODEL)
         encoder = load_encoder(spec)
@@ -70,6 +74,7 @@ def cmd_index(args) -> int:
                 collection=args.collection,
                 text_embedder=text,
                 prune=args.prune,
+                files=files,
                 progress=advance,
                 total=set_total,
             )
@@ -86,6 +91,15 @@ def cmd_index(args) -> int:
     return 0
 
 
+def _documents_cache(db: str):
+    """Where images pulled out of PDFs (and data: URIs in HTML) are kept."""
+    from pathlib import Path
+
+    if db.startswith(("http://", "https://")):
+        return Path.home() / ".cache" / "evident" / "document-images"
+    return Path(db).expanduser().resolve() / "document-images"
+
+
 def cmd_search(args) -> int:
     from tools.records import Query
 
@@ -97,18 +111,30 @@ def cmd_search(args) -> int:
     if args.json:
         emit_json(result.to_dict())
         return 0
-    table = Table(title=f"{args.collection}: {query.text or ''} {query.image or ''}".strip())
-    for col in ("#", "score", "image", "caption"):
+    out.print(_results_table(args.collection, query, result))
+    return 0
+
+
+def _results_table(collection, query, result) -> Table:
+    table = Table(title=f"{collection}: {query.text or ''} {query.image or ''}".strip())
+    for col in ("#", "score", "image", "caption", "evidence"):
         table.add_column(col)
     for h in result.hits:
-        table.add_row(str(h.rank), f"{h.score:.3f}", h.uri, h.caption or "")
-    out.print(table)
-    return 0
+        ev = result.evidence.get(h.id)
+        regions = (
+            " ".join(f"{r.id}{'' if r.supported else '(unsupported)'}" for r in ev.regions)
+            if ev
+            else ""
+        )
+        where = ev.overlay if ev and ev.overlay else ""
+        evidence = "\n".join(x for x in (regions, where, result.errors.get(h.id, "")) if x)
+        table.add_row(str(h.rank), f"{h.score:.3f}", h.uri, h.caption or "", evidence)
+    return table
 
 
 def run_search(args, query, where):
     from tools.encoders import load_encoder
-    from tools.retrieve import search_images
+    from tools.pipeline import run_query
     from tools.store import Store
 
     with Store.open(args.db, lock_timeout=args.lock_timeout) as store:
@@ -118,7 +144,7 @@ def run_search(args, query, where):
             from tools.text_embed import load_text_embedder
 
             text = load_text_embedder()
-        return search_images(
+        return run_query(
             query,
             args.k,
             where,
@@ -126,6 +152,9 @@ def run_search(args, query, where):
             collection=args.collection,
             encoder=encoder,
             text_embedder=text,
+            cam=args.cam,
+            rerank=args.rerank,
+            out_dir=args.out,
         )
 
 
@@ -184,6 +213,30 @@ def cmd_figures(args) -> int:
         err.print(f"{d['n_figures']} figures in {args.out_dir} ({d['seconds']:.1f} s)")
         err.print(f"  splits: {d['split_counts']}  queries: {d['query_counts']}", markup=False)
     return 0
+
+
+def cmd_eval(args) -> int:
+    from eval.run_eval import cmd_eval as run
+
+    return run(args)
+
+
+def cmd_ask(args) -> int:
+    from agent.assistant import run_ask
+
+    return run_ask(args)
+
+
+def cmd_chat(args) -> int:
+    from agent.repl import run_chat
+
+    return run_chat(args)
+
+
+def cmd_train(args) -> int:
+    from tools.train_cli import cmd_train as run
+
+    return run(args)
 
 
 def cmd_demo(args) -> int:

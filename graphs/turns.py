@@ -1,0 +1,138 @@
+"""What the model is sent: the system prompt, the planning turn, the writer's turn, the
+repair turn, and feedback on malformed tool calls. Templates live in `prompts/`; every
+caption, file name and metadata value reaches them through `fence` (a data block).
+
+Vision-language models (a chat model whose `multimodal` is true) also get, on the writer's
+turn, each explained result's overlay: the image with its numbered evidence boxes, so they
+can say what a region shows. Text-only models get words alone.
+"""
+
+from __future__ import annotations
+
+import base64
+import uuid
+from pathlib import Path
+
+from langchain_core.messages import AIMessage, HumanMessage, SystemMessage, ToolMessage
+
+from graphs.context import Ctx
+from graphs.state import State, errors_this_turn, evidence_by_rank, latest_search, turn_messages
+from graphs.verify import is_supported
+from prompts.render import render
+
+EARLIER = 6  # earlier questions and answers the model sees
+
+
+def system(ctx: Ctx) -> SystemMessage:
+    return SystemMessage(render("system", max_tool_calls=ctx.budgets.tool_calls))
+
+
+def for_agent(state: State, ctx: Ctx) -> list:
+    """System prompt, earlier questions and answers, then this turn: the question rendered
+    by the plan template (with the results already shown, fenced), and the tool calls
+    and results so far."""
+    messages = state["messages"]
+    current = turn_messages(messages)
+    before = messages[: len(messages) - len(current) - 1]
+    earlier = [
+        m for m in before
+        if isinstance(m, HumanMessage) or (isinstance(m, AIMessage) and m.name == "evident")
+    ][-EARLIER:]  # fmt: skip
+    question = render(
+        "plan", question=state["question"], has_image=bool(state.get("image")),
+        previous=previous_results(before),
+    )  # fmt: skip
+    return [system(ctx), *earlier, HumanMessage(question), *current]
+
+
+def previous_results(messages: list) -> str:
+    """One line per result already shown, with its regions' checks (for follow-ups)."""
+    search = latest_search(messages)
+    if search is None:
+        return ""
+    evidence = evidence_by_rank(messages)
+    lines = []
+    for r in search["results"]:
+        regions = evidence.get(r["rank"], {}).get("regions", [])
+        checked = ", ".join(
+            f"{g['id']} {'passed' if is_supported(g) else 'failed'}" for g in regions
+        )
+        lines.append(f"#{r['rank']} {Path(r['uri']).name} score {r['score']:.3f} {checked}".strip())
+    return "\n".join(lines)
+
+
+def for_writer(state: State, ctx: Ctx) -> list:
+    """The writer's messages: the evidence as data, and overlays for vision models."""
+    search = latest_search(state["messages"]) or {"results": []}
+    evidence = evidence_by_rank(state["messages"])
+    results = []
+    for r in search["results"]:
+        regions = [
+            {"id": g["id"], "box": g["box"], "supported": is_supported(g),
+             "score_drop": (g.get("counterfactual") or {}).get("score_drop", 0.0)}
+            for g in evidence.get(r["rank"], {}).get("regions", [])
+        ]  # fmt: skip
+        results.append({
+            "rank": r["rank"], "name": Path(r["uri"]).name, "score": r["score"],
+            "regions": regions, "caption": r.get("caption"), "metadata": r.get("metadata"),
+        })  # fmt: skip
+    failed = [f"a step failed: {e}" for e in errors_this_turn(state["messages"])]
+    task = "; ".join(["answer the question", *failed])
+    text = render("write", question=state["question"], results=results, task=task,
+                  note=state.get("note") or "")  # fmt: skip
+    content: list = [{"type": "text", "text": text}]
+    if getattr(ctx.llm, "multimodal", False):
+        content += _overlays(evidence)
+    return [system(ctx), HumanMessage(content if len(content) > 1 else text)]
+
+
+def for_repair(state: State, ctx: Ctx) -> list:
+    evidence = evidence_by_rank(state["messages"])
+    ok = [g["id"] for ev in evidence.values() for g in ev["regions"] if is_supported(g)]
+    complaints = [f"sentence {p['sentence'] + 1}: {p['why']}" for p in state["problems"]]
+    prompt = render("repair", answer=state["draft"], complaints=complaints, valid_ids=ok)
+    return [system(ctx), HumanMessage(prompt)]
+
+
+def feedback(reply: AIMessage) -> list[ToolMessage]:
+    """An error result for each malformed call, so the model can try again."""
+    return [
+        ToolMessage(
+            f"Your call to {c.get('name')!r} could not be used: {c.get('error') or 'invalid'}. "
+            "Call the tool again with valid JSON arguments.",
+            tool_call_id=c["id"],
+            name=c.get("name") or "unknown",
+            status="error",
+        )  # fmt: skip
+        for c in reply.invalid_tool_calls
+    ]
+
+
+def with_ids(reply: AIMessage) -> AIMessage:
+    """Malformed calls get ids too, so their error results pair with them."""
+    bad = [
+        {**c, "id": c.get("id") or f"invalid-{uuid.uuid4().hex[:8]}"}
+        for c in reply.invalid_tool_calls
+    ]
+    return reply.model_copy(update={"invalid_tool_calls": bad}) if bad else reply
+
+
+def text_of(reply) -> str:
+    """A reply's text, whether its content is a string or a list of blocks."""
+    content = reply.content
+    if isinstance(content, list):
+        content = "".join(b.get("text", "") if isinstance(b, dict) else str(b) for b in content)
+    return str(content)
+
+
+def _overlays(evidence: dict[int, dict]) -> list[dict]:
+    blocks: list[dict] = []
+    for rank in sorted(evidence):
+        path = (evidence[rank].get("heatmap") or {}).get("overlay")
+        if path and Path(path).is_file():
+            data = base64.b64encode(Path(path).read_bytes()).decode("ascii")
+            blocks += [
+                {"type": "text", "text": f"#{rank} with its numbered evidence regions:"},
+                {"type": "image", "base64": data, "mime_type": "image/png"},
+            ]
+    return blocks
