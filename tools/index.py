@@ -47,6 +47,8 @@ def index_paths(
     collection: str,
     text_embedder=None,
     prune: bool = False,
+    documents_cache: Path | None = None,
+    files: list[ImageFile] | None = None,
     batch_size: int = 32,
     progress: Callable[[int], None] | None = None,
     total: Callable[[int], None] | None = None,
@@ -55,9 +57,12 @@ def index_paths(
 
     `text_embedder` (see `tools.text_embed`) embeds captions for hybrid search; it is
     required only when some file has a caption. `progress(n)` is called as files finish.
+    With `documents_cache`, images referenced by HTML pages get the page's caption and
+    images inside PDFs are extracted there and indexed too (`tools.documents`).
     """
     roots = [Path(p).expanduser().resolve() for p in paths]
-    files = list(discover(roots))
+    if files is None:
+        files = find_files(roots, documents_cache)
     if any(f.caption for f in files) and text_embedder is None:
         raise InputError("some files have captions but no text embedder was given")
     images, captions = store.ensure(collection, model=encoder.spec, dim=encoder.dim)
@@ -103,6 +108,16 @@ def index_paths(
     if prune:
         counts["pruned"] = _prune(images, captions, roots)
     return IndexReport(collection, encoder.spec, skipped=tuple(skipped), **counts)
+
+
+def find_files(paths: Iterable[str | Path], documents_cache: Path | None = None) -> list[ImageFile]:
+    """What `index_paths` would index under `paths` (pass the list back as `files=`)."""
+    roots = [Path(p).expanduser().resolve() for p in paths]
+    if documents_cache is None:
+        return list(discover(roots))
+    from tools.documents import discover_with_documents
+
+    return list(discover_with_documents(roots, cache_dir=Path(documents_cache)))
 
 
 def _unchanged(f: ImageFile, existing: tuple[str, dict] | None) -> bool:

@@ -1,0 +1,126 @@
+"""Localization of one query's target boxes by every heatmap method and baseline.
+
+Localization is measured on the relevant images of a query that has target boxes, with
+the query's own embedding, whether or not the search ranked those images high: a method
+is judged on where it puts the heat, not on the retriever's misses, and every method sees
+exactly the same (query, image) pairs, so the comparison is paired. With many relevant
+images, at most `per_query` are used, chosen by a seeded hash of their paths (not by
+position, which could follow file order).
+
+For each method, one batch per query: the heatmaps, the regions (`tools.regions`), and
+one counterfactual pass for the regions and the deletion/insertion curves
+(`tools.counterfactuals.verify`). Pointing is measured on the map resized to the image,
+where the target boxes live.
+Not handled: targets on images that are not relevant, query images with targets.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from eval.baselines import BASELINES, baseline_heatmap
+from eval.metrics import best_iou, energy_pointing_game, pointing_game
+from eval.suite import SuiteQuery, stable_seed
+from tools.counterfactuals import verify
+from tools.heatmaps import CAM_METHODS, Heatmap, as_rgb, compute_heatmaps, query_rows
+from tools.images import read_image
+from tools.regions import find_regions
+
+LOCALIZATION_KEYS = (
+    "pointing_game",
+    "energy_pointing_game",
+    "iou",
+    "deletion_auc",
+    "insertion_auc",
+    "supported_share",
+)
+
+
+def image_reader(size: int = 64) -> Callable[[str], Image.Image]:
+    """A reader of RGB images that keeps the last `size` decoded (queries share images)."""
+
+    @lru_cache(maxsize=size)
+    def read(path: str) -> Image.Image:
+        return as_rgb(read_image(Path(path)))
+
+    return read
+
+
+def chosen_images(query: SuiteQuery, per_query: int | None, seed: int = 0) -> list[str]:
+    """The relevant images with targets that localization uses, in suite order."""
+    with_targets = [r for r in query.relevant if r in query.targets]
+    if per_query is None or len(with_targets) <= per_query:
+        return with_targets
+    keep = set(sorted(with_targets, key=lambda r: stable_seed(seed, f"{query.id}:{r}"))[:per_query])
+    return [r for r in with_targets if r in keep]
+
+
+def heatmap_of(method: str, encoder: Any, images, query_embedding, pixels, keys, seed) -> Heatmap:
+    if method in BASELINES:
+        return baseline_heatmap(
+            method, encoder, images, query_embedding, keys=keys, pixels=pixels, seed=seed
+        )
+    return compute_heatmaps(encoder, images, query_embedding, method=method, pixels=pixels)
+
+
+def localize(
+    encoder: Any,
+    query_embedding: np.ndarray,
+    query: SuiteQuery,
+    methods: Sequence[str],
+    *,
+    read: Callable[[str], Image.Image],
+    per_query: int | None = 5,
+    seed: int = 0,
+    curve_steps: int = 5,
+    max_regions: int = 3,
+) -> dict[str, list[dict]]:
+    """Per method, one record per chosen image: the five scores plus region counts."""
+    chosen = chosen_images(query, per_query, seed)
+    if not chosen:
+        return {}
+    images = [read(query.paths[r]) for r in chosen]
+    sizes = [im.size for im in images]
+    pixels = encoder.pixels(images)
+    q = query_rows(query_embedding, len(images), encoder.device)
+    keys = [f"{query.id}:{r}" for r in chosen]
+    out = {}
+    for method in methods:
+        heat = heatmap_of(method, encoder, images, query_embedding, pixels, keys, seed)
+        regions = [
+            find_regions(heat.maps[i], sizes[i], rank=i + 1, max_regions=max_regions)
+            for i in range(len(images))
+        ]
+        checked, faith = verify(
+            encoder, pixels, q, heat.scores, regions, sizes, maps=heat.maps, steps=curve_steps
+        )
+        out[method] = [
+            _record(rel, heat.at_image_size(i), query.targets[rel], checked[i], faith[i])
+            for i, rel in enumerate(chosen)
+        ]
+    return out
+
+
+def _record(image: str, heat: np.ndarray, targets, regions, faith) -> dict:
+    top = regions[0].box if regions else None
+    supported = sum(r.supported for r in regions)
+    return {
+        "image": image,
+        "pointing_game": round(pointing_game(heat, targets), 6),
+        "energy_pointing_game": round(energy_pointing_game(heat, targets), 6),
+        "iou": round(best_iou(top, targets), 6),
+        "deletion_auc": round(faith.deletion_auc, 6),
+        "insertion_auc": round(faith.insertion_auc, 6),
+        "regions": len(regions),
+        "supported": supported,
+    }
+
+
+def known_methods() -> list[str]:
+    return [*CAM_METHODS, *BASELINES]

@@ -1,0 +1,123 @@
+"""One query of an evaluation run -> its record for `results.jsonl`.
+
+`search_record`: the first-stage search, the product's explanation of the top
+`explain_top` hits (default method, regions, counterfactuals and curves, as `evident
+search --cam` shows them; query-word attribution is left out) and the localization of the
+query's targets. `ask_record`: the assistant's answer instead of the search (each query in
+its own thread, never a follow-up), with its grounding figures. Every record holds the
+ranked list (paths relative to the suite's folder), the retrieval scores, and the
+milliseconds of each stage.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from eval.localize import image_reader, localize
+from eval.metrics import retrieval_scores
+from eval.suite import SuiteQuery
+
+CURVE_STEPS = 5
+
+
+@dataclass
+class RunContext:
+    """What every query of a run shares: the encoder, settings, and the search or assistant."""
+
+    encoder: Any
+    methods: list[str]
+    explain_top: int
+    per_query: int | None
+    seed: int
+    suite_dir: Path
+    search: Callable | None = None  # tools.records.Query -> tools.retrieve.SearchResult
+    assistant: Any = None  # anything with ask(question, image=None, thread=None)
+    read: Callable = field(default_factory=image_reader)
+
+
+def _ms(start: float) -> float:
+    return round(1000 * (time.perf_counter() - start), 3)
+
+
+def search_record(ctx: RunContext, q: SuiteQuery) -> dict:
+    from tools.explain import explain_results
+    from tools.records import Query
+
+    query = Query(text=q.text, image=q.image)
+    start = time.perf_counter()
+    result = ctx.search(query)
+    record = _base(ctx, q, [h.uri for h in result.hits], {"search": _ms(start)})
+    if ctx.explain_top:
+        hits = result.hits[: ctx.explain_top]
+        start = time.perf_counter()
+        images = [ctx.read(h.uri) for h in hits]
+        explained = explain_results(
+            ctx.encoder, result.query_embedding, hits, images, query=query,
+            attribution=None, curve_steps=CURVE_STEPS,
+        )  # fmt: skip
+        record["latency_ms"]["explain"] = _ms(start)
+        regions = [r for ev in explained.evidence for r in ev.regions]
+        supported = sum(r.supported for r in regions)
+        record["explained"] = {"regions": len(regions), "supported": supported}
+    return _localized(ctx, q, result.query_embedding, record)
+
+
+def ask_record(ctx: RunContext, q: SuiteQuery) -> dict:
+    from tools.records import Query
+    from tools.retrieve import embed_query
+
+    start = time.perf_counter()
+    answer = ctx.assistant.ask(q.text or "", image=q.image, thread=f"eval-{q.id}")
+    elapsed = _ms(start)
+    out = answer.to_dict() if hasattr(answer, "to_dict") else dict(answer)
+    hits = out.get("results") or []
+    record = _base(ctx, q, [h["uri"] for h in hits], {"ask": elapsed})
+    record["ask"] = _grounding(out, hits, {q.paths[r] for r in q.relevant})
+    if not q.targets:
+        return record
+    return _localized(ctx, q, embed_query(Query(text=q.text, image=q.image), ctx.encoder), record)
+
+
+def _grounding(out: dict, hits: list[dict], relevant: set[str]) -> dict:
+    """The answer's grounding figures, and how many valid citations point at relevant images."""
+    g = out.get("grounding") or {}
+    by_rank = {h.get("rank"): h.get("uri") for h in hits}
+    cites = out.get("citations") or []
+    return {
+        "sentences": int(g.get("sentences", 0)),
+        "cited": int(g.get("cited", 0)),
+        "valid": int(g.get("valid", 0)),
+        "supported": int(g.get("supported", 0)),
+        "removed": len(g.get("removed") or []),
+        "relevant_cited": sum(by_rank.get(c.get("rank")) in relevant for c in cites),
+    }
+
+
+def _base(ctx: RunContext, q: SuiteQuery, uris: list[str], latency: dict) -> dict:
+    relevant = {q.paths[r] for r in q.relevant}
+    ranked = [str(Path(u).resolve()) if u else u for u in uris]
+    shown = [os.path.relpath(u, ctx.suite_dir) if u else u for u in ranked]
+    return {
+        "id": q.id,
+        "level": q.level,
+        "ranked": shown,
+        "retrieval": {k: round(v, 6) for k, v in retrieval_scores(ranked, relevant).items()},
+        "latency_ms": latency,
+    }
+
+
+def _localized(ctx: RunContext, q: SuiteQuery, embedding, record: dict) -> dict:
+    if not q.targets:
+        return record
+    start = time.perf_counter()
+    record["localization"] = localize(
+        ctx.encoder, embedding, q, ctx.methods, read=ctx.read, per_query=ctx.per_query,
+        seed=ctx.seed, curve_steps=CURVE_STEPS,
+    )  # fmt: skip
+    record["latency_ms"]["localize"] = _ms(start)
+    return record

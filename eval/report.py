@@ -1,0 +1,208 @@
+"""The evaluation report: per-query records -> report.json, report.md and PNG plots.
+
+report.json (plain numbers at the documented keys; None where nothing was measured):
+
+    retrieval            {"recall@1", "recall@5", "recall@10", "success@1", "success@5",
+                          "success@10", "precision@5", "mrr", "ndcg@10"}: means over queries
+    retrieval_by_level   {LEVEL: the same}
+    localization         {METHOD: {"pointing_game", "energy_pointing_game", "iou",
+                          "deletion_auc", "insertion_auc", "supported_share"}}
+    localization_vs_baselines  {METHOD: {BASELINE: {KEY: {"diff", "ci95"}}}}
+    explained            the product path (top `explain_top` hits, default method):
+                          regions shown per result, share that pass the counterfactual
+    ask                  (ask mode) citation validity, support, coverage, relevance
+    latency_ms           {"p50", "p95"} of search (ask mode: of the whole answer), and
+                          {"search"|"explain"|"localize"|"ask": {"p50", "p95", "mean"}}
+    *_ci                 beside each block above: the same keys with [lo, hi], a 95%
+                          percentile bootstrap interval (1000 resamples, seed from the config)
+
+Localization values are means over (query, image) pairs, except `supported_share`, the
+share of all regions that pass their counterfactual check; their intervals resample
+queries (the images of one query are not independent), with one set of resampled queries
+shared by every method, so differences between methods are paired. Lower is better for
+`deletion_auc` only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from eval.baselines import BASELINES
+from eval.localize import LOCALIZATION_KEYS
+from eval.metrics import RETRIEVAL_KEYS, bootstrap_ci, bootstrap_indices, difference_ci, percentiles
+from eval.suite import SuiteQuery
+
+N_BOOT = 1000
+LOWER_IS_BETTER = frozenset({"deletion_auc"})
+ASK_KEYS = ("citation_validity", "citation_support", "citation_coverage", "citation_relevance")
+
+
+def _r(x: float | None) -> float | None:
+    return None if x is None or not np.isfinite(x) else round(float(x), 6)
+
+
+def _ci(ci: tuple[float, float] | None) -> list[float] | None:
+    return None if ci is None else [_r(ci[0]), _r(ci[1])]
+
+
+def _block(columns: Mapping[str, tuple], idx: np.ndarray) -> tuple[dict, dict]:
+    """`(values, ci)` for named `(sums, counts)` columns over the same resampled units."""
+    values, cis = {}, {}
+    for key, (sums, counts) in columns.items():
+        total = np.sum(counts) if counts is not None else len(sums)
+        values[key] = _r(np.sum(sums) / total) if total else None
+        cis[key] = _ci(bootstrap_ci(sums, counts, indices=idx))
+    return values, cis
+
+
+def build_report(
+    config: dict, queries: Sequence[SuiteQuery], records: Mapping[str, dict], *, default_method: str
+) -> dict:
+    """Aggregate the records of `queries` (those evaluated) into the report's content."""
+    done = [records[q.id] for q in queries if q.id in records]
+    seed = int(config.get("seed", 0))
+    report: dict = {
+        "suite": config["suite"],
+        "encoder": config["encoder"],
+        "collection": config["collection"],
+        "mode": config["mode"],
+        "default_method": default_method,
+        "n_queries": len(done),
+        "n_by_level": {lv: sum(r["level"] == lv for r in done) for lv in _levels(done)},
+    }
+    report["retrieval"], report["retrieval_ci"] = _retrieval(done, seed)
+    report["retrieval_by_level"], report["retrieval_by_level_ci"] = {}, {}
+    for level in _levels(done):
+        rows = [r for r in done if r["level"] == level]
+        values, cis = _retrieval(rows, seed)
+        report["retrieval_by_level"][level], report["retrieval_by_level_ci"][level] = values, cis
+    report.update(_localization(done, config["methods"], seed))
+    report["explained"], report["explained_ci"] = _explained(done, seed)
+    if config["mode"] == "ask":
+        report["ask"], report["ask_ci"] = _ask(done, seed)
+    report["latency_ms"] = _latency(done)
+    return report
+
+
+def _levels(rows: Sequence[dict]) -> list[str]:
+    return sorted({r["level"] for r in rows})
+
+
+def _retrieval(rows: Sequence[dict], seed: int) -> tuple[dict, dict]:
+    idx = bootstrap_indices(len(rows), N_BOOT, seed)
+    cols = {k: ([r["retrieval"][k] for r in rows], None) for k in RETRIEVAL_KEYS}
+    return _block(cols, idx)
+
+
+def _loc_columns(rows: Sequence[dict], method: str) -> dict[str, tuple]:
+    items = [[it for it in r["localization"][method]] for r in rows]
+    counts = [len(its) for its in items]
+    cols = {k: ([sum(it[k] for it in its) for its in items], counts) for k in LOCALIZATION_KEYS[:5]}
+    cols["supported_share"] = (
+        [sum(it["supported"] for it in its) for its in items],
+        [sum(it["regions"] for it in its) for its in items],
+    )
+    return cols
+
+
+def _localization(done: Sequence[dict], methods: Sequence[str], seed: int) -> dict:
+    rows = [r for r in done if r.get("localization")]
+    idx = bootstrap_indices(len(rows), N_BOOT, seed)
+    values, cis, columns = {}, {}, {}
+    for m in methods:
+        columns[m] = _loc_columns(rows, m)
+        values[m], cis[m] = _block(columns[m], idx)
+    baselines = [b for b in BASELINES if b in methods]
+    versus = {
+        m: {
+            b: {
+                k: {
+                    "diff": _r(_diff(values[m][k], values[b][k])),
+                    "ci95": _ci(difference_ci(columns[m][k], columns[b][k], indices=idx)),
+                }
+                for k in LOCALIZATION_KEYS
+            }
+            for b in baselines
+        }
+        for m in methods
+        if m not in BASELINES
+    }
+    return {
+        "localization": values,
+        "localization_ci": cis,
+        "localization_vs_baselines": versus,
+        "localization_n": {
+            "queries": len(rows),
+            "images": sum(len(r["localization"][methods[0]]) for r in rows) if methods else 0,
+        },
+    }
+
+
+def _diff(a: float | None, b: float | None) -> float | None:
+    return None if a is None or b is None else a - b
+
+
+def best_baseline(report: dict, key: str) -> str | None:
+    """The baseline with the best value of `key` (the one a method must beat)."""
+    loc = report["localization"]
+    found = [(v, b) for b in BASELINES if (v := loc.get(b, {}).get(key)) is not None]
+    if not found:
+        return None
+    pick = min if key in LOWER_IS_BETTER else max
+    return pick(found)[1]
+
+
+def _explained(done: Sequence[dict], seed: int) -> tuple[dict, dict]:
+    rows = [r for r in done if "explained" in r]
+    idx = bootstrap_indices(len(rows), N_BOOT, seed)
+    regions = [r["explained"]["regions"] for r in rows]
+    supported = [r["explained"]["supported"] for r in rows]
+    values, cis = _block({"supported_share": (supported, regions)}, idx)
+    values["regions_per_query"] = _r(np.mean(regions)) if rows else None
+    return values, cis
+
+
+def _ask(done: Sequence[dict], seed: int) -> tuple[dict, dict]:
+    """Validity: valid / cited ids; support: supported / cited; coverage: share of answers
+    citing at least one supported region; relevance: valid citations of relevant images."""
+    a = [r["ask"] for r in done]
+    idx = bootstrap_indices(len(a), N_BOOT, seed)
+    cited = [x["cited"] for x in a]
+    cols = {
+        "citation_validity": ([x["valid"] for x in a], cited),
+        "citation_support": ([x["supported"] for x in a], cited),
+        "citation_coverage": ([float(x["supported"] > 0) for x in a], None),
+        "citation_relevance": ([x["relevant_cited"] for x in a], [x["valid"] for x in a]),
+        "removed_share": ([x["removed"] for x in a], [x["sentences"] + x["removed"] for x in a]),
+    }
+    return _block(cols, idx)
+
+
+def _latency(done: Sequence[dict]) -> dict:
+    out: dict = {}
+    for stage in ("search", "ask", "explain", "localize"):
+        ms = [r["latency_ms"][stage] for r in done if stage in r["latency_ms"]]
+        if ms:
+            p50, p95 = percentiles(ms)
+            out[stage] = {"p50": _r(p50), "p95": _r(p95), "mean": _r(float(np.mean(ms)))}
+    main = out.get("search") or out.get("ask") or {"p50": None, "p95": None}
+    return {"p50": main["p50"], "p95": main["p95"], **out}
+
+
+def write_report(data: dict, records: Mapping[str, dict], out_dir: Path) -> list[Path]:
+    """report.json, report.md and the plots in `out_dir`; returns their paths."""
+    import json
+
+    from eval.plots import write_plots
+    from eval.report_md import render_markdown
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    plots = write_plots(data, records, out_dir)
+    json_path = out_dir / "report.json"
+    json_path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    md_path = out_dir / "report.md"
+    md_path.write_text(render_markdown(data, [p.name for p in plots]), encoding="utf-8")
+    return [json_path, md_path, *plots]

@@ -1,0 +1,120 @@
+"""report.md: the report's tables for people, every value with its 95% interval.
+
+The localization table puts each heatmap method beside the baselines; the comparison
+table gives, per metric, the difference to the best baseline on that metric with its
+paired-bootstrap interval (an interval that excludes 0 is a difference the suite can
+resolve).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from eval.baselines import BASELINES
+from eval.localize import LOCALIZATION_KEYS
+from eval.report import ASK_KEYS, LOWER_IS_BETTER, best_baseline
+
+RETRIEVAL_COLUMNS = ("recall@1", "recall@5", "recall@10", "precision@5", "mrr", "ndcg@10")
+
+
+def _fmt(value, ci=None, signed: bool = False) -> str:
+    if value is None:
+        return "–"
+    text = f"{value:+.3f}" if signed else f"{value:.3f}"
+    return text + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "")
+
+
+def _table(header: Sequence[str], rows: list[list[str]]) -> list[str]:
+    return [
+        "| " + " | ".join(header) + " |",
+        "|" + "|".join("---" for _ in header) + "|",
+        *("| " + " | ".join(r) + " |" for r in rows),
+    ]
+
+
+def _retrieval(data: dict) -> list[str]:
+    rows = [["all", str(data["n_queries"])] + _cells(data["retrieval"], data["retrieval_ci"])]
+    for level, values in data["retrieval_by_level"].items():
+        cis = data["retrieval_by_level_ci"][level]
+        rows.append([level, str(data["n_by_level"][level])] + _cells(values, cis))
+    return _table(["level", "queries", *RETRIEVAL_COLUMNS], rows)
+
+
+def _cells(values: dict, cis: dict) -> list[str]:
+    return [_fmt(values[k], cis[k]) for k in RETRIEVAL_COLUMNS]
+
+
+def _localization(data: dict) -> list[str]:
+    loc, cis = data["localization"], data["localization_ci"]
+    rows = []
+    for m in loc:
+        name = f"{m} (baseline)" if m in BASELINES else m
+        name += " (default)" if m == data["default_method"] else ""
+        rows.append([name] + [_fmt(loc[m][k], cis[m][k]) for k in LOCALIZATION_KEYS])
+    keys = [f"{k} ↓" if k in LOWER_IS_BETTER else k for k in LOCALIZATION_KEYS]
+    return _table(["method", *keys], rows)
+
+
+def _versus(data: dict) -> list[str]:
+    best = {k: best_baseline(data, k) for k in LOCALIZATION_KEYS}
+    if not data["localization_n"]["queries"]:
+        return ["No query has target boxes: nothing was localized."]
+    if not data["localization_vs_baselines"] or not any(best.values()):
+        return ["No baseline was run (add `random` and `centre` to --methods)."]
+    header = ["method", *(f"{k} − {best[k] or '–'}" for k in LOCALIZATION_KEYS)]
+    rows = []
+    for m, versus in data["localization_vs_baselines"].items():
+        cells = []
+        for k in LOCALIZATION_KEYS:
+            d = versus.get(best[k], {}).get(k) if best[k] else None
+            cells.append(_fmt(d["diff"], d["ci95"], signed=True) if d else "–")
+        rows.append([m, *cells])
+    return _table(header, rows)
+
+
+def _latency(data: dict) -> list[str]:
+    lat = data["latency_ms"]
+    rows = [
+        [stage, _fmt(v["p50"]), _fmt(v["p95"]), _fmt(v["mean"])]
+        for stage, v in lat.items()
+        if isinstance(v, dict)
+    ]
+    return _table(["stage (ms)", "p50", "p95", "mean"], rows)
+
+
+def render_markdown(data: dict, plots: Sequence[str]) -> str:
+    n = data["localization_n"]
+    lines = [
+        f"# Evaluation: {data['suite']}",
+        "",
+        f"Encoder `{data['encoder']}`, collection `{data['collection']}`, mode `{data['mode']}`, "
+        f"{data['n_queries']} queries. Values are means with 95% bootstrap intervals.",
+        "",
+        "## Retrieval",
+        "",
+        *_retrieval(data),
+        "",
+        "## Localization",
+        "",
+        f"On {n['images']} relevant images of {n['queries']} queries with target boxes, each "
+        "explained with the query's embedding (not only when retrieved). ↓: lower is better.",
+        "",
+        *_localization(data),
+        "",
+        "### Difference to the best baseline (paired bootstrap 95% interval)",
+        "",
+        *_versus(data),
+        "",
+        "## Explanations shown (top results, default method)",
+        "",
+        f"Regions per query: {_fmt(data['explained'].get('regions_per_query'))}; share passing "
+        "the counterfactual check: "
+        + _fmt(data["explained"]["supported_share"], data["explained_ci"]["supported_share"]),
+        "",
+    ]
+    if "ask" in data:
+        rows = [[k, _fmt(data["ask"][k], data["ask_ci"][k])] for k in (*ASK_KEYS, "removed_share")]
+        lines += ["## Answers (ask mode)", "", *_table(["metric", "value"], rows), ""]
+    lines += ["## Latency", "", *_latency(data), ""]
+    lines += [f"![{p}]({p})" for p in plots]
+    return "\n".join(lines) + "\n"
