@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-slow test-llm test-docs lint format bench clean
+.PHONY: demo test test-slow test-llm test-docs lint format bench clean figure-model
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -43,3 +43,15 @@ bench: $(STAMP)
 
 clean:
 	rm -rf $(VENV) demo-out
+
+# The bundled figure model (tools/models/evident-figures): its recipe, rebuildable by anyone.
+# On a GPU raise FIG_STEPS and FIG_N (see the README for what the shipped one used).
+FIG_N ?= 3000
+FIG_STEPS ?= 900
+figure-model: $(STAMP)
+	$(BIN)/evident figures build/fig-data --n $(FIG_N) --seed 7
+	$(BIN)/evident train build/fig-data/pairs.jsonl --model evident-fig-s --steps $(FIG_STEPS) \
+		--batch-size 64 --lr 1e-3 --seed 0 --fp16 --checkpoint-every 50 --out build/fig-model
+	mkdir -p tools/models/evident-figures
+	cp build/fig-model/open_clip_config.json build/fig-model/open_clip_model.safetensors \
+		build/fig-model/recipe.json tools/models/evident-figures/
