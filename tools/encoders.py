@@ -5,7 +5,9 @@ Spec forms (`parse_spec` gives worked examples):
 - `ARCH:/path/file`   local weights (`.safetensors`, `.pt`, `.bin`) for a known ARCH;
 - `local-dir:/path`   a folder with `open_clip_config.json` + `open_clip_model.safetensors`
                       (what `evident train` writes; the cleanest offline form);
-- `random:ARCH`       random init with a fixed seed, for smoke tests and timing only.
+- `random:ARCH`       random init with a fixed seed, for smoke tests and timing only;
+- `bundled:NAME`      a model shipped inside the package (`bundled:evident-figures`), named
+                      so that collections stay valid wherever the package is installed.
 
 Images are resized by squashing to the model's square input, never cropped: every
 pixel of the original is seen, and a heatmap maps back to the original by a plain
@@ -31,7 +33,7 @@ from tools.errors import ModelLoadError
 
 log = logging.getLogger(__name__)
 
-SpecKind = Literal["tag", "file", "local-dir", "random"]
+SpecKind = Literal["tag", "file", "local-dir", "random", "bundled"]
 WEIGHT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin")
 HUB_HOST = "huggingface.co"
 
@@ -47,8 +49,8 @@ class Spec:
     def __str__(self) -> str:
         if self.kind == "local-dir":
             return f"local-dir:{self.source}"
-        if self.kind == "random":
-            return f"random:{self.arch}"
+        if self.kind in ("random", "bundled"):
+            return f"{self.kind}:{self.arch}"
         return f"{self.arch}:{self.source}"
 
 
@@ -69,8 +71,8 @@ def parse_spec(spec: str) -> Spec:
         )
     if head == "local-dir":
         return Spec("local-dir", None, str(Path(rest).expanduser().resolve()))
-    if head == "random":
-        return Spec("random", rest, None)
+    if head in ("random", "bundled"):
+        return Spec(head, rest, None)
     if rest.endswith(WEIGHT_SUFFIXES) or "/" in rest or rest.startswith("."):
         return Spec("file", head, str(Path(rest).expanduser().resolve()))
     return Spec("tag", head, rest)
@@ -155,6 +157,13 @@ def load_encoder(
                 "that file and open_clip_model.safetensors (as `evident train` writes them)."
             )
         name, pretrained = str(parsed), None
+    elif parsed.kind == "bundled":
+        folder = MODELS_DIR / parsed.arch
+        if not (folder / "open_clip_model.safetensors").is_file():
+            raise ModelLoadError(
+                f"this install has no bundled model {parsed.arch!r} (looked in {str(folder)!r})."
+            )
+        name, pretrained = f"local-dir:{folder}", None
     else:
         _check_arch(parsed.arch)
         name, pretrained = parsed.arch, parsed.source
@@ -229,11 +238,12 @@ def _reachable(host: str, port: int, timeout: float = 3.0) -> bool:
         return False
 
 
-BUNDLED_DIR = Path(__file__).parent / "models" / "evident-figures"
+MODELS_DIR = Path(__file__).parent / "models"
+BUNDLED = "evident-figures"
 
 
 def bundled_model() -> str | None:
     """The spec of the figure model shipped inside the package, if this install has it."""
-    if (BUNDLED_DIR / "open_clip_model.safetensors").is_file():
-        return f"local-dir:{BUNDLED_DIR}"
+    if (MODELS_DIR / BUNDLED / "open_clip_model.safetensors").is_file():
+        return f"bundled:{BUNDLED}"
     return None

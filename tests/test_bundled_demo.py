@@ -1,0 +1,43 @@
+"""The bundled figure model and the demo's offline path."""
+
+import socket
+from pathlib import Path
+
+import pytest
+from rich.console import Console
+
+from tools.encoders import bundled_model, load_encoder, parse_spec
+
+
+def test_bundled_spec_is_location_independent():
+    spec = bundled_model()
+    assert spec == "bundled:evident-figures"
+    assert str(parse_spec(spec)) == spec  # what collections record: no install path in it
+    enc = load_encoder(spec)
+    assert enc.spec == spec and enc.dim == 256 and enc.image_size == 128
+
+
+def test_the_demo_runs_offline_and_cites_checked_regions(tmp_path, monkeypatch):
+    from eval.demo import run_demo
+
+    def no_network(*args, **kwargs):
+        raise OSError("the demo must not touch the network")
+
+    monkeypatch.setattr(socket, "create_connection", no_network)
+    monkeypatch.setattr(socket.socket, "connect", no_network)
+    console = Console(record=True, width=200)
+    assert run_demo(tmp_path / "demo", console=console) == 0
+    text = console.export_text()
+    assert "bundled:evident-figures" in text and "model trained in seconds" not in text
+    assert "[R1." in text  # the answer cites a region of the top result
+    assert "0 removed" in text
+    overlays = list(Path(tmp_path / "demo" / "overlays").rglob("*.overlay.png"))
+    assert overlays, "the demo writes overlays"
+
+
+@pytest.mark.parametrize("bad", ["bundled:", "bundled:nope"])
+def test_unknown_bundled_model_is_a_clear_error(bad):
+    from tools.errors import ModelLoadError
+
+    with pytest.raises(ModelLoadError):
+        load_encoder(bad)
