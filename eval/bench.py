@@ -58,10 +58,13 @@ def bench_indexing(encoder, n_images: int, workdir: Path) -> dict[str, float]:
     decoded = [encoder.preprocess(read_image(p)) for p in paths]
     encoder.embed_pixels(torch.stack(decoded[:4]))  # warm-up
 
-    t = time.perf_counter()
-    for i in range(0, len(decoded), encoder.batch_size):
-        encoder.embed_pixels(torch.stack(decoded[i : i + encoder.batch_size]))
-    forward = len(decoded) / (time.perf_counter() - t)
+    def forward_rate() -> float:
+        t = time.perf_counter()
+        for i in range(0, len(decoded), encoder.batch_size):
+            encoder.embed_pixels(torch.stack(decoded[i : i + encoder.batch_size]))
+        return len(decoded) / (time.perf_counter() - t)
+
+    first_forward = forward_rate()
 
     n_one = max(8, n_images // 4)
     t = time.perf_counter()
@@ -73,6 +76,9 @@ def bench_indexing(encoder, n_images: int, workdir: Path) -> dict[str, float]:
         t = time.perf_counter()
         report = index_paths([workdir / "photos"], store=store, encoder=encoder, collection="bench")
         index = report.indexed / (time.perf_counter() - t)
+    # the ceiling is the better of two runs around the indexing, so load on the machine
+    # cannot flatter the ratio
+    forward = max(first_forward, forward_rate())
     return {
         "index_images_per_s": index,
         "forward_images_per_s": forward,
@@ -140,7 +146,7 @@ def run_bench(
     say("evidence: heatmaps, regions, counterfactuals")
     from eval.bench_evidence import bench_evidence
 
-    raw |= bench_evidence(model, encoder=encoder)
+    raw |= bench_evidence(model, encoder=encoder, repeats=5)
     raw["index_over_forward"] = raw["index_images_per_s"] / raw["forward_images_per_s"]
     raw["forward_over_one_at_a_time"] = (
         raw["forward_images_per_s"] / raw["one_at_a_time_images_per_s"]

@@ -100,3 +100,18 @@ def test_offline_download_fails_fast_with_a_way_out(monkeypatch):
     msg = str(info.value)
     assert "not reachable" in msg and "local-dir:" in msg and "safetensors" in msg
     assert "\n" not in msg  # one paragraph
+
+
+@pytest.mark.parametrize("spec", [TINY_VIT, TINY_RN])
+def test_trimmed_text_encoding_equals_open_clips_full_context(spec):
+    import torch
+
+    from tools.encoders import encode_text_trimmed
+
+    enc = load_encoder(spec)
+    texts = ["a red circle", "x", "a long caption " * 3, ""]
+    tokens = enc.tokenizer(texts)
+    with torch.inference_mode():
+        full = enc.model.encode_text(tokens, normalize=True)
+        trimmed = encode_text_trimmed(enc.model, tokens)
+    torch.testing.assert_close(trimmed, full, atol=1e-5, rtol=0)

@@ -174,7 +174,7 @@ def test_cli_index_and_search_json_schema(tmp_path, capsys, trained_model_dir):
             "indexed with encoder",
         ),
         (["index", "{tmp}/nothing-here", "--db", "{db}"], "no such file or folder"),
-        (["index", "{tmp}", "--db", "{tmp}/fresh"], "no encoder configured"),
+        (["index", "{tmp}", "--db", "{tmp}/fresh", "--model", "bundled:nope"], "no bundled model"),
         (["search", "x", "--db", "{db}", "--k", "0"], "k must be between"),
         (["search", "x", "--db", "http://127.0.0.1:9"], "cannot reach a Chroma server"),
     ],
@@ -189,3 +189,10 @@ def test_cli_errors_are_one_clear_line(tmp_path, capsys, tiny_encoder, argv, mes
     assert code == 2
     assert message in err
     assert "Traceback" not in err and out == ""
+
+
+def test_index_without_a_model_uses_the_bundled_figure_model(tmp_path, capsys):
+    write_scenes(tmp_path / "imgs", make_scenes(3, seed=12))
+    db = str(tmp_path / "db")
+    code, out, _ = cli(capsys, "index", str(tmp_path / "imgs"), "--db", db, "--json")
+    assert code == 0 and json.loads(out)["model"] == "bundled:evident-figures"

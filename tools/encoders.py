@@ -115,8 +115,33 @@ class Encoder:
         out = []
         for i in range(0, len(texts), self.batch_size):
             tokens = self.tokenizer(list(texts[i : i + self.batch_size])).to(self.device)
-            out.append(self.model.encode_text(tokens, normalize=True).float().cpu())
+            out.append(encode_text_trimmed(self.model, tokens).float().cpu())
         return torch.cat(out).numpy() if out else np.zeros((0, self.dim), np.float32)
+
+
+def encode_text_trimmed(model: torch.nn.Module, tokens: torch.Tensor) -> torch.Tensor:
+    """`model.encode_text(tokens, normalize=True)`, without the padding's cost.
+
+    CLIP's text tower is causal and pools at the end-of-text token, so the padding after
+    the longest text in the batch cannot change the result: cutting it off gives the
+    same embedding (a test checks it) about 10x faster for a short query at context 77.
+    Other text towers (Hugging Face, non-causal) take the full path.
+    """
+    from open_clip.model import CLIP
+    from open_clip.transformer import text_global_pool
+
+    mask = getattr(model, "attn_mask", None)
+    if type(model) is not CLIP or mask is None or model.text_pool_type != "argmax":
+        return model.encode_text(tokens, normalize=True)
+    n = max(1, int((tokens != 0).sum(dim=1).max()))
+    t = tokens[:, :n]
+    cast = model.transformer.get_cast_dtype()
+    x = model.token_embedding(t).to(cast) + model.positional_embedding[:n].to(cast)
+    x = model.ln_final(model.transformer(x, attn_mask=mask[:n, :n]))
+    x = text_global_pool(x, t, model.text_pool_type)
+    proj = model.text_projection
+    x = proj(x) if isinstance(proj, torch.nn.Linear) else x @ proj
+    return torch.nn.functional.normalize(x, dim=-1)
 
 
 def default_device() -> torch.device:
