@@ -82,16 +82,17 @@ def search_images(
     if not query.text and not query.image:
         raise InputError("a search needs words, an image (--image PATH), or both")
     images = store.images(collection, model=encoder.spec, dim=encoder.dim)
-    count = images.count()
-    if count == 0:
-        raise StoreError(f"collection {collection!r} is empty; index some images into it first.")
     t0 = time.perf_counter()
     q = embed_query(query, encoder)
     captions = store.captions(collection) if query.text and text_embedder else None
     qt = text_embedder.encode([query.text])[0] if captions is not None else None
     t1 = time.perf_counter()
-    pool = min(count, max(4 * k, 32) if captions is not None else k)
+    # Chroma returns what it has when asked for more, so no count() on the hot path
+    # (about 12 ms at 100k entries); an empty answer without a filter means an empty collection.
+    pool = max(4 * k, 32) if captions is not None else k
     img_scores, metas = _query(images, q, pool, where)
+    if not img_scores and not where:
+        raise StoreError(f"collection {collection!r} is empty; index some images into it first.")
     if captions is None:
         order = sorted(img_scores, key=lambda i: -img_scores[i])[:k]
         hits = [
@@ -100,7 +101,7 @@ def search_images(
         ]
         scoring = "cosine"
     else:
-        cap_scores, cap_metas = _query(captions, qt, min(pool, captions.count()), where)
+        cap_scores, cap_metas = _query(captions, qt, pool, where)
         for i, m in cap_metas.items():
             metas.setdefault(i, m)
         missing = [i for i in cap_scores if i not in img_scores]
