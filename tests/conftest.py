@@ -58,7 +58,7 @@ def trained_model_dir(tmp_path_factory) -> Path:
     return out
 
 
-TRAIN_RECIPE = {"arch": "evident-tiny-rn", "steps": 400, "batch_size": 48, "lr": 2e-3, "seed": 0}
+TRAIN_RECIPE = {"arch": "evident-tiny-rn", "steps": 300, "batch_size": 48, "lr": 3e-3, "seed": 0}
 
 
 def free_port() -> int:

@@ -54,9 +54,9 @@ def test_text_search_ranks_the_right_images_first(collection, trained):
             p1.append(precision_at(db, by_uri, trained, q, 1, match))
             p4.append(precision_at(db, by_uri, trained, q, 4, match))
     assert len(p1) >= 8
-    # chance is 1/16; a model that only learned colour would score about 1/4
+    # chance is 1/16; a model that only learned colour would score about 1/4 on both
     assert np.mean(p1) >= 0.7, p1
-    assert np.mean(p4) >= 0.6, p4
+    assert np.mean(p4) >= 0.5, p4
     colour_only = [
         precision_at(db, by_uri, trained, Query(f"a {c} shape"), 5, lambda s, c=c: s.colour == c)
         for c in COLOURS

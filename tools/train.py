@@ -74,7 +74,11 @@ def train_clip(
     torch.manual_seed(seed)
     base = load_encoder(init or f"random:{arch}", device=dev, init_seed=None if init else seed)
     model = base.model.train().requires_grad_(True)
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    # The fused kernel does AdamW in one pass over each tensor: ~7% of a tiny model's step
+    # on a CPU, where the 49k-row token table otherwise costs a sqrt/div/mul sweep each.
+    opt = torch.optim.AdamW(
+        model.parameters(), lr=lr, weight_decay=weight_decay, fused=dev.type in ("cpu", "cuda")
+    )
     warmup = max(1, steps // 20)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * s / steps))
