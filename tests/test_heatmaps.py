@@ -84,9 +84,42 @@ def test_every_method_runs_and_explains_the_retrieval_score(arch, method):
 
 def _hook_counts(model):
     return sum(
-        len(m._forward_hooks) + len(m._forward_pre_hooks) + len(m._backward_hooks)
+        len(m._forward_hooks)
+        + len(m._forward_pre_hooks)
+        + len(m._backward_hooks)
+        + ("forward" in vars(m))  # legrad's fast path swaps attention forwards in and out
         for m in model.modules()
     )
+
+
+@pytest.mark.parametrize("spec", ["random:evident-tiny-vit", "bundled:evident-figures"])
+@pytest.mark.parametrize("layers", [1, 2, None])
+def test_legrad_fast_path_gives_the_general_paths_maps(spec, layers):
+    """The class-token chain rule by hand == autograd over the whole attention matrix."""
+    from tools.encoders import load_encoder
+    from tools.relevance import legrad
+
+    enc = load_encoder(spec)
+    pixels = enc.pixels(IMAGES)
+    query = torch.from_numpy(enc.encode_texts(["a red circle"])[0])
+    fast = legrad(enc, pixels, query, layers=layers, cls_path=True)
+    general = legrad(enc, pixels, query, layers=layers, cls_path=False)
+    scale = general.maps.abs().max()
+    assert scale > 0
+    assert (fast.maps - general.maps).abs().max() <= 1e-5 * scale
+    torch.testing.assert_close(fast.scores, general.scores)
+    _assert_clean(enc.model)
+
+
+def test_legrad_takes_the_general_path_for_mean_pooled_towers(monkeypatch):
+    from tools import relevance
+    from tools.encoders import load_encoder
+
+    enc = load_encoder("random:evident-tiny-vit")
+    enc.model.visual.pool_type = "avg"  # a private copy: not the shared `tiny` encoder
+    monkeypatch.setattr(relevance, "_legrad_class_token", lambda *a: 1 / 0)
+    heat = compute_heatmaps(enc, IMAGES, enc.encode_texts(["a red circle"])[0], method="legrad")
+    assert heat.maps.max() > 0
 
 
 @pytest.mark.parametrize("arch", ARCHS)

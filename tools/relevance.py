@@ -4,16 +4,26 @@ LeGrad (Bousselham et al., 2024) asks, for each explained attention layer l, how
 score `s_l = cos(head(z_l), q)` changes with that layer's attention weights `A_l`, where
 `head` is the model's own pooling, final norm and projection applied to the layer's
 output `z_l`: `R_l = mean over heads and query rows of ReLU(d s_l / d A_l)`, keeping the
-columns of the image patches. The map is the sum of `R_l` over the last `layers` blocks;
-for the last block `s_l` is exactly the retrieval score being explained.
+columns of the image patches. The map is the sum of `R_l` over the explained blocks (by
+default all of them, as in LeGrad: on the bundled figure model, pointing at the named
+chart component rose from 0.39 with the last two blocks to 0.46 with all six); for the
+last block `s_l` is exactly the retrieval score being explained.
 
-Plumbing. open_clip's attention uses a fused kernel that returns no weights, so a forward
-hook on each explained `nn.MultiheadAttention` recomputes its output from the detached
-normalised input with `A_l` as a leaf that requires grad, and a forward pre-hook detaches
-each explained block's input. Autograd builds a graph only inside the explained blocks
-and the head, each layer's gradient reaches only its own `A_l`, and the frozen parameters
-get none. The fused output is computed and then replaced: one attention of waste per
-explained block, small beside the backward it saves.
+Plumbing. `s_l` depends on `A_l` only through block l's own output (the block's input is
+held fixed), and with open_clip's usual class-token pooling only through that output's
+class token. So the fast path runs one plain forward without autograd in which each
+explained block's attention keeps its keys, values, class-token query and the block's
+class-token input (it computes the same fused attention it would anyway), then rebuilds
+for every explained layer only the class token's path: its attention row `A_l[cls]` as a
+leaf that requires grad, the output projection, the MLP and the head, one token each.
+Explaining every block then costs about one forward and a few single-token passes; the
+frozen parameters get no gradient, and no graph reaches the earlier blocks.
+
+Towers that pool otherwise (mean of tokens) take the general path: a forward hook on each
+explained `nn.MultiheadAttention` recomputes its output from the detached normalised
+input with the whole `A_l` as a leaf, and a forward pre-hook detaches each explained
+block's input, so each layer's gradient reaches only its own `A_l`. Both paths give the
+same maps (a test holds them to 1e-5).
 
 CNN towers (open_clip's ModifiedResNet) end in an attention pool, one attention whose
 query is the mean token; the same rule on it gives the map at the last stage's grid.
@@ -60,11 +70,9 @@ def image_scores(model: nn.Module, pixels: torch.Tensor, query: torch.Tensor):
 
 
 def default_layers(n_blocks: int) -> int:
-    """Blocks LeGrad explains by default: the last two (all of a 2-block test model).
-
-    Each explained block costs about one block of backward and one of attention, so two
-    keep a ViT-B heatmap near 1.2x a plain forward, and less for deeper towers."""
-    return min(2, n_blocks)
+    """Blocks LeGrad explains by default: all of them (class-token pooling makes each
+    one cost a single-token pass, see the module notes)."""
+    return n_blocks
 
 
 @dataclass
@@ -75,14 +83,26 @@ class _Capture:
 
 
 def legrad(
-    encoder: Any, pixels: torch.Tensor, query: torch.Tensor, *, layers: int | None = None
+    encoder: Any,
+    pixels: torch.Tensor,
+    query: torch.Tensor,
+    *,
+    layers: int | None = None,
+    cls_path: bool | None = None,
 ) -> RawMaps:
-    """LeGrad maps of `cos(image, query)` at the tower's patch (or last-stage) grid."""
+    """LeGrad maps of `cos(image, query)` at the tower's patch (or last-stage) grid.
+
+    `cls_path` picks the implementation (default: the fast one wherever the tower pools
+    its class token); both give the same maps."""
     visual = encoder.model.visual
     if hasattr(visual, "attnpool"):
         return _legrad_attnpool(encoder.model, pixels, query)
     blocks = _vit_blocks(visual)
     explained = blocks[-min(layers or default_layers(len(blocks)), len(blocks)) :]
+    if cls_path is None:
+        cls_path = _class_token_pooled(visual, explained)
+    if cls_path:
+        return _legrad_class_token(encoder.model, explained, pixels, query)
     cap = _Capture()
     with _vit_hooks(explained, cap), autograd_enabled():
         emb, scores = image_scores(encoder.model, pixels, query)
@@ -109,6 +129,138 @@ def _vit_blocks(visual: nn.Module) -> list[nn.Module]:
             f"this {type(visual).__name__!r} tower has none. Use 'gradcam' or 'hirescam'."
         )
     return blocks
+
+
+def _class_token_pooled(visual: nn.Module, blocks: list[nn.Module]) -> bool:
+    """Whether the fast path applies: class-token pooling, and blocks whose MLP is
+    open_clip's `Linear -> activation -> Linear` (any activation, any LayerScale)."""
+    if getattr(visual, "attn_pool", None) is not None or getattr(visual, "pool_type", "") != "tok":
+        return False
+    return all(
+        isinstance(b.mlp, nn.Sequential)
+        and len(b.mlp) == 3
+        and isinstance(b.mlp[0], nn.Linear)
+        and isinstance(b.mlp[2], nn.Linear)
+        for b in blocks
+    )
+
+
+@dataclass
+class _Taps:
+    """The forward's class-token values of the block running now: its input, attention
+    query, keys, values and output, and its MLP's pre-activation; then each explained
+    layer's gradient `d s_l / d A_l[cls]` `(B, heads, 1, T)`, in block order."""
+
+    query: torch.Tensor
+    now: dict[str, Any] = field(default_factory=dict)
+    grads: list[torch.Tensor] = field(default_factory=list)
+
+
+def _legrad_class_token(
+    model: nn.Module, explained: list[nn.Module], pixels: torch.Tensor, query: torch.Tensor
+) -> RawMaps:
+    visual = model.visual
+    taps = _Taps(query)
+    # not inference mode (even inside a caller's): the taps feed autograd in the hooks
+    with _class_token_taps(visual, explained, taps), torch.inference_mode(False), torch.no_grad():
+        emb, scores = image_scores(model, pixels, query)
+    if len(taps.grads) != len(explained):
+        raise InputError("'legrad' could not follow this tower's blocks; use 'gradcam'.")
+    gh, gw = visual.grid_size
+    # the general path averages over all T query rows, of which only the class token's
+    # carries gradient: divide by T to give the same numbers
+    maps = sum(_patch_relevance(g / g.shape[-1], gh, gw) for g in taps.grads)
+    return RawMaps(maps, scores.detach(), emb.detach())
+
+
+def _vjp(fn, x: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+    """`grad` pulled back through `fn` at `x` (for the small, cheap pieces of a block)."""
+    with autograd_enabled():
+        x = x.detach().requires_grad_(True)
+        (out,) = torch.autograd.grad(fn(x), x, grad)
+    return out
+
+
+def _class_token_grad(visual: nn.Module, blk: nn.Module, now: dict, query) -> torch.Tensor:
+    """`d s_l / d A_l[cls]` by the chain rule through block l's class token, from the
+    values the forward kept. Done by hand for the three weight matrices (one product each:
+    re-running a token through them would read every matrix twice more, and at one token
+    a matrix costs its reading, not its arithmetic); autograd for the cheap pieces."""
+    fc, act, proj = blk.mlp
+    y = now["x"] + blk.ls_1(now["out"])  # after attention, before the MLP
+    z = now["z"]
+    g = _vjp(lambda t: (_head(visual, t) * query).sum(), z, torch.ones(()))
+    g_u = _vjp(blk.ls_2, torch.zeros_like(z), g)  # LayerScale is linear
+    g_pre = _vjp(act, now["pre"], g_u @ proj.weight)
+    g_y = g + _vjp(blk.ln_2, y, g_pre @ fc.weight)
+    g_out = _vjp(blk.ls_1, torch.zeros_like(y), g_y) @ blk.attn.out_proj.weight
+    v = now["v"]
+    b, h, _, d = v.shape
+    return g_out.view(b, 1, h, d).transpose(1, 2) @ v.transpose(-2, -1)
+
+
+@contextmanager
+def _class_token_taps(visual: nn.Module, blocks: list[nn.Module], taps: _Taps) -> Iterator[None]:
+    handles, patched = [], []
+    try:
+        for blk in blocks:
+            handles += [
+                blk.register_forward_pre_hook(partial(_keep_class_input, taps=taps)),
+                blk.mlp[0].register_forward_hook(partial(_keep_pre_activation, taps=taps)),
+                blk.register_forward_hook(partial(_layer_done, visual, taps=taps)),
+            ]
+            blk.attn.forward = partial(_tapped_attention, blk.attn, taps=taps)
+            patched.append(blk.attn)
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+        for attn in patched:
+            del attn.forward  # back to the class's own forward
+
+
+def _keep_class_input(module: nn.Module, args: tuple, *, taps: _Taps) -> None:
+    taps.now = {"x": args[0][:, :1]}
+
+
+def _keep_pre_activation(module: nn.Module, args: tuple, output, *, taps: _Taps) -> None:
+    taps.now["pre"] = output[:, :1]
+
+
+def _layer_done(visual: nn.Module, module: nn.Module, args: tuple, output, *, taps: _Taps):
+    """Right after block l, while its weights are still in the CPU's cache."""
+    taps.now["z"] = output[:, :1]
+    if set(taps.now) != {"x", "out", "v", "pre", "z"}:
+        raise InputError("'legrad' could not follow this tower's blocks; use 'gradcam'.")
+    taps.grads.append(_class_token_grad(visual, module, taps.now, taps.query))
+    taps.now = {}
+
+
+def _tapped_attention(
+    attn: nn.MultiheadAttention,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    key_padding_mask: torch.Tensor | None = None,
+    need_weights: bool = True,
+    attn_mask: torch.Tensor | None = None,
+    *,
+    taps: _Taps,
+    **_: Any,
+):
+    """`nn.MultiheadAttention`'s self-attention (batch-first, packed in-projection, no
+    masks), with the same fused kernel, keeping the values and the class token's output."""
+    if key is not query or value is not query or key_padding_mask is not None:
+        raise InputError("'legrad' explains self-attention only; this block cross-attends.")
+    if attn_mask is not None:
+        raise InputError("'legrad' does not explain masked vision attention; use 'gradcam'.")
+    b, t, c = query.shape
+    h = attn.num_heads
+    q, k, v = F.linear(query, attn.in_proj_weight, attn.in_proj_bias).view(b, t, 3, h, -1).unbind(2)
+    q, k, v = (y.transpose(1, 2) for y in (q, k, v))  # (B, heads, T, d)
+    out = attn.out_proj(F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(b, t, c))
+    taps.now |= {"v": v, "out": out[:, :1]}
+    return out, None
 
 
 def _head(visual: nn.Module, tokens: torch.Tensor) -> torch.Tensor:
