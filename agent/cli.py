@@ -57,7 +57,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--k", type=int, default=5)
     p.add_argument("--where", metavar="JSON", help='metadata filter, e.g. \'{"kind": "bar"}\'')
     p.add_argument("--cam", metavar="METHOD", help="heatmap method (default: the model's; none)")
-    p.add_argument("--rerank", default="none", metavar="NAME", help="reranker: multiscale|none")
+    p.add_argument(
+        "--rerank",
+        default="none",
+        metavar="NAME",
+        help="reranker: multiscale, learned:FILE (fitted by eval.ltr_data) or none",
+    )
     p.add_argument("--out", metavar="DIR", help="write heatmap and overlay PNGs here")
     _common(p, d)
 

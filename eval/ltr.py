@@ -1,11 +1,8 @@
 """Learning to rank: fit the reranker's fusion weights instead of setting them by hand.
 
-Each (query, candidate) pair gets four features (`FEATURES`):
-- `global`: cosine of the whole image with the query (the first stage's image score);
-- `best_crop`: the best cosine over the multi-scale crops `tools.rerank.crop_boxes` cuts;
-- `caption`: the caption-side cosine of a hybrid search (missing -> 0: no evidence);
-- `concentration`: share of the heatmap's heat in its hottest 10% of pixels (0.1 for a
-  flat map, 1 for a point), from `tools.heatmaps.compute_heatmaps`.
+Each (query, candidate) pair gets the four features of `tools.fusion.FEATURES` (whole
+image, best crop, caption and heatmap concentration), computed by `tools.fusion` exactly
+as `--rerank learned:FILE` computes them at search time.
 
 `fit_fusion` learns weights with ListNet (top-one softmax cross-entropy between the
 relevance distribution and the softmax of the scores over each query's candidate list,
@@ -22,7 +19,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -35,11 +32,9 @@ from eval.metrics import (
     precision_at_k,
     recall_at_k,
 )
+from tools.fusion import FEATURES, Fusion, filled
 
 log = logging.getLogger(__name__)
-
-FEATURES = ("global", "best_crop", "caption", "concentration")
-TOP_SHARE = 0.10  # concentration: heat in the hottest 10% of pixels
 
 
 @dataclass(frozen=True)
@@ -52,33 +47,6 @@ class CandidateList:
     relevant: np.ndarray
     n_relevant: int
     level: str = "all"
-
-
-@dataclass(frozen=True)
-class Fusion:
-    """A linear fusion on standardised features: `score = ((x - mean) / std) @ weights`."""
-
-    weights: np.ndarray
-    mean: np.ndarray
-    std: np.ndarray
-    names: tuple[str, ...] = FEATURES
-    loss: list[float] = field(default_factory=list, compare=False, repr=False)
-
-    def scores(self, features: np.ndarray) -> np.ndarray:
-        return ((_filled(features) - self.mean) / self.std) @ self.weights
-
-    def raw_weights(self) -> np.ndarray:
-        """The same fusion on unstandardised features (up to a constant per list)."""
-        return self.weights / self.std
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "weights": dict(zip(self.names, map(float, self.weights), strict=True)),
-            "raw_weights": dict(zip(self.names, map(float, self.raw_weights()), strict=True)),
-            "mean": self.mean.tolist(),
-            "std": self.std.tolist(),
-            "final_loss": self.loss[-1] if self.loss else None,
-        }
 
 
 def hand_set_scores(features: np.ndarray, crop_weight=None, caption_weight=None) -> np.ndarray:
@@ -106,7 +74,7 @@ def fit_fusion(lists: Sequence[CandidateList], *, l2: float = 1e-3, steps: int =
     used = [c for c in lists if c.relevant.sum() > 0 and len(c.relevant) > 1]
     if not used:
         raise ValueError("no candidate list holds a relevant item (and another candidate)")
-    stacked = np.concatenate([_filled(c.features) for c in used])
+    stacked = np.concatenate([filled(c.features) for c in used])
     mean, std = stacked.mean(0), stacked.std(0)
     std = np.where(std > 1e-12, std, 1.0)  # a constant feature keeps weight 0
     n, d = max(len(c.relevant) for c in used), stacked.shape[1]
@@ -115,7 +83,7 @@ def fit_fusion(lists: Sequence[CandidateList], *, l2: float = 1e-3, steps: int =
     target = np.zeros((len(used), n))
     for i, c in enumerate(used):
         m = len(c.relevant)
-        x[i, :m], mask[i, :m] = (_filled(c.features) - mean) / std, True
+        x[i, :m], mask[i, :m] = (filled(c.features) - mean) / std, True
         target[i, :m] = c.relevant / c.relevant.sum()
 
     def loss_and_p(w: np.ndarray) -> tuple[float, np.ndarray]:
@@ -198,20 +166,3 @@ def compare_fusion(
         for k in hand
     }
     return report
-
-
-def concentration(heatmap: np.ndarray, share: float = TOP_SHARE) -> float:
-    """Share of the heat in the hottest `share` of pixels; a flat or empty map gives `share`.
-
-    >>> concentration(np.ones((10, 10))), concentration(np.zeros((10, 10)))
-    (0.1, 0.1)
-    >>> m = np.zeros((10, 10)); m[0, :5] = 1; concentration(m)
-    1.0
-    """
-    h = np.sort(np.clip(np.asarray(heatmap, dtype=np.float64).ravel(), 0, None))[::-1]
-    top = max(1, round(share * h.size))
-    return float(h[:top].sum() / h.sum()) if h.sum() > 0 else float(share)
-
-
-def _filled(features: np.ndarray) -> np.ndarray:
-    return np.nan_to_num(np.asarray(features, dtype=np.float64), nan=0.0)

@@ -4,7 +4,8 @@
 split's images (one collection each, images only: the figure set writes no caption
 sidecars, so the caption feature is absent and its weight stays 0), runs each suite
 query through the first stage (`search_images`, top `--k`), computes the features of
-`eval.ltr` for every candidate and prints `compare_fusion`'s report as JSON.
+`tools.fusion` for every candidate and prints `compare_fusion`'s report as JSON;
+`--save-fusion FILE` writes the fitted weights for `evident search --rerank learned:FILE`.
 
 Crop embeddings do not depend on the query, so each image's views are embedded once
 per run and cached; only the heatmaps are computed per query. `--cam none` leaves the
@@ -24,43 +25,10 @@ from typing import Any
 
 import numpy as np
 
-from eval.ltr import FEATURES, CandidateList, compare_fusion, concentration
+from eval.ltr import CandidateList, compare_fusion
+from tools.fusion import FEATURES, Fusion, candidate_features, view_embeddings
 
 log = logging.getLogger(__name__)
-
-
-def view_embeddings(encoder: Any, images: Sequence, sides: Sequence[float]) -> list[np.ndarray]:
-    """For each image, `(1 + crops, dim)`: the whole image, then `crop_boxes`' crops."""
-    from tools.heatmaps import as_rgb
-    from tools.rerank import crop_boxes
-
-    views, owners = [], []
-    for i, image in enumerate(images):
-        image = as_rgb(image)
-        crops = [image] + [image.crop(b) for b in crop_boxes(image.size, sides)]
-        views += crops
-        owners += [i] * len(crops)
-    emb, owners = encoder.encode_images(views), np.asarray(owners)
-    return [emb[owners == i] for i in range(len(images))]
-
-
-def candidate_features(
-    query_embedding: np.ndarray,
-    hits: Sequence,
-    views: Sequence[np.ndarray],
-    heatmaps: np.ndarray | None = None,
-) -> np.ndarray:
-    """`(len(hits), len(FEATURES))` from each hit's view embeddings (and heatmaps, if any)."""
-    q = np.asarray(query_embedding, dtype=np.float32).reshape(-1)
-    q = q / (np.linalg.norm(q) or 1.0)
-    out = np.full((len(hits), len(FEATURES)), np.nan)
-    for i, (hit, v) in enumerate(zip(hits, views, strict=True)):
-        cos = v @ q
-        out[i, 0], out[i, 1] = cos[0], cos[1:].max() if len(cos) > 1 else cos[0]
-        out[i, 2] = hit.scores.get("caption", np.nan)
-        if heatmaps is not None:
-            out[i, 3] = concentration(heatmaps[i])
-    return out
 
 
 def build_lists(
@@ -149,6 +117,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--limit", type=int, default=None, help="queries per split (seeded sample)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, help="also write the report here")
+    p.add_argument(
+        "--save-fusion", type=Path, metavar="FILE",
+        help="write the fitted weights here, for `evident search --rerank learned:FILE`",
+    )  # fmt: skip
     p.add_argument("-v", "--verbose", action="store_true")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING)
@@ -164,6 +136,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stderr.write(f"evident: error: {exc}\n")
         return 2
     text = json.dumps(report, indent=2)
+    if args.save_fusion:
+        fitted = report["fusion"]
+        Fusion(
+            np.array([fitted["weights"][name] for name in FEATURES]),
+            np.array(fitted["mean"]),
+            np.array(fitted["std"]),
+        ).save(args.save_fusion)
     if args.out:
         args.out.write_text(text + "\n")
     sys.stdout.write(text + "\n")

@@ -14,7 +14,10 @@ object keeps its detail) and fuses the best crop with the whole image and the ca
     visual = (1 - crop_weight) * whole + crop_weight * best_crop
     score  = (1 - caption_weight) * visual + caption_weight * caption   (if the hit has one)
 
-Not handled: learning the weights, reporting the best crop as evidence (the heatmap and
+`tools.fusion.LearnedReranker` (`learned:FILE`) scores the same features, and the
+heatmap's concentration, with weights fitted by `eval.ltr`.
+
+Not handled: reporting the best crop as evidence (the heatmap and
 its regions do that, checked by counterfactuals).
 """
 
@@ -126,9 +129,18 @@ RERANKERS: dict[str, Callable[[Any], Reranker]] = {"multiscale": MultiScaleReran
 
 
 def make_reranker(name: str | None, encoder: Any) -> Reranker | None:
-    """`--rerank NAME|none` -> a reranker, or None for the first-stage order."""
+    """`--rerank NAME|learned:FILE|none` -> a reranker, or None for the first-stage order.
+
+    `learned:FILE` loads fusion weights fitted by `python -m eval.ltr_data --save-fusion`.
+    """
     if name in (None, "", "none"):
         return None
+    if name.startswith("learned:"):
+        from tools.fusion import Fusion, LearnedReranker
+
+        return LearnedReranker(encoder, Fusion.load(name.partition(":")[2]))
     if name not in RERANKERS:
-        raise InputError(f"Unknown reranker {name!r}; known: none, {', '.join(RERANKERS)}.")
+        raise InputError(
+            f"Unknown reranker {name!r}; known: none, {', '.join(RERANKERS)}, learned:FILE."
+        )
     return RERANKERS[name](encoder)
