@@ -29,9 +29,8 @@ import numpy as np
 from PIL import Image
 
 from tools.errors import InputError
-from tools.heatmaps import as_rgb
 from tools.records import Hit, Query
-from tools.rerank import crop_boxes, rerank_by
+from tools.rerank import rerank_by, view_embeddings
 
 FEATURES = ("global", "best_crop", "caption", "concentration")
 TOP_SHARE = 0.10  # concentration: heat in the hottest 10% of pixels
@@ -119,18 +118,6 @@ def concentration(heatmap: np.ndarray, share: float = TOP_SHARE) -> float:
     h = np.sort(np.clip(np.asarray(heatmap, dtype=np.float64).ravel(), 0, None))[::-1]
     top = max(1, round(share * h.size))
     return float(h[:top].sum() / h.sum()) if h.sum() > 0 else float(share)
-
-
-def view_embeddings(encoder: Any, images: Sequence, sides: Sequence[float]) -> list[np.ndarray]:
-    """For each image, `(1 + crops, dim)`: the whole image, then `crop_boxes`' crops."""
-    views, owners = [], []
-    for i, image in enumerate(images):
-        image = as_rgb(image)
-        crops = [image] + [image.crop(b) for b in crop_boxes(image.size, sides)]
-        views += crops
-        owners += [i] * len(crops)
-    emb, owners = encoder.encode_images(views), np.asarray(owners)
-    return [emb[owners == i] for i in range(len(images))]
 
 
 def candidate_features(

@@ -85,6 +85,18 @@ def crop_boxes(size: tuple[int, int], sides: Sequence[float]) -> list[tuple[int,
     return boxes
 
 
+def view_embeddings(encoder: Any, images: Sequence, sides: Sequence[float]) -> list[np.ndarray]:
+    """For each image, `(1 + crops, dim)`: the whole image, then `crop_boxes`' crops."""
+    views, owners = [], []
+    for i, image in enumerate(images):
+        image = as_rgb(image)
+        crops = [image] + [image.crop(b) for b in crop_boxes(image.size, sides)]
+        views += crops
+        owners += [i] * len(crops)
+    emb, owners = encoder.encode_images(views), np.asarray(owners)
+    return [emb[owners == i] for i in range(len(images))]
+
+
 @dataclass
 class MultiScaleReranker:
     """Best of multi-scale crops, fused with the whole image and the caption cosine."""
@@ -106,17 +118,12 @@ class MultiScaleReranker:
             raise InputError(f"{len(hits)} hits but {len(images)} images to rerank.")
         if not hits:
             return []
-        views, owners = [], []
-        for i, image in enumerate(images):
-            image = as_rgb(image)
-            crops = [image] + [image.crop(b) for b in crop_boxes(image.size, self.crop_sides)]
-            views += crops
-            owners += [i] * len(crops)
         q = np.asarray(query_embedding, dtype=np.float32).reshape(-1)
-        cos = self.encoder.encode_images(views) @ (q / (np.linalg.norm(q) or 1.0))
+        q = q / (np.linalg.norm(q) or 1.0)
+        views = view_embeddings(self.encoder, images, self.crop_sides)
         scores = []
-        for i, hit in enumerate(hits):
-            mine = cos[np.asarray(owners) == i]
+        for hit, embedded in zip(hits, views, strict=True):
+            mine = embedded @ q
             visual = (1 - self.crop_weight) * mine[0] + self.crop_weight * mine[1:].max()
             caption = hit.scores.get("caption")
             if caption is not None:
