@@ -1,0 +1,474 @@
+"""The bundled figure model's recipe: render, embed the phrases, train, export.
+
+`python -m eval.figure_model OUT` (what `make figure-model` runs) goes through four
+stages, each resumable, so a killed run picks up where it stopped:
+
+1. render: `n` figures of the benchmark generator (`seed`), squashed to the model's input
+   size, into shards of 1,000 under `OUT/data` (parallel workers, atomic files); `val`
+   more figures with another seed for a check at the end.
+2. phrases: every text that is true of some figure (full and short captions, chart types,
+   attribute and component phrases, exactly as the benchmark words them) is embedded
+   once by the locked MiniLM tower (`OUT/data/phrases.pt`).
+3. train: the image tower and the text projection, with two losses:
+   - a sigmoid loss (SigLIP) over every image-phrase pair of the batch, labelled exactly
+     from the figure records: "a pie chart" is a positive for every pie in the batch,
+     so no true pair is ever pushed apart as a negative;
+   - a dense loss for component phrases: the softmax over patches of each patch's
+     similarity to "the legend of a bar chart" is pulled toward the patches the legend
+     covers. Because the image embedding is the mean of the patch vectors, this is what
+     makes a heatmap point at the legend.
+   Patches are dropped at random (a quarter of them, the first 80% of the steps; FLIP,
+   Li et al. 2023): cheaper steps, and a model used to missing patches, which is how the
+   counterfactual check removes a region. Checkpoints every `checkpoint_every` steps.
+4. export: `open_clip_config.json`, `open_clip_model.safetensors` (float16, without the
+   installed text tower) and `recipe.json` (settings, sizes, seconds, machine, the check).
+
+On a CPU with bfloat16 units (AVX512-BF16/AMX) the forward runs under bfloat16
+autocast; on CUDA too. Not handled: several GPUs, augmentation (the generator's variety
+is the augmentation).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import multiprocessing
+import os
+import platform
+import random
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+SHARD = 1000
+DEFAULTS = {
+    "n": 40_000, "seed": 1001, "val": 500, "val_seed": 2002, "size": 192, "width": 256,
+    "layers": 8, "stem": [32, 64, 128, 256], "dim": 384, "steps": 5000, "batch": 64,
+    "lr": 1e-3, "weight_decay": 0.05, "dense_weight": 1.0, "attributes": 3, "components": 2,
+    "drop": 0.25, "drop_until": 0.8, "train_seed": 0, "checkpoint_every": 200,
+}  # fmt: skip
+MEAN = (0.48145466, 0.4578275, 0.40821073)
+STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+def model_config(s: dict) -> dict:
+    """The exported `open_clip_config.json` for settings `s`."""
+    return {
+        "model_cfg": {
+            "embed_dim": s["dim"],
+            "vision_cfg": {
+                "image_size": s["size"], "layers": s["layers"], "width": s["width"],
+                "head_width": 64, "patch_size": 16, "pool_type": "avg",
+            },
+            "text_cfg": {
+                "hf_proj_type": "linear", "hf_pooler_type": "mean_pooler", "context_length": 128,
+            },
+        },
+        "preprocess_cfg": {
+            "size": [s["size"], s["size"]], "mode": "RGB", "mean": list(MEAN), "std": list(STD),
+            "interpolation": "bicubic", "resize_mode": "squash", "fill_color": 0,
+        },
+        "evident": {"stem": s["stem"], "text_tower": "all-MiniLM-L6-v2"},
+    }  # fmt: skip
+
+
+# --- 1. render -------------------------------------------------------------------------
+
+
+def _render(job: tuple[int, int, int]) -> tuple[np.ndarray, dict]:
+    """One figure at model resolution and its record (worker entry point)."""
+    from PIL import Image
+
+    from eval.figure_queries import attribute_phrases, component_phrases
+    from eval.figure_render import render_figure
+    from eval.figure_style import KIND_PHRASES
+
+    seed, index, size = job
+    fig = render_figure(seed, index)
+    pixels = np.asarray(Image.fromarray(fig.pixels).resize((size, size), Image.BICUBIC))
+    record = {"kind": fig.kind, "attributes": fig.attributes}
+    record["components"] = [c.to_dict() for c in fig.components]
+    record |= {
+        "caption": fig.caption,
+        "short": fig.short_caption,
+        "type": KIND_PHRASES[fig.kind],
+        "phrases": sorted(attribute_phrases(record)),
+        "parts": component_phrases(record),
+        "size": [fig.attributes["width"], fig.attributes["height"]],
+    }
+    return pixels, record
+
+
+def render(folder: Path, n: int, seed: int, size: int, workers: int | None = None) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    todo = [s for s in range(math.ceil(n / SHARD)) if not (folder / f"shard_{s:04d}.npz").exists()]
+    if not todo:
+        return
+    context = multiprocessing.get_context("spawn")
+    workers = workers or min(os.cpu_count() or 1, 8)
+    with ProcessPoolExecutor(workers, mp_context=context) as pool:
+        for s in todo:
+            t0 = time.perf_counter()
+            jobs = [(seed, i, size) for i in range(s * SHARD, min(n, (s + 1) * SHARD))]
+            done = list(pool.map(_render, jobs, chunksize=16))
+            tmp = folder / f"shard_{s:04d}.tmp.npz"
+            np.savez(
+                tmp,
+                pixels=np.stack([d[0] for d in done]),
+                records=np.array(json.dumps([d[1] for d in done])),
+            )
+            tmp.replace(folder / f"shard_{s:04d}.npz")
+            log.info("rendered shard %d (%d figures) in %.0f s", s, len(done), time.perf_counter() - t0)
+
+
+def load_shards(folder: Path) -> tuple[np.ndarray, list[dict]]:
+    pixels, records = [], []
+    for path in sorted(folder.glob("shard_[0-9][0-9][0-9][0-9].npz")):
+        with np.load(path) as data:
+            pixels.append(data["pixels"])
+            records += json.loads(str(data["records"]))
+    return np.concatenate(pixels), records
+
+
+def texts_of(record: dict) -> list[str]:
+    return [record["caption"], record["short"], record["type"], *record["phrases"], *record["parts"]]
+
+
+# --- 2. phrases ------------------------------------------------------------------------
+
+
+def pooled_phrases(model, texts: list[str], batch: int = 256):
+    """MiniLM's mean-pooled output for each text (before the learned projection), padded
+    per batch of similar lengths: the same vectors as the tower's own padded forward."""
+    import torch
+
+    tower = model.text
+    tokenizer = _hf_tokenizer()
+    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+    out = torch.zeros(len(texts), tower.transformer.config.hidden_size)
+    with torch.inference_mode():
+        for start in range(0, len(order), batch):
+            idx = order[start : start + batch]
+            enc = tokenizer(
+                [texts[i] for i in idx], return_tensors="pt", padding=True, truncation=True,
+                max_length=128,
+            )  # fmt: skip
+            hidden = tower.transformer(
+                input_ids=enc["input_ids"], attention_mask=enc["attention_mask"]
+            )
+            out[idx] = tower.pooler(hidden, enc["attention_mask"]).float()
+    return out
+
+
+def _hf_tokenizer():
+    from transformers import AutoTokenizer
+
+    from tools.towers import minilm_path
+
+    return AutoTokenizer.from_pretrained(str(minilm_path()), local_files_only=True)
+
+
+# --- 3. train --------------------------------------------------------------------------
+
+
+class Trainer:
+    """The training state; `step()` runs one batch, `save()`/`resume()` checkpoint it."""
+
+    def __init__(self, s: dict, model, pixels: np.ndarray, records: list[dict], phrases):
+        import torch
+
+        self.s, self.model, self.pixels, self.records = s, model, pixels, records
+        self.texts = phrases["texts"]
+        self.pooled = phrases["pooled"]
+        index = {t: i for i, t in enumerate(self.texts)}
+        self.index = index
+        self.truth = [{index[t] for t in texts_of(r)} for r in records]
+        visual, proj = model.visual, model.text.proj
+        self.grid = visual.grid_size[0]
+        self.scale = torch.nn.Parameter(torch.tensor(math.log(10.0)))
+        self.bias = torch.nn.Parameter(torch.tensor(-10.0))
+        self.dense_scale = torch.nn.Parameter(torch.tensor(math.log(10.0)))
+        params = [*visual.parameters(), *proj.parameters()]
+        self.params = params
+        decay = [p for p in params if p.ndim >= 2]
+        rest = [p for p in params if p.ndim < 2] + [self.scale, self.bias, self.dense_scale]
+        self.opt = torch.optim.AdamW(
+            [{"params": decay, "weight_decay": s["weight_decay"]}, {"params": rest, "weight_decay": 0}],
+            lr=s["lr"], betas=(0.9, 0.98), fused=True,
+        )  # fmt: skip
+        warm = max(1, s["steps"] // 20)
+        self.sched = torch.optim.lr_scheduler.LambdaLR(
+            self.opt,
+            lambda k: min(1.0, (k + 1) / warm) * 0.5 * (1 + math.cos(math.pi * min(k, s["steps"]) / s["steps"])),
+        )  # fmt: skip
+        self.done = 0
+        self.mean = torch.tensor(MEAN).view(1, 3, 1, 1)
+        self.std = torch.tensor(STD).view(1, 3, 1, 1)
+        self.bf16 = _bf16()
+
+    def batch(self, step: int):
+        """The images, phrases, labels and dense targets of one step (a function of the
+        step number, so a resumed run sees exactly the batches it would have)."""
+        import torch
+
+        from tools.towers import grid_coverage
+
+        s = self.s
+        rng = random.Random(s["train_seed"] * 1_000_003 + step)
+        chosen = rng.sample(range(len(self.records)), s["batch"])
+        texts, dense = [], []
+        for b, i in enumerate(chosen):
+            r = self.records[i]
+            texts += [r["caption"] if rng.random() < 0.6 else r["short"], r["type"]]
+            texts += rng.sample(r["phrases"], min(s["attributes"], len(r["phrases"])))
+            for name in rng.sample(sorted(r["parts"]), min(s["components"], len(r["parts"]))):
+                texts.append(name)
+                cover = grid_coverage(r["parts"][name], r["size"], s["size"], self.grid)
+                dense.append((b, self.index[name], cover))
+        ids = sorted({self.index[t] for t in texts})
+        labels = torch.tensor([[float(t in self.truth[i]) for t in ids] for i in chosen])
+        x = torch.from_numpy(self.pixels[chosen]).permute(0, 3, 1, 2).float().div_(255)
+        keep = None
+        n = self.grid * self.grid
+        if step < s["drop_until"] * s["steps"] and s["drop"] > 0:
+            kept = n - round(n * s["drop"])
+            g = torch.Generator().manual_seed(step)
+            keep = torch.rand(len(chosen), n, generator=g).topk(kept, dim=1).indices
+        return (x - self.mean) / self.std, ids, labels, dense, keep
+
+    def step(self, step: int) -> tuple[float, float]:
+        import torch
+        import torch.nn.functional as F
+
+        from tools.towers import patch_features
+
+        x, ids, labels, dense, keep = self.batch(step)
+        with torch.autocast("cpu" if x.device.type == "cpu" else "cuda", torch.bfloat16, enabled=self.bf16):
+            feats = patch_features(self.model.visual, x, keep)
+        feats = feats.float()
+        emb = F.normalize(feats.mean(1), dim=-1)
+        text = F.normalize(self.model.text.proj(self.pooled[ids]), dim=-1)
+        logits = emb @ text.T * self.scale.exp() + self.bias
+        glob = -F.logsigmoid((2 * labels - 1) * logits).sum() / len(x)
+        loc = torch.zeros(())
+        if dense and self.s["dense_weight"] > 0:
+            col = {t: c for c, t in enumerate(ids)}
+            rows = torch.tensor([d[0] for d in dense])
+            cols = torch.tensor([col[d[1]] for d in dense])
+            cover = torch.tensor([d[2] for d in dense])
+            if keep is not None:
+                cover = torch.gather(cover, 1, keep[rows])
+            ok = cover.sum(1) > 0
+            if ok.any():
+                sim = torch.einsum("knd,kd->kn", feats[rows], text[cols]) * self.dense_scale.exp()
+                target = cover / cover.sum(1, keepdim=True).clamp(min=1e-6)
+                loc = -(target * F.log_softmax(sim, -1)).sum(1)[ok].mean()
+        loss = glob + self.s["dense_weight"] * loc
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.params, 1.0)
+        self.opt.step()
+        self.sched.step()
+        self.done = step + 1
+        return glob.item(), loc.item()
+
+    def state(self) -> dict:
+        return {
+            "step": self.done,
+            "model": {k: v for k, v in self.model.state_dict().items() if not k.startswith("text.transformer.")},
+            "loss": [self.scale.data, self.bias.data, self.dense_scale.data],
+            "opt": self.opt.state_dict(),
+            "sched": self.sched.state_dict(),
+        }  # fmt: skip
+
+    def save(self, path: Path) -> None:
+        import torch
+
+        tmp = path.with_suffix(".tmp")
+        torch.save(self.state(), tmp)
+        tmp.replace(path)
+
+    def resume(self, path: Path) -> None:
+        import torch
+
+        state = torch.load(path, map_location="cpu", weights_only=False)
+        self.model.load_state_dict(state["model"], strict=False)
+        for p, v in zip((self.scale, self.bias, self.dense_scale), state["loss"], strict=True):
+            p.data.copy_(v)
+        self.opt.load_state_dict(state["opt"])
+        self.sched.load_state_dict(state["sched"])
+        self.done = int(state["step"])
+
+
+def _bf16() -> bool:
+    import torch
+
+    if torch.cuda.is_available():
+        return True
+    return bool(getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)())
+
+
+# --- the whole recipe ------------------------------------------------------------------
+
+
+def build_model(out: Path, settings: dict | None = None) -> dict:
+    """Run (or resume) every stage into `out`; returns the recipe."""
+    import torch
+
+    from tools import towers
+
+    s = DEFAULTS | (settings or {})
+    out.mkdir(parents=True, exist_ok=True)
+    recipe_path = out / "recipe.json"
+    recipe = json.loads(recipe_path.read_text()) if recipe_path.exists() else {}
+    if recipe and recipe.get("settings") != s:
+        raise SystemExit(f"{out} holds a run with other settings; pass a new folder")
+    recipe |= {"settings": s, "machine": _machine()}
+    clock = recipe.setdefault("seconds", {})
+
+    def timed(stage: str, fn):
+        t0 = time.perf_counter()
+        result = fn()
+        clock[stage] = round(clock.get(stage, 0) + time.perf_counter() - t0, 1)
+        _write(recipe_path, recipe)
+        return result
+
+    data = out / "data"
+    timed("render", lambda: render(data / "train", s["n"], s["seed"], s["size"]))
+    timed("render_val", lambda: render(data / "val", s["val"], s["val_seed"], s["size"]))
+    config = model_config(s)
+    torch.manual_seed(s["train_seed"])
+    model = towers.build(config)
+    with torch.no_grad():
+        model.text.proj.weight.copy_(torch.eye(s["dim"]))  # start from MiniLM's own space
+    pixels, records = load_shards(data / "train")
+    phrases_path = data / "phrases.pt"
+    if not phrases_path.exists():
+
+        def embed():
+            texts = sorted({t for r in records for t in texts_of(r)})
+            torch.save({"texts": texts, "pooled": pooled_phrases(model, texts)}, phrases_path)
+
+        timed("phrases", embed)
+    phrases = torch.load(phrases_path, weights_only=False)
+    trainer = Trainer(s, model, pixels, records, phrases)
+    state = out / "train_state.pt"
+    if state.exists():
+        trainer.resume(state)
+        log.info("resuming at step %d", trainer.done)
+    model.visual.train()
+    losses = recipe.setdefault("loss", [])
+    t0, since = time.perf_counter(), trainer.done
+    for step in range(trainer.done, s["steps"]):
+        glob, loc = trainer.step(step)
+        if (step + 1) % 50 == 0:
+            rate = s["batch"] * (step + 1 - since) / (time.perf_counter() - t0)
+            losses.append([step + 1, round(glob, 4), round(loc, 4)])
+            log.info("step %d: sigmoid %.3f dense %.3f (%.1f images/s)", step + 1, glob, loc, rate)
+        if (step + 1) % s["checkpoint_every"] == 0 or step + 1 == s["steps"]:
+            trainer.save(state)
+            clock["train"] = round(clock.get("train", 0) + time.perf_counter() - t0, 1)
+            t0, since = time.perf_counter(), step + 1
+            recipe["steps_done"] = step + 1
+            _write(recipe_path, recipe)
+    model.eval()
+    export(out, model, config)
+    val_pixels, val_records = load_shards(data / "val")
+    recipe["check"] = timed("check", lambda: check(model, val_pixels, val_records, s["size"]))
+    recipe["complete"] = True
+    _write(recipe_path, recipe)
+    return recipe
+
+
+def export(out: Path, model, config: dict) -> None:
+    from safetensors.torch import save_file
+
+    from tools import towers
+
+    (out / towers.CONFIG_FILE).write_text(json.dumps(config, indent=1) + "\n")
+    tmp = out / (towers.WEIGHTS_FILE + ".tmp")
+    save_file(towers.shipped_state(model), str(tmp))
+    tmp.replace(out / towers.WEIGHTS_FILE)
+
+
+def check(model, pixels: np.ndarray, records: list[dict], size: int) -> dict:
+    """Chart-type and attribute precision@5 and the pointing game of the patch
+    contributions on the held-out figures: a sanity check, not the evaluation
+    (`evident eval` on a fresh benchmark is)."""
+    import torch
+    import torch.nn.functional as F
+
+    from eval.metrics import pointing_game
+    from tools.towers import patch_features
+
+    mean, std = torch.tensor(MEAN).view(1, 3, 1, 1), torch.tensor(STD).view(1, 3, 1, 1)
+    with torch.inference_mode():
+        feats = torch.cat([
+            patch_features(model.visual, (torch.from_numpy(pixels[i : i + 64]).permute(0, 3, 1, 2).float() / 255 - mean) / std)
+            for i in range(0, len(pixels), 64)
+        ])  # fmt: skip
+        emb = F.normalize(feats.mean(1), dim=-1)
+        texts = sorted({t for r in records for t in [r["type"], *r["phrases"], *r["parts"]]})
+        text = F.normalize(model.text.proj(pooled_phrases(model, texts)), dim=-1)
+    column = {t: i for i, t in enumerate(texts)}
+    sims = (text @ emb.T).numpy()
+    out = {}
+    for level, key in (("type", "type"), ("attribute", "phrases")):
+        precisions = []
+        for t in sorted({x for r in records for x in ([r[key]] if level == "type" else r[key])}):
+            top = np.argsort(-sims[column[t]])[:5]
+            truth = [t in texts_of(records[j]) for j in top]
+            precisions.append(sum(truth) / 5)
+        out[f"{level}_p@5"] = round(float(np.mean(precisions)), 4)
+    grid = model.visual.grid_size[0]
+    hits = []
+    for j, r in enumerate(records):
+        for name, boxes in r["parts"].items():
+            heat = (feats[j] @ text[column[name]]).view(grid, grid).numpy()
+            big = np.kron(heat, np.ones((size // grid, size // grid)))
+            w, h = r["size"]
+            ys, xs = np.unravel_index(np.argmax(big), big.shape)
+            point = np.zeros((h, w))
+            point[min(h - 1, int((ys + 0.5) * h / size)), min(w - 1, int((xs + 0.5) * w / size))] = 1
+            hits.append(pointing_game(point, boxes))
+    out["pointing"] = round(float(np.mean(hits)), 4)
+    return out
+
+
+def _machine() -> str:
+    import torch
+
+    if torch.cuda.is_available():
+        return f"cuda ({torch.cuda.get_device_name()})"
+    return f"cpu ({platform.machine()}, {os.cpu_count()} cores, {torch.get_num_threads()} threads)"
+
+
+def _write(path: Path, recipe: dict) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(recipe, indent=1) + "\n")
+    tmp.replace(path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m eval.figure_model", description=__doc__.split("\n")[0])
+    p.add_argument("out", type=Path)
+    for key, value in DEFAULTS.items():
+        if not isinstance(value, list):
+            p.add_argument(f"--{key.replace('_', '-')}", type=type(value), default=value)
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    settings = {k: getattr(args, k) for k in DEFAULTS if not isinstance(DEFAULTS[k], list)}
+    recipe = build_model(args.out, settings)
+    print(json.dumps(recipe.get("check"), indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
