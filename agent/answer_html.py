@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from graphs.state import evidence_by_rank, latest_search
+from evident.graphs.state import evidence_by_rank, latest_search
 
 THUMB = 256
 ENGINE_KEYS = ("heatmap", "regions", "query_terms", "faithfulness")

@@ -1,6 +1,6 @@
 """The `Assistant`: one object behind `evident ask`, `evident chat` and notebooks.
 
-    from agent.assistant import Assistant
+    from evident.agent.assistant import Assistant
     with Assistant(db="~/evident-db", llm="none") as assistant:
         answer = assistant.ask("red circles on a dark background")
         answer                      # in Jupyter: thumbnails, overlays, the cited answer
@@ -27,7 +27,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from agent.answer_html import Answer, answer_from_state
+from evident.agent.answer_html import Answer, answer_from_state
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +58,7 @@ class Assistant:
         text_embedder="auto",
         lock_timeout: float = 10.0,
     ):
-        from agent.config import Settings
+        from evident.agent.config import Settings
 
         settings = Settings()
         self.db = str(db or settings.db)
@@ -95,9 +95,9 @@ class Assistant:
     ) -> Iterator[tuple[str, Any]]:
         """Answer while it happens: `("step", dict)`, `("status", str)`, `("token", str)`
         for the draft as it is written, `("update", node)`, then `("answer", Answer)`."""
-        from graphs.answer import run_config
-        from graphs.context import build_context
-        from tools.store import Store
+        from evident.graphs.answer import run_config
+        from evident.graphs.context import build_context
+        from evident.tools.store import Store
 
         thread = thread or self.thread
         with Store.open(self.db, lock_timeout=self.lock_timeout) as store:
@@ -144,7 +144,7 @@ class Assistant:
         if self._graph is None:
             from langgraph.checkpoint.sqlite import SqliteSaver
 
-            from graphs.answer import with_checkpointer
+            from evident.graphs.answer import with_checkpointer
 
             if self.history != ":memory:":
                 Path(self.history).parent.mkdir(parents=True, exist_ok=True)
@@ -172,7 +172,7 @@ def run_ask(args) -> int:
     """`evident ask QUESTION [--image] [--llm SPEC] [--json] [--db --collection --model --k]`."""
     from rich.console import Console
 
-    from agent.cli import emit_json
+    from evident.agent.cli import emit_json
 
     thread = getattr(args, "thread", None)  # only a named thread is worth keeping
     history = getattr(args, "history", None) or (default_history() if thread else ":memory:")
@@ -186,7 +186,7 @@ def run_ask(args) -> int:
     if args.json:
         emit_json(answer.to_dict())
     else:
-        from agent.repl import render_answer
+        from evident.agent.repl import render_answer
 
         render_answer(Console(), answer)
     return 0

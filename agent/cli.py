@@ -13,7 +13,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from agent.config import Settings
+from evident.agent.config import Settings
 
 log = logging.getLogger("evident")
 
@@ -61,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--rerank",
         default="none",
         metavar="NAME",
-        help="reranker: multiscale, learned:FILE (fitted by eval.ltr_data) or none",
+        help="reranker: multiscale, learned:FILE (fitted by evident.eval.ltr_data) or none",
     )
     p.add_argument("--out", metavar="DIR", help="write heatmap and overlay PNGs here")
     _common(p, d)
@@ -98,7 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("eval", help="scripted evaluation of a query suite (report.json/md)")
     _common(p, d)
-    from eval.run_eval import add_arguments
+    from evident.eval.run_eval import add_arguments
 
     add_arguments(p)
 
@@ -132,8 +132,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.INFO if args.verbose else logging.WARNING,
         format="evident: %(levelname)s: %(message)s",
     )
-    from agent import commands
-    from tools.errors import EvidentError
+    from evident.agent import commands
+    from evident.tools.errors import EvidentError
 
     try:
         return getattr(commands, f"cmd_{args.command}")(args)

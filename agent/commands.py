@@ -9,8 +9,8 @@ from contextlib import contextmanager
 from rich.console import Console
 from rich.table import Table
 
-from agent.cli import emit_json
-from tools.errors import InputError, ModelLoadError
+from evident.agent.cli import emit_json
+from evident.tools.errors import InputError, ModelLoadError
 
 err = Console(stderr=True)
 out = Console()
@@ -44,9 +44,9 @@ def _progress(enabled: bool, desc: str):
 
 
 def cmd_index(args) -> int:
-    from tools.encoders import load_encoder
-    from tools.index import find_files, index_paths
-    from tools.store import Store
+    from evident.tools.encoders import load_encoder
+    from evident.tools.ingest.index import find_files, index_paths
+    from evident.tools.store import Store
 
     cache = None if args.no_documents else _documents_cache(args.db)
     files = find_files(args.paths, cache)  # a missing path fails before any model loads
@@ -55,7 +55,7 @@ def cmd_index(args) -> int:
         if spec is None and args.collection in store.collection_names():
             spec = store.model_of(args.collection)
         if spec is None:
-            from tools.encoders import bundled_model
+            from evident.tools.encoders import bundled_model
 
             spec = bundled_model()
         if spec is None:
@@ -63,7 +63,7 @@ def cmd_index(args) -> int:
         encoder = load_encoder(spec)
         text = None
         if any(f.caption for f in files):
-            from tools.text_embed import load_text_embedder
+            from evident.tools.text_embed import load_text_embedder
 
             text = load_text_embedder()
         with _progress(not args.json, "indexing") as (advance, set_total):
@@ -101,7 +101,7 @@ def _documents_cache(db: str):
 
 
 def cmd_search(args) -> int:
-    from tools.records import Query
+    from evident.tools.records import Query
 
     where = _parse_where(args.where)
     query = Query(text=args.query or None, image=args.image)
@@ -133,15 +133,15 @@ def _results_table(collection, query, result) -> Table:
 
 
 def run_search(args, query, where):
-    from tools.encoders import load_encoder
-    from tools.pipeline import run_query
-    from tools.store import Store
+    from evident.tools.encoders import load_encoder
+    from evident.tools.pipeline import run_query
+    from evident.tools.store import Store
 
     with Store.open(args.db, lock_timeout=args.lock_timeout) as store:
         encoder = load_encoder(args.model or store.model_of(args.collection))
         text = None
         if query.text and store.captions(args.collection) is not None:
-            from tools.text_embed import load_text_embedder
+            from evident.tools.text_embed import load_text_embedder
 
             text = load_text_embedder()
         return run_query(
@@ -171,7 +171,7 @@ def _parse_where(raw: str | None) -> dict | None:
 
 
 def cmd_collections(args) -> int:
-    from tools.store import Store
+    from evident.tools.store import Store
 
     with Store.open(args.db, lock_timeout=args.lock_timeout) as store:
         infos = [store.info(n) for n in sorted(store.collection_names())]
@@ -188,7 +188,7 @@ def cmd_collections(args) -> int:
 
 
 def cmd_bench(args) -> int:
-    from eval.bench import render, run_bench
+    from evident.eval.bench import render, run_bench
 
     figures = run_bench(model=args.model, n_images=args.images, n_vectors=args.vectors, log=err)
     if args.json:
@@ -201,7 +201,7 @@ def cmd_bench(args) -> int:
 def cmd_figures(args) -> int:
     from pathlib import Path
 
-    from eval.figures import generate_figures
+    from evident.eval.figures.generate import generate_figures
 
     report = generate_figures(
         Path(args.out_dir), args.n, seed=args.seed, progress=not args.json, workers=args.workers
@@ -216,30 +216,30 @@ def cmd_figures(args) -> int:
 
 
 def cmd_eval(args) -> int:
-    from eval.run_eval import cmd_eval as run
+    from evident.eval.run_eval import cmd_eval as run
 
     return run(args)
 
 
 def cmd_ask(args) -> int:
-    from agent.assistant import run_ask
+    from evident.agent.assistant import run_ask
 
     return run_ask(args)
 
 
 def cmd_chat(args) -> int:
-    from agent.repl import run_chat
+    from evident.agent.repl import run_chat
 
     return run_chat(args)
 
 
 def cmd_train(args) -> int:
-    from tools.train_cli import cmd_train as run
+    from evident.eval.training.pairs import cmd_train as run
 
     return run(args)
 
 
 def cmd_demo(args) -> int:
-    from eval.demo import run_demo
+    from evident.eval.demo import run_demo
 
     return run_demo(args.out, console=out)

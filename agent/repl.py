@@ -22,9 +22,9 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from agent.answer_html import Answer, render_html
-from agent.assistant import Assistant, default_history
-from tools.errors import EvidentError
+from evident.agent.answer_html import Answer, render_html
+from evident.agent.assistant import Assistant, default_history
+from evident.tools.errors import EvidentError
 
 HELP = """\
 Ask for images in words, then follow up: "why is #2 below #1?", "only the ones with a
@@ -101,7 +101,7 @@ def ask(session: Session, question: str) -> None:
 
 
 def command(session: Session, line: str) -> bool:
-    from graphs.policy import METHODS
+    from evident.graphs.policy import METHODS
 
     name, *rest = line.split()
     c = session.console
@@ -237,7 +237,7 @@ def _step_line(step: dict) -> str:
     >>> _step_line({"node": "tools", "tool": "search_images", "arguments": {"k": 5}, "ms": 12.0})
     '  · search_images(k=5) 12 ms'
     """
-    from tools.agent_tools import tool_summary
+    from evident.tools.agent_tools import tool_summary
 
     what = tool_summary(step["tool"], step["arguments"] or {}) if step.get("tool") else step["node"]
     extra = "".join(f" {k}={step[k]}" for k in ("intent", "problems", "stopped") if step.get(k))

@@ -9,8 +9,8 @@
   middle. Images are squashed to the square, so on the original image it is centred with
   sigma a quarter of each side.
 
-Both come back as `tools.heatmaps.Heatmap` with the image's real score and embedding
-(one no-grad forward), so regions, counterfactuals and pointing run through the same code
+Both come back as `tools.evidence.heatmaps.Heatmap` with the image's real score and
+embedding (one no-grad forward), so regions, counterfactuals and pointing run through the same code
 as for a real method.
 Not handled: other priors (saliency, edge density).
 """
@@ -24,9 +24,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from eval.suite import stable_seed
-from tools.heatmaps import Heatmap, as_rgb, normalise_maps, query_rows, tower_of
-from tools.relevance import image_scores
+from evident.eval.suite import stable_seed
+from evident.tools.evidence.heatmaps import Heatmap, as_rgb, normalise_maps, query_rows, tower_of
+from evident.tools.evidence.relevance import image_scores
 
 BASELINES = ("random", "centre")
 CENTRE_SIGMA = 0.25

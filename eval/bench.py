@@ -38,7 +38,7 @@ TARGETS = {
 
 def _photos(folder: Path, n: int) -> list[Path]:
     """`n` photo-sized JPEGs (640x480, varied content) so decoding costs what it does."""
-    from eval.scenes import make_scenes
+    from evident.eval.scenes import make_scenes
 
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
@@ -50,9 +50,9 @@ def _photos(folder: Path, n: int) -> list[Path]:
 
 
 def bench_indexing(encoder, n_images: int, workdir: Path) -> dict[str, float]:
-    from tools.images import read_image
-    from tools.index import index_paths
-    from tools.store import Store
+    from evident.tools.ingest.images import read_image
+    from evident.tools.ingest.index import index_paths
+    from evident.tools.store import Store
 
     paths = _photos(workdir / "photos", n_images)
     decoded = [encoder.preprocess(read_image(p)) for p in paths]
@@ -87,9 +87,9 @@ def bench_indexing(encoder, n_images: int, workdir: Path) -> dict[str, float]:
 
 
 def bench_queries(encoder, n_vectors: int, workdir: Path, n_queries: int = 40) -> dict[str, float]:
-    from tools.records import Query
-    from tools.retrieve import search_images
-    from tools.store import Store
+    from evident.tools.records import Query
+    from evident.tools.retrieve import search_images
+    from evident.tools.store import Store
 
     rng = np.random.default_rng(0)
     with Store.open(workdir / "qdb", create=True) as store:
@@ -130,7 +130,7 @@ UNITS = {"_per_s": "images/s", "_ms": "ms", "_s": "s"}
 def run_bench(
     *, model: str = "random:ViT-B-32", n_images: int = 64, n_vectors: int = 100_000, log=None
 ) -> dict[str, Any]:
-    from tools.encoders import load_encoder
+    from evident.tools.encoders import load_encoder
 
     def say(msg: str) -> None:
         if log is not None:
@@ -144,7 +144,7 @@ def run_bench(
         say(f"{n_vectors:,} stored vectors, text queries")
         raw |= bench_queries(encoder, n_vectors, Path(tmp))
     say("evidence: heatmaps, regions, counterfactuals")
-    from eval.bench_evidence import bench_evidence
+    from evident.eval.bench_evidence import bench_evidence
 
     raw |= bench_evidence(model, encoder=encoder, repeats=5)
     raw["index_over_forward"] = raw["index_images_per_s"] / raw["forward_images_per_s"]

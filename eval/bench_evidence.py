@@ -84,7 +84,7 @@ def library_cam(
     reshape: Callable | None = None,
 ) -> np.ndarray:
     """pytorch-grad-cam's maps `(B, S, S)`, one CAM object for the batch, one target per item."""
-    from tools.heatmaps import reshape_transform, tower_of
+    from evident.tools.evidence.heatmaps import reshape_transform, tower_of
 
     layer = tower_of(encoder.model).layer
     reshape = reshape or reshape_transform(encoder.model)
@@ -109,8 +109,8 @@ def naive_cam(encoder: Any, pixels: torch.Tensor, queries: Sequence[np.ndarray])
 
 def _three_regions(heatmap, sizes, n: int = 3) -> list[tuple]:
     """The top `n` regions of each map, padded with quadrant boxes where fewer were found."""
-    from tools.records import Region
-    from tools.regions import find_regions
+    from evident.tools.evidence.regions import find_regions
+    from evident.tools.records import Region
 
     out = []
     for i, (w, h) in enumerate(sizes):
@@ -126,11 +126,11 @@ def bench_evidence(
     spec: str = "random:ViT-B-32", *, k: int = 5, repeats: int = 3, encoder: Any = None
 ) -> dict[str, float]:
     """Seconds for the engine, the per-image library way, the floor, and counterfactuals."""
-    from eval.scenes import make_scenes
-    from tools.counterfactuals import verify
-    from tools.encoders import load_encoder
-    from tools.heatmaps import compute_heatmaps, query_rows
-    from tools.regions import find_regions
+    from evident.eval.scenes import make_scenes
+    from evident.tools.encoders import load_encoder
+    from evident.tools.evidence.counterfactuals import verify
+    from evident.tools.evidence.heatmaps import compute_heatmaps, query_rows
+    from evident.tools.evidence.regions import find_regions
 
     encoder = encoder or load_encoder(spec)
     images = [s.image for s in make_scenes(k, seed=0, size=encoder.image_size, clutter=True)]

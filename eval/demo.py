@@ -26,10 +26,10 @@ SCENES_QUESTION = "a red circle"
 
 
 def run_demo(out: str | Path, *, console: Console) -> int:
-    from agent.assistant import Assistant
-    from tools.encoders import bundled_model
-    from tools.index import index_paths
-    from tools.store import Store
+    from evident.agent.assistant import Assistant
+    from evident.tools.encoders import bundled_model
+    from evident.tools.ingest.index import index_paths
+    from evident.tools.store import Store
 
     out = Path(out).resolve()
     out.mkdir(parents=True, exist_ok=True)
@@ -40,7 +40,7 @@ def run_demo(out: str | Path, *, console: Console) -> int:
     else:
         images, question = _scenes(out, console)
         spec = _tiny_model(out, images, console)
-    from tools.encoders import load_encoder
+    from evident.tools.encoders import load_encoder
 
     encoder = load_encoder(spec)
     db = out / "db"
@@ -72,7 +72,7 @@ def run_demo(out: str | Path, *, console: Console) -> int:
 
 
 def _figures(out: Path, console: Console) -> Path:
-    from eval.figures import generate_figures
+    from evident.eval.figures.generate import generate_figures
 
     console.print("generating 60 scientific figures (matplotlib, deterministic)…")
     generate_figures(out / "figures", 60, seed=1)
@@ -80,7 +80,7 @@ def _figures(out: Path, console: Console) -> Path:
 
 
 def _scenes(out: Path, console: Console) -> tuple[Path, str]:
-    from eval.scenes import make_scenes
+    from evident.eval.scenes import make_scenes
 
     folder = out / "scenes"
     shutil.rmtree(folder, ignore_errors=True)
@@ -91,8 +91,8 @@ def _scenes(out: Path, console: Console) -> tuple[Path, str]:
 
 
 def _tiny_model(out: Path, images: Path, console: Console) -> str:
-    from eval.scenes import make_scenes
-    from tools.train import train_clip
+    from evident.eval.scenes import make_scenes
+    from evident.eval.training.clip import train_clip
 
     model_dir = out / "tiny-model"
     if (model_dir / "open_clip_model.safetensors").is_file():

@@ -7,10 +7,10 @@ exactly the same (query, image) pairs, so the comparison is paired. With many re
 images, at most `per_query` are used, chosen by a seeded hash of their paths (not by
 position, which could follow file order).
 
-For each method, one batch per query: the heatmaps, the regions (`tools.regions`), and
-one counterfactual pass for the regions and the deletion/insertion curves
-(`tools.counterfactuals.verify`). Pointing is measured on the map resized to the image,
-where the target boxes live.
+For each method, one batch per query: the heatmaps, the regions (`tools.evidence.regions`), and one
+counterfactual pass for the regions and the deletion/insertion curves
+(`tools.evidence.counterfactuals.verify`). Pointing is measured on the map resized to the
+image, where the target boxes live.
 Not handled: targets on images that are not relevant, query images with targets.
 """
 
@@ -24,13 +24,19 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from eval.baselines import BASELINES, baseline_heatmap
-from eval.metrics import best_iou, energy_pointing_game, pointing_game
-from eval.suite import SuiteQuery, stable_seed
-from tools.counterfactuals import verify
-from tools.heatmaps import CAM_METHODS, Heatmap, as_rgb, compute_heatmaps, query_rows
-from tools.images import read_image
-from tools.regions import find_regions
+from evident.eval.baselines import BASELINES, baseline_heatmap
+from evident.eval.metrics import best_iou, energy_pointing_game, pointing_game
+from evident.eval.suite import SuiteQuery, stable_seed
+from evident.tools.evidence.counterfactuals import verify
+from evident.tools.evidence.heatmaps import (
+    CAM_METHODS,
+    Heatmap,
+    as_rgb,
+    compute_heatmaps,
+    query_rows,
+)
+from evident.tools.evidence.regions import find_regions
+from evident.tools.ingest.images import read_image
 
 LOCALIZATION_KEYS = (
     "pointing_game",

@@ -1,7 +1,7 @@
 """Learning to rank: fit the reranker's fusion weights instead of setting them by hand.
 
-Each (query, candidate) pair gets the four features of `tools.fusion.FEATURES` (whole
-image, best crop, caption and heatmap concentration), computed by `tools.fusion` exactly
+Each (query, candidate) pair gets the four features of `evident.tools.fusion.FEATURES` (whole
+image, best crop, caption and heatmap concentration), computed by `evident.tools.fusion` exactly
 as `--rerank learned:FILE` computes them at search time.
 
 `fit_fusion` learns weights with ListNet (top-one softmax cross-entropy between the
@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from eval.metrics import (
+from evident.eval.metrics import (
     bootstrap_ci,
     bootstrap_indices,
     difference_ci,
@@ -32,7 +32,7 @@ from eval.metrics import (
     precision_at_k,
     recall_at_k,
 )
-from tools.fusion import FEATURES, Fusion, filled
+from evident.tools.fusion import FEATURES, Fusion, filled
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +55,7 @@ def hand_set_scores(features: np.ndarray, crop_weight=None, caption_weight=None)
     >>> hand_set_scores(np.array([[0.2, 0.4, np.nan, 0.5], [0.2, 0.4, 0.8, 0.5]]))
     array([0.3  , 0.425])
     """
-    from tools.rerank import MultiScaleReranker
+    from evident.tools.rerank import MultiScaleReranker
 
     cw = MultiScaleReranker.crop_weight if crop_weight is None else crop_weight
     tw = MultiScaleReranker.caption_weight if caption_weight is None else caption_weight

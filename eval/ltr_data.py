@@ -1,10 +1,10 @@
 """Candidate lists for learning to rank, from a figure set, and the comparison run.
 
-`python -m eval.ltr_data FIGURES_DIR --model SPEC` indexes the fit split's and the test
+`python -m evident.eval.ltr_data FIGURES_DIR --model SPEC` indexes the fit split's and the test
 split's images (one collection each, images only: the figure set writes no caption
 sidecars, so the caption feature is absent and its weight stays 0), runs each suite
 query through the first stage (`search_images`, top `--k`), computes the features of
-`tools.fusion` for every candidate and prints `compare_fusion`'s report as JSON;
+`evident.tools.fusion` for every candidate and prints `compare_fusion`'s report as JSON;
 `--save-fusion FILE` writes the fitted weights for `evident search --rerank learned:FILE`.
 
 Crop embeddings do not depend on the query, so each image's views are embedded once
@@ -25,8 +25,8 @@ from typing import Any
 
 import numpy as np
 
-from eval.ltr import CandidateList, compare_fusion
-from tools.fusion import FEATURES, Fusion, candidate_features, view_embeddings
+from evident.eval.ltr import CandidateList, compare_fusion
+from evident.tools.fusion import FEATURES, Fusion, candidate_features, view_embeddings
 
 log = logging.getLogger(__name__)
 
@@ -35,10 +35,10 @@ def build_lists(
     queries: Sequence, search: Callable, encoder: Any, *, cam: str | None = None
 ) -> list[CandidateList]:
     """One `CandidateList` per suite query (`eval.suite.SuiteQuery`), first stage by `search`."""
-    from tools.heatmaps import compute_heatmaps
-    from tools.images import read_image
-    from tools.records import Query
-    from tools.rerank import MultiScaleReranker
+    from evident.tools.evidence.heatmaps import compute_heatmaps
+    from evident.tools.ingest.images import read_image
+    from evident.tools.records import Query
+    from evident.tools.rerank import MultiScaleReranker
 
     cache: dict[str, np.ndarray] = {}
     lists = []
@@ -78,11 +78,11 @@ def run_comparison(
     seed: int = 0,
 ) -> dict[str, Any]:
     """Index both splits, build their candidate lists, fit on one, compare on the other."""
-    from eval.suite import load_suite, select
-    from tools.encoders import load_encoder
-    from tools.index import index_paths
-    from tools.retrieve import search_images
-    from tools.store import Store
+    from evident.eval.suite import load_suite, select
+    from evident.tools.encoders import load_encoder
+    from evident.tools.ingest.index import index_paths
+    from evident.tools.retrieve import search_images
+    from evident.tools.store import Store
 
     figures_dir = Path(figures_dir)
     encoder = load_encoder(model)
@@ -107,7 +107,9 @@ def run_comparison(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m eval.ltr_data", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(
+        prog="python -m evident.eval.ltr_data", description=__doc__.split("\n")[0]
+    )
     p.add_argument("figures_dir", type=Path, metavar="FIGURES_DIR")
     p.add_argument("--model", required=True, help="encoder spec, e.g. local-dir:/path")
     p.add_argument("--db", type=Path, help="Chroma folder (default: a temporary one)")
@@ -124,7 +126,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("-v", "--verbose", action="store_true")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING)
-    from tools.errors import EvidentError
+    from evident.tools.errors import EvidentError
 
     try:
         with tempfile.TemporaryDirectory(prefix="evident-ltr-") as tmp:

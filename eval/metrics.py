@@ -11,7 +11,7 @@ Retrieval (binary relevance, one ranked list per query):
 - `ndcg_at_k`: DCG with gain 1 / log2(rank + 1), over the DCG of a perfect list.
 
 Localization (a heatmap `(H, W)` at the image's size; boxes `(x0, y0, x1, y1)` in image
-pixels, x1/y1 exclusive, as the figure benchmark and `tools.regions` write them):
+pixels, x1/y1 exclusive, as the figure benchmark and `evident.tools.evidence.regions` write them):
 - `pointing_game`: is the hottest pixel inside a target box? Pixels tied at the maximum
   share the vote (the expected score when a tie is broken at random), so a flat or empty
   map scores the share of the image the targets cover: chance, not a hit;

@@ -18,9 +18,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from eval.localize import image_reader, localize
-from eval.metrics import retrieval_scores
-from eval.suite import SuiteQuery
+from evident.eval.localize import image_reader, localize
+from evident.eval.metrics import retrieval_scores
+from evident.eval.suite import SuiteQuery
 
 CURVE_STEPS = 5
 
@@ -35,7 +35,9 @@ class RunContext:
     per_query: int | None
     seed: int
     suite_dir: Path
-    search: Callable | None = None  # tools.records.Query -> tools.retrieve.SearchResult
+    search: Callable | None = (
+        None  # evident.tools.records.Query -> evident.tools.retrieve.SearchResult
+    )
     assistant: Any = None  # anything with ask(question, image=None, thread=None)
     read: Callable = field(default_factory=image_reader)
 
@@ -45,8 +47,8 @@ def _ms(start: float) -> float:
 
 
 def search_record(ctx: RunContext, q: SuiteQuery) -> dict:
-    from tools.explain import explain_results
-    from tools.records import Query
+    from evident.tools.evidence.explain import explain_results
+    from evident.tools.records import Query
 
     query = Query(text=q.text, image=q.image)
     start = time.perf_counter()
@@ -68,8 +70,8 @@ def search_record(ctx: RunContext, q: SuiteQuery) -> dict:
 
 
 def ask_record(ctx: RunContext, q: SuiteQuery) -> dict:
-    from tools.records import Query
-    from tools.retrieve import embed_query
+    from evident.tools.records import Query
+    from evident.tools.retrieve import embed_query
 
     start = time.perf_counter()
     answer = ctx.assistant.ask(q.text or "", image=q.image, thread=f"eval-{q.id}")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from eval.baselines import BASELINES
+from evident.eval.baselines import BASELINES
 
 RETRIEVAL_PLOT = ("recall@5", "precision@5", "mrr", "ndcg@10")
 LOCALIZATION_PLOT = ("pointing_game", "energy_pointing_game", "iou", "supported_share")

@@ -30,10 +30,16 @@ from pathlib import Path
 
 import numpy as np
 
-from eval.baselines import BASELINES
-from eval.localize import LOCALIZATION_KEYS
-from eval.metrics import RETRIEVAL_KEYS, bootstrap_ci, bootstrap_indices, difference_ci, percentiles
-from eval.suite import SuiteQuery
+from evident.eval.baselines import BASELINES
+from evident.eval.localize import LOCALIZATION_KEYS
+from evident.eval.metrics import (
+    RETRIEVAL_KEYS,
+    bootstrap_ci,
+    bootstrap_indices,
+    difference_ci,
+    percentiles,
+)
+from evident.eval.suite import SuiteQuery
 
 N_BOOT = 1000
 LOWER_IS_BETTER = frozenset({"deletion_auc"})
@@ -196,8 +202,8 @@ def write_report(data: dict, records: Mapping[str, dict], out_dir: Path) -> list
     """report.json, report.md and the plots in `out_dir`; returns their paths."""
     import json
 
-    from eval.plots import write_plots
-    from eval.report_md import render_markdown
+    from evident.eval.plots import write_plots
+    from evident.eval.report_md import render_markdown
 
     out_dir.mkdir(parents=True, exist_ok=True)
     plots = write_plots(data, records, out_dir)

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from eval.baselines import BASELINES
-from eval.localize import LOCALIZATION_KEYS
-from eval.report import ASK_KEYS, LOWER_IS_BETTER, best_baseline
+from evident.eval.baselines import BASELINES
+from evident.eval.localize import LOCALIZATION_KEYS
+from evident.eval.report import ASK_KEYS, LOWER_IS_BETTER, best_baseline
 
 RETRIEVAL_COLUMNS = ("recall@1", "recall@5", "recall@10", "precision@5", "mrr", "ndcg@10")
 

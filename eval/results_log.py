@@ -16,7 +16,7 @@ import logging
 import os
 from pathlib import Path
 
-from tools.errors import InputError
+from evident.tools.errors import InputError
 
 log = logging.getLogger(__name__)
 

@@ -3,14 +3,14 @@
 For each query, in suite order:
 - `search` mode: the first-stage search for the top `k`, then the product's explanation
   of the top `explain_top` hits (default heatmap method, regions, counterfactuals and
-  curves, `tools.explain`) for its latency and the share of shown regions that pass the
+  curves, `tools.evidence.explain`) for its latency and the share of shown regions that pass the
   check; `ask` mode: the assistant's answer instead (its ranking, its `grounding`);
 - for queries with target boxes, the localization of every method in `methods` on the
-  relevant images themselves (`eval.localize`).
+  relevant images themselves (`evident.eval.localize`).
 Each query's results are appended to `out_dir/results.jsonl` as soon as they exist. The
 file's first line holds the run's settings and their hash; a rerun with the same settings
 skips the queries already there (a torn last line from a killed run is dropped), and a
-rerun with other settings is refused rather than mixed in. The report (`eval.report`) is
+rerun with other settings is refused rather than mixed in. The report (`evident.eval.report`) is
 built from the file, so a resumed run reports every query.
 
 Determinism: fixed seeds, suite order, per-(query, image) seeds for the random baseline;
@@ -31,9 +31,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from eval.results_log import ResultsLog
-from eval.suite import SuiteQuery, load_suite, select
-from tools.errors import InputError, ModelLoadError
+from evident.eval.results_log import ResultsLog
+from evident.eval.suite import SuiteQuery, load_suite, select
+from evident.tools.errors import InputError, ModelLoadError
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +58,7 @@ class Report:
 
 def check_methods(methods: Sequence[str] | None) -> list[str]:
     """The methods to compare, in the given order (default: every CAM method + baselines)."""
-    from eval.localize import known_methods
+    from evident.eval.localize import known_methods
 
     known = known_methods()
     if methods is None:
@@ -98,12 +98,12 @@ def run_eval(
     collection first; `limit` takes a seeded sample of the queries; `per_query` caps the
     relevant images localized per query (None: all); `assistant` (ask mode) is any object
     with `ask(question, image=None, thread=None)` whose answer has `to_dict()`, default
-    `agent.Assistant` with the `none` LLM. Each query is asked in its own thread.
+    `evident.agent.Assistant` with the `none` LLM. Each query is asked in its own thread.
     """
-    from eval.per_query import CURVE_STEPS, RunContext, ask_record, search_record
-    from eval.report import build_report, write_report
-    from tools.encoders import load_encoder
-    from tools.store import Store
+    from evident.eval.per_query import CURVE_STEPS, RunContext, ask_record, search_record
+    from evident.eval.report import build_report, write_report
+    from evident.tools.encoders import load_encoder
+    from evident.tools.store import Store
 
     started = time.perf_counter()
     queries = select(load_suite(suite), limit, seed)
@@ -162,14 +162,14 @@ def _collection_model(store, collection: str, images) -> str:
 
 
 def _index(images, store, encoder, collection: str) -> None:
-    from tools.images import discover
-    from tools.index import index_paths
+    from evident.tools.ingest.images import discover
+    from evident.tools.ingest.index import index_paths
 
     if not Path(images).is_dir():
         raise InputError(f"--images {str(images)!r} is not a folder.")
     text = None
     if any(f.caption for f in discover([images])):
-        from tools.text_embed import load_text_embedder
+        from evident.tools.text_embed import load_text_embedder
 
         text = load_text_embedder()
     report = index_paths(
@@ -188,17 +188,17 @@ def _sha(path) -> str:
 
 
 def _default(encoder) -> str:
-    from tools.heatmaps import default_method
+    from evident.tools.evidence.heatmaps import default_method
 
     return default_method(encoder)
 
 
 def _searcher(store, collection: str, encoder, k: int) -> Callable:
-    from tools.retrieve import search_images
+    from evident.tools.retrieve import search_images
 
     text = None
     if store.captions(collection) is not None:
-        from tools.text_embed import load_text_embedder
+        from evident.tools.text_embed import load_text_embedder
 
         text = load_text_embedder()
 
@@ -212,12 +212,12 @@ def _searcher(store, collection: str, encoder, k: int) -> Callable:
 
 @contextmanager
 def _assistant(given, db, collection: str, encoder, k: int) -> Iterator[Any]:
-    """The given assistant, or `agent.Assistant` with the `none` LLM on our encoder, no
+    """The given assistant, or `evident.agent.Assistant` with the `none` LLM on our encoder, no
     saved history, and its overlays in a temporary folder removed afterwards."""
     if given is not None:
         yield given
         return
-    from agent.assistant import Assistant
+    from evident.agent.assistant import Assistant
 
     with (
         tempfile.TemporaryDirectory(prefix="evident-eval-") as tmp,
@@ -280,7 +280,7 @@ def cmd_eval(args) -> int:
         seed=args.seed,
     )
     if args.json:
-        from agent.cli import emit_json
+        from evident.agent.cli import emit_json
 
         emit_json(report.to_dict())
         return 0

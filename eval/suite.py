@@ -21,7 +21,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tools.errors import InputError
+from evident.tools.errors import InputError
 
 Box = tuple[int, int, int, int]
 

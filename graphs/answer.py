@@ -19,12 +19,12 @@ from langgraph.graph import END, START, StateGraph
 from langgraph.prebuilt import ToolNode
 from langgraph.prebuilt.tool_node import ToolInvocationError
 
-from graphs.context import Ctx
-from graphs.nodes import agent, plan, repair, verify, write
-from graphs.state import State
-from prompts.render import fence
-from tools.agent_tools import TOOLS
-from tools.errors import EvidentError
+from evident.graphs.context import Ctx
+from evident.graphs.nodes import agent, plan, repair, verify, write
+from evident.graphs.state import State
+from evident.prompts.render import fence
+from evident.tools.agent_tools import TOOLS
+from evident.tools.errors import EvidentError
 
 
 def tool_error(exc: EvidentError | ToolInvocationError) -> str:

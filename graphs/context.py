@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:  # the types, without importing torch or chromadb
     from langchain_core.language_models import BaseChatModel
 
-    from tools.encoders import Encoder
-    from tools.store import Store
+    from evident.tools.encoders import Encoder
+    from evident.tools.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +48,7 @@ class Ctx:
     store: Store  # open for the run
     collection: str
     encoder: Encoder
-    text_embedder: Any | None = None  # tools.text_embed.TextEmbedder or alike
+    text_embedder: Any | None = None  # evident.tools.text_embed.TextEmbedder or alike
     llm: BaseChatModel | None = None  # None: the deterministic policy
     llm_name: str = "none"
     out_dir: Path | None = None  # where heatmap and overlay PNGs go
@@ -81,7 +81,7 @@ def build_context(
     `text_embedder="auto"` loads the caption embedder only if the collection has captions.
     Pass the same `model_lock` to every run that shares the encoder.
     """
-    from tools.encoders import load_encoder
+    from evident.tools.encoders import load_encoder
 
     encoder = model if hasattr(model, "encode_texts") else None
     if encoder is None:
@@ -89,7 +89,7 @@ def build_context(
     if text_embedder == "auto":
         text_embedder = None
         if store.captions(collection) is not None:
-            from tools.text_embed import load_text_embedder
+            from evident.tools.text_embed import load_text_embedder
 
             text_embedder = load_text_embedder()
     name, chat = _llm(llm)
@@ -114,7 +114,7 @@ def _llm(llm) -> tuple[str, Any | None]:
     if llm is None or llm == "none":
         return "none", None
     if isinstance(llm, str):
-        from agent.llm import load_llm
+        from evident.agent.llm import load_llm
 
         return llm, load_llm(llm)
     return type(llm).__name__, llm

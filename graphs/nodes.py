@@ -14,9 +14,9 @@ import time
 from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
 from langgraph.runtime import Runtime
 
-from graphs import policy, turns
-from graphs.context import Ctx
-from graphs.state import (
+from evident.graphs import policy, turns
+from evident.graphs.context import Ctx
+from evident.graphs.state import (
     State,
     call_key,
     calls_this_turn,
@@ -24,7 +24,7 @@ from graphs.state import (
     latest_search,
     turn_messages,
 )
-from graphs.verify import check, citations, grounding, remove_failing
+from evident.graphs.verify import check, citations, grounding, remove_failing
 
 log = logging.getLogger(__name__)
 
@@ -141,7 +141,7 @@ def _propose(state: State, ctx: Ctx) -> tuple[list, dict]:
     if state["mode"] == "policy":
         calls = policy.next_calls(state["messages"], state["plan"], explain_top=ctx.explain_top)
         return ([policy.as_message(calls)] if calls else []), {}
-    from tools.agent_tools import TOOLS
+    from evident.tools.agent_tools import TOOLS
 
     model, prompt, messages = (
         ctx.llm.bind_tools(TOOLS),

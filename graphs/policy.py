@@ -21,7 +21,7 @@ from typing import Literal
 
 from langchain_core.messages import AIMessage
 
-from graphs.state import (
+from evident.graphs.state import (
     artifacts,
     calls_this_turn,
     errors_this_turn,

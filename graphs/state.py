@@ -2,7 +2,7 @@
 
 State is checkpointed with msgpack (the conversation lives in a SQLite checkpointer), so
 it holds only messages, strings, numbers, lists, dicts and file paths. Heavy objects
-(store, encoder, LLM) live in `graphs.context.Ctx`.
+(store, encoder, LLM) live in `evident.graphs.context.Ctx`.
 
 Results and evidence are not copied into the state: they are the artifacts of the tool
 messages, read back by the helpers below, so the message log is the one record of what the

@@ -15,10 +15,16 @@ from pathlib import Path
 
 from langchain_core.messages import AIMessage, HumanMessage, SystemMessage, ToolMessage
 
-from graphs.context import Ctx
-from graphs.state import State, errors_this_turn, evidence_by_rank, latest_search, turn_messages
-from graphs.verify import is_supported
-from prompts.render import render
+from evident.graphs.context import Ctx
+from evident.graphs.state import (
+    State,
+    errors_this_turn,
+    evidence_by_rank,
+    latest_search,
+    turn_messages,
+)
+from evident.graphs.verify import is_supported
+from evident.prompts.render import render
 
 EARLIER = 6  # earlier questions and answers the model sees
 

@@ -34,9 +34,9 @@ def build_collection(
 ) -> Path:
     """Index `n` generated scenes into `root/db`; `captions` maps scene index -> caption
     (written as `.txt` sidecars, embedded with `HashTextEmbedder`). Returns the db path."""
-    from eval.scenes import make_scenes
-    from tools.index import index_paths
-    from tools.store import Store
+    from evident.eval.scenes import make_scenes
+    from evident.tools.ingest.index import index_paths
+    from evident.tools.store import Store
 
     images = root / "images"
     images.mkdir(parents=True, exist_ok=True)

@@ -21,14 +21,14 @@ TINY_RN = "random:evident-tiny-rn"
 
 @pytest.fixture(scope="session")
 def tiny_encoder():
-    from tools.encoders import load_encoder
+    from evident.tools.encoders import load_encoder
 
     return load_encoder(TINY_VIT)
 
 
 @pytest.fixture(scope="session")
 def text_embedder():
-    from tools.text_embed import load_text_embedder
+    from evident.tools.text_embed import load_text_embedder
 
     return load_text_embedder()
 
@@ -49,8 +49,8 @@ def write_scenes(folder: Path, scenes, *, captions: bool = False) -> list[Path]:
 @pytest.fixture(scope="session")
 def trained_model_dir(tmp_path_factory) -> Path:
     """A tiny CLIP trained for seconds on generated scenes, saved as `local-dir:`."""
-    from eval.scenes import make_scenes
-    from tools.train import train_clip
+    from evident.eval.scenes import make_scenes
+    from evident.eval.training.clip import train_clip
 
     out = tmp_path_factory.mktemp("trained-model")
     scenes = make_scenes(1500, seed=0)

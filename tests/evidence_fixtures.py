@@ -14,8 +14,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageDraw
 
-from eval.scenes import BACKGROUNDS, COLOURS, SHAPES, draw_shape, make_scenes
-from tools.encoders import Encoder, load_encoder
+from evident.eval.scenes import BACKGROUNDS, COLOURS, SHAPES, draw_shape, make_scenes
+from evident.tools.encoders import Encoder, load_encoder
 
 ARCHS = ("evident-tiny-vit", "evident-tiny-rn")
 # ~16k image-caption pairs: enough for the tiny ViT to tell colours apart and to localise
@@ -33,7 +33,7 @@ def trained() -> Encoder:
     """A tiny CLIP trained on plain and cluttered one-shape scenes captioned by what the
     queries name ("a red circle"), plus empty backgrounds, so that an image with the shape
     removed is something the model has seen."""
-    from tools.train import train_clip
+    from evident.eval.training.clip import train_clip
 
     n = TRAIN["n"]
     scenes = make_scenes(n // 2, seed=0) + make_scenes(n - n // 2, seed=1, clutter=True)

@@ -13,8 +13,8 @@ import pytest
 from agent_helpers import COLLECTION, HashTextEmbedder, build_collection
 from PIL import Image
 
-from agent.assistant import Assistant, run_ask
-from tools.errors import StoreError
+from evident.agent.assistant import Assistant, run_ask
+from evident.tools.errors import StoreError
 
 CAPTIONS = {0: "red circles: a <b>bold</b> caption & more", 1: "a red circle"}
 
@@ -121,7 +121,7 @@ def _tiny_llama():
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers
     from transformers import AutoModelForCausalLM, LlamaConfig, PreTrainedTokenizerFast
 
-    from agent.llm.transformers_chat import TransformersChatModel
+    from evident.agent.llm.transformers_chat import TransformersChatModel
 
     alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
     backend = Tokenizer(models.BPE(vocab={c: i for i, c in enumerate(alphabet)}, merges=[]))

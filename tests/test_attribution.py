@@ -6,9 +6,9 @@ import math
 import numpy as np
 import pytest
 
+from evident.tools.errors import InputError
+from evident.tools.evidence.attribution import query_terms
 from tests.evidence_fixtures import tiny
-from tools.attribution import query_terms
-from tools.errors import InputError
 
 WEIGHTS = {"a": 0.0, "red": 0.3, "small": -0.1, "circle": 0.5, "left": 0.05}
 

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from tools.encoders import bundled_model, load_encoder, parse_spec
+from evident.tools.encoders import bundled_model, load_encoder, parse_spec
 
 
 def test_bundled_spec_is_location_independent():
@@ -18,7 +18,7 @@ def test_bundled_spec_is_location_independent():
 
 
 def test_the_demo_runs_offline_and_cites_checked_regions(tmp_path, monkeypatch):
-    from eval.demo import run_demo
+    from evident.eval.demo import run_demo
 
     def no_network(*args, **kwargs):
         raise OSError("the demo must not touch the network")
@@ -37,7 +37,7 @@ def test_the_demo_runs_offline_and_cites_checked_regions(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("bad", ["bundled:", "bundled:nope"])
 def test_unknown_bundled_model_is_a_clear_error(bad):
-    from tools.errors import ModelLoadError
+    from evident.tools.errors import ModelLoadError
 
     with pytest.raises(ModelLoadError):
         load_encoder(bad)

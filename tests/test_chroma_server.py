@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from agent.cli import main
-from eval.scenes import make_scenes
+from evident.agent.cli import main
+from evident.eval.scenes import make_scenes
 from tests.conftest import TINY_VIT, free_port, write_scenes
 
 

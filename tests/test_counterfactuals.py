@@ -6,17 +6,17 @@ import numpy as np
 import pytest
 import torch
 
-import tools.counterfactuals
+import evident.tools.evidence.counterfactuals
+from evident.tools.errors import InputError
+from evident.tools.evidence.counterfactuals import removed, verify
+from evident.tools.records import Region
 from tests.evidence_fixtures import FakeEncoder, red_corner_image, tiny
-from tools.counterfactuals import removed, verify
-from tools.errors import InputError
-from tools.records import Region
 
 QUERY = torch.tensor([[1.0, 0.0]])  # the fake's score grows with the top-left redness
 
 
 def test_doctests():
-    assert doctest.testmod(tools.counterfactuals).failed == 0
+    assert doctest.testmod(evident.tools.evidence.counterfactuals).failed == 0
 
 
 def _setup(sizes=((32, 32), (48, 20))):

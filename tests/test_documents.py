@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tools.documents import discover_with_documents, document_images, join_caption
-from tools.errors import InputError
+from evident.tools.errors import InputError
+from evident.tools.ingest.documents import discover_with_documents, document_images, join_caption
 
 
 def png(path: Path, colour=(200, 30, 30), size=(48, 40)) -> Path:
@@ -209,11 +209,11 @@ def test_skimage_documentation_is_captioned_and_searchable(tmp_path, monkeypatch
     import os
     import re
 
-    import tools.index
-    from tools.encoders import load_encoder
-    from tools.records import Query
-    from tools.retrieve import search_images
-    from tools.store import Store
+    import evident.tools.ingest.index
+    from evident.tools.encoders import load_encoder
+    from evident.tools.records import Query
+    from evident.tools.retrieve import search_images
+    from evident.tools.store import Store
 
     if not SKIMAGE_DOCS.is_dir():
         pytest.skip("apt-get install python-skimage-doc")
@@ -232,7 +232,7 @@ def test_skimage_documentation_is_captioned_and_searchable(tmp_path, monkeypatch
     encoder = load_encoder(os.environ.get("EVIDENT_DOCS_ENCODER", "random:evident-tiny-vit"))
     found["encoder"] = encoder.spec
     with Store.open(tmp_path / "db", create=True) as store:
-        report = tools.index.index_paths(
+        report = evident.tools.ingest.index.index_paths(
             [SKIMAGE_DOCS],
             documents_cache=cache,
             store=store,

@@ -2,10 +2,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from evident.tools import encoders
+from evident.tools.encoders import Spec, load_encoder, parse_spec
+from evident.tools.errors import ModelLoadError
 from tests.conftest import TINY_RN, TINY_VIT
-from tools import encoders
-from tools.encoders import Spec, load_encoder, parse_spec
-from tools.errors import ModelLoadError
 
 
 @pytest.mark.parametrize(
@@ -59,7 +59,7 @@ def test_random_spec_is_the_same_model_in_every_load_and_warns(caplog):
 
 
 def test_local_dir_round_trip(tmp_path, tiny_encoder):
-    from tools.train import save_model
+    from evident.eval.training.clip import save_model
 
     save_model(tiny_encoder.model, "evident-tiny-vit", tmp_path, tiny_encoder)
     loaded = load_encoder(f"local-dir:{tmp_path}")
@@ -106,7 +106,7 @@ def test_offline_download_fails_fast_with_a_way_out(monkeypatch):
 def test_trimmed_text_encoding_equals_open_clips_full_context(spec):
     import torch
 
-    from tools.encoders import encode_text_trimmed
+    from evident.tools.encoders import encode_text_trimmed
 
     enc = load_encoder(spec)
     texts = ["a red circle", "x", "a long caption " * 3, ""]

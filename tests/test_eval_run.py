@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from eval.run_eval import add_arguments, cmd_eval, run_eval
+from evident.eval.run_eval import add_arguments, cmd_eval, run_eval
+from evident.tools.errors import InputError
 from tests.conftest import TINY_VIT
-from tools.errors import InputError
 
 METHODS = ["legrad", "gradcam", "random", "centre"]
 RETRIEVAL = {"recall@1", "recall@5", "recall@10", "precision@5", "mrr", "ndcg@10"}
@@ -29,10 +29,10 @@ LOCALIZATION = {
 def bench(tmp_path_factory):
     """30 generated figures, a small suite over the test split (every level, 3 component
     queries), and the split indexed with the tiny model."""
-    from eval.figures import generate_figures
-    from tools.encoders import load_encoder
-    from tools.index import index_paths
-    from tools.store import Store
+    from evident.eval.figures.generate import generate_figures
+    from evident.tools.encoders import load_encoder
+    from evident.tools.ingest.index import index_paths
+    from evident.tools.store import Store
 
     root = tmp_path_factory.mktemp("figbench")
     generate_figures(root / "figs", 30, seed=0, workers=1)
@@ -189,7 +189,7 @@ def test_ask_mode_reads_the_grounding(bench, tmp_path):
 
 
 def test_real_assistant_if_present(bench, tmp_path):
-    pytest.importorskip("agent.assistant")
+    pytest.importorskip("evident.agent.assistant")
     shutil.rmtree(tmp_path, ignore_errors=True)
     report = _run(bench, tmp_path, mode="ask", methods=["random"], limit=2)
     assert set(report.data["ask"]) >= {"citation_validity", "citation_coverage"}

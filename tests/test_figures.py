@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from eval.figure_render import KIND_NAMES, render_figure
-from eval.figures import generate_figures
-from tools.errors import InputError
+from evident.eval.figures.generate import generate_figures
+from evident.eval.figures.render import KIND_NAMES, render_figure
+from evident.tools.errors import InputError
 
 N, SEED = 20, 0  # two shuffled blocks of the ten kinds
 SPLITS = ("train", "val", "test")

@@ -7,19 +7,25 @@ import json
 import numpy as np
 import pytest
 
-import tools.fusion
-from eval.ltr import CandidateList, fit_fusion
-from eval.scenes import COLOURS, SHAPES
+import evident.tools.fusion
+from evident.eval.ltr import CandidateList, fit_fusion
+from evident.eval.scenes import COLOURS, SHAPES
+from evident.tools.errors import InputError
+from evident.tools.evidence.heatmaps import compute_heatmaps
+from evident.tools.fusion import (
+    FEATURES,
+    Fusion,
+    LearnedReranker,
+    candidate_features,
+    view_embeddings,
+)
+from evident.tools.records import Hit, Query
+from evident.tools.rerank import make_reranker
 from tests.evidence_fixtures import corner_scene, shape_query, tiny, trained
-from tools.errors import InputError
-from tools.fusion import FEATURES, Fusion, LearnedReranker, candidate_features, view_embeddings
-from tools.heatmaps import compute_heatmaps
-from tools.records import Hit, Query
-from tools.rerank import make_reranker
 
 
 def test_doctests():
-    assert doctest.testmod(tools.fusion).failed == 0
+    assert doctest.testmod(evident.tools.fusion).failed == 0
 
 
 def corner_lists(enc, n_lists: int, seed: int):
@@ -68,7 +74,7 @@ def test_fitted_weights_saved_and_loaded_by_name_lift_small_targets(tmp_path):
 def test_without_a_concentration_weight_no_heatmap_is_computed(monkeypatch):
     enc = tiny("evident-tiny-vit")
     fusion = Fusion(np.array([1.0, 0.0, 0.0, 0.0]), np.zeros(4), np.ones(4))
-    monkeypatch.setattr("tools.heatmaps.compute_heatmaps", lambda *a, **k: 1 / 0)
+    monkeypatch.setattr("evident.tools.evidence.heatmaps.compute_heatmaps", lambda *a, **k: 1 / 0)
     query, hits, images = corner_lists(enc, 1, seed=3)[0]
     out = LearnedReranker(enc, fusion).rerank(Query(text="t"), query, hits, images)
     # whole-image weight only: the first-stage order comes back
@@ -96,7 +102,7 @@ def test_without_a_concentration_weight_no_heatmap_is_computed(monkeypatch):
 def test_bad_fusion_files_are_refused_clearly(tmp_path, content, message):
     path = tmp_path / "fusion.json"
     if isinstance(content, dict):
-        content = json.dumps({"format": tools.fusion.FORMAT} | content)
+        content = json.dumps({"format": evident.tools.fusion.FORMAT} | content)
     if content is not None:
         path.write_text(content)
     with pytest.raises(InputError, match=message):
@@ -104,8 +110,8 @@ def test_bad_fusion_files_are_refused_clearly(tmp_path, content, message):
 
 
 def test_cli_search_with_a_missing_fusion_file_says_so(tmp_path, capsys):
-    from agent.cli import main
-    from eval.scenes import make_scenes
+    from evident.agent.cli import main
+    from evident.eval.scenes import make_scenes
     from tests.conftest import TINY_VIT, write_scenes
 
     write_scenes(tmp_path / "imgs", make_scenes(4, seed=2))

@@ -11,10 +11,10 @@ from langchain_core.messages import AIMessage, ToolMessage
 from langchain_core.messages.tool import invalid_tool_call
 from langgraph.checkpoint.memory import InMemorySaver
 
-from agent.llm.fake import ScriptedChatModel, call
-from graphs.answer import graph, run_config, with_checkpointer
-from graphs.context import Budgets, build_context
-from graphs.verify import check
+from evident.agent.llm.fake import ScriptedChatModel, call
+from evident.graphs.answer import graph, run_config, with_checkpointer
+from evident.graphs.context import Budgets, build_context
+from evident.graphs.verify import check
 
 MERMAID = """\
 graph TD;
@@ -45,7 +45,7 @@ def db(tmp_path_factory, tiny_encoder):
 
 @pytest.fixture
 def make_ctx(db, tiny_encoder, tmp_path):
-    from tools.store import Store
+    from evident.tools.store import Store
 
     stores = []
 
@@ -105,9 +105,9 @@ def test_the_policy_answers_offline_with_checked_evidence(make_ctx):
 def test_a_scripted_model_runs_tools_write_verify_and_repair(make_ctx, monkeypatch):
     # A noise floor no cosine drop can clear: every region fails its check, so the draft
     # below always has a failed region to cite, whatever the random encoder does.
-    import tools.counterfactuals
+    import evident.tools.evidence.counterfactuals
 
-    monkeypatch.setattr(tools.counterfactuals, "ABS_FLOOR", 10.0)
+    monkeypatch.setattr(evident.tools.evidence.counterfactuals, "ABS_FLOOR", 10.0)
 
     def draft(messages):  # cites a failed region and an id no tool produced
         passed, failed = passed_and_failed(messages[-1].content)

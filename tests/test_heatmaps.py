@@ -6,11 +6,10 @@ import pytorch_grad_cam as pgc
 import torch
 from PIL import Image
 
-from eval.bench_evidence import library_cam
-from eval.scenes import make_scenes
-from tests.evidence_fixtures import ARCHS, tiny
-from tools.errors import InputError
-from tools.heatmaps import (
+from evident.eval.bench_evidence import library_cam
+from evident.eval.scenes import make_scenes
+from evident.tools.errors import InputError
+from evident.tools.evidence.heatmaps import (
     CAM_METHODS,
     activations_and_gradients,
     as_rgb,
@@ -20,6 +19,7 @@ from tools.heatmaps import (
     reshape_transform,
     top_channels,
 )
+from tests.evidence_fixtures import ARCHS, tiny
 
 LIBRARY = {
     "gradcam": pgc.GradCAM,
@@ -96,8 +96,8 @@ def _hook_counts(model):
 @pytest.mark.parametrize("layers", [1, 2, None])
 def test_legrad_fast_path_gives_the_general_paths_maps(spec, layers):
     """The class-token chain rule by hand == autograd over the whole attention matrix."""
-    from tools.encoders import load_encoder
-    from tools.relevance import legrad
+    from evident.tools.encoders import load_encoder
+    from evident.tools.evidence.relevance import legrad
 
     enc = load_encoder(spec)
     pixels = enc.pixels(IMAGES)
@@ -112,8 +112,8 @@ def test_legrad_fast_path_gives_the_general_paths_maps(spec, layers):
 
 
 def test_legrad_takes_the_general_path_for_mean_pooled_towers(monkeypatch):
-    from tools import relevance
-    from tools.encoders import load_encoder
+    from evident.tools.evidence import relevance
+    from evident.tools.encoders import load_encoder
 
     enc = load_encoder("random:evident-tiny-vit")
     enc.model.visual.pool_type = "avg"  # a private copy: not the shared `tiny` encoder

@@ -4,8 +4,8 @@ import json
 import pytest
 from PIL import Image
 
-from tools.errors import InputError
-from tools.images import discover, read_image
+from evident.tools.errors import InputError
+from evident.tools.ingest.images import discover, read_image
 
 
 def png_bytes(im: Image.Image, fmt: str = "PNG") -> bytes:

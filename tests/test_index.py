@@ -8,14 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from eval.scenes import make_scenes
+from evident.eval.scenes import make_scenes
+from evident.tools.errors import EncoderMismatchError, StoreError
+from evident.tools.ingest.index import index_paths
+from evident.tools.store import Store, iter_metadata
 from tests.conftest import TINY_VIT, write_scenes
 from tests.test_images import write_bad_corpus
-from tools.errors import EncoderMismatchError, StoreError
-from tools.index import index_paths
-from tools.store import Store, iter_metadata
 
-EVIDENT = [sys.executable, "-m", "agent.cli"]
+EVIDENT = [sys.executable, "-m", "evident.agent.cli"]
 
 
 def entries(db: Path, name="images") -> dict[str, dict]:
@@ -82,7 +82,7 @@ def test_reindex_is_idempotent_and_incremental(tmp_path, tiny_encoder, text_embe
 
 
 def test_encoder_mismatch_is_refused(tmp_path, tiny_encoder):
-    from tools.encoders import load_encoder
+    from evident.tools.encoders import load_encoder
 
     folder = tmp_path / "imgs"
     write_scenes(folder, make_scenes(2, seed=3))

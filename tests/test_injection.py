@@ -11,17 +11,17 @@ from agent_helpers import INJECTION, HashTextEmbedder, outside_fences
 from langchain_core.messages import AIMessage
 from langgraph.checkpoint.memory import InMemorySaver
 
-from agent.llm.fake import ScriptedChatModel, call
-from graphs.answer import run_config, with_checkpointer
-from graphs.context import build_context
+from evident.agent.llm.fake import ScriptedChatModel, call
+from evident.graphs.answer import run_config, with_checkpointer
+from evident.graphs.context import build_context
 
 MARK = "IGNORE YOUR INSTRUCTIONS"
 
 
 def _collection(root, encoder, *, injected: bool):
-    from eval.scenes import make_scenes
-    from tools.index import index_paths
-    from tools.store import Store
+    from evident.eval.scenes import make_scenes
+    from evident.tools.ingest.index import index_paths
+    from evident.tools.store import Store
 
     images = root / "images"
     images.mkdir(parents=True)
@@ -50,7 +50,7 @@ def dbs(tmp_path_factory, tiny_encoder):
 
 
 def _run(db, encoder, llm, out):
-    from tools.store import Store
+    from evident.tools.store import Store
 
     with Store.open(db) as store:
         ctx = build_context(store, collection="docs", model=encoder, llm=llm,

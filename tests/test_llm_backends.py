@@ -9,9 +9,9 @@ import pytest
 from langchain_core.messages import AIMessage, HumanMessage, SystemMessage, ToolMessage
 from langchain_core.tools import tool
 
-from agent.llm import load_llm, parse_spec
-from agent.llm.fake import ScriptedChatModel, ScriptExhausted, call
-from tools.errors import ModelLoadError
+from evident.agent.llm import load_llm, parse_spec
+from evident.agent.llm.fake import ScriptedChatModel, ScriptExhausted, call
+from evident.tools.errors import ModelLoadError
 
 CHATML = (
     "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
@@ -110,7 +110,8 @@ def test_openai_backend_is_a_streaming_chat_openai(monkeypatch):
 
 def test_importing_the_llm_package_stays_light():
     code = (
-        "import sys, agent, agent.llm, agent.llm.fake, agent.llm.toolcalls; "
+        "import sys, evident.agent, evident.agent.llm, evident.agent.llm.fake, "
+        "evident.agent.llm.toolcalls; "
         "print([m for m in ('torch', 'transformers', 'langchain_openai') if m in sys.modules])"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
@@ -164,7 +165,7 @@ def tiny():
 
 
 def _chat(tiny, template=CHATML, **settings):
-    from agent.llm.transformers_chat import TransformersChatModel
+    from evident.agent.llm.transformers_chat import TransformersChatModel
 
     tok, model = tiny
     tok = tok.__class__(tokenizer_object=tok.backend_tokenizer, **tok.special_tokens_map)
@@ -293,7 +294,7 @@ def test_control_tokens_in_message_text_are_encoded_as_text(tiny):
 def test_images_reach_a_vision_processor_and_become_placeholders_for_text_models(tiny, tmp_path):
     from PIL import Image
 
-    from agent.llm.transformers_chat import TransformersChatModel
+    from evident.agent.llm.transformers_chat import TransformersChatModel
 
     path = tmp_path / "chart.png"
     Image.new("RGB", (1200, 300), "white").save(path)
@@ -349,7 +350,7 @@ def test_leaving_a_stream_early_stops_generation(tiny):
 
 
 def test_loading_a_saved_model_folder(tiny, tmp_path):
-    from agent.llm.transformers_chat import TransformersChatModel
+    from evident.agent.llm.transformers_chat import TransformersChatModel
 
     tok, model = tiny
     model.save_pretrained(tmp_path)

@@ -12,7 +12,7 @@ import pytest
 from langchain_core.messages import AIMessage, HumanMessage, SystemMessage, ToolMessage
 from langchain_core.tools import tool
 
-from agent.llm import load_llm
+from evident.agent.llm import load_llm
 
 pytestmark = pytest.mark.llm
 

@@ -8,14 +8,19 @@ import numpy as np
 import pytest
 import torch
 
-from eval.scenes import make_scenes
+from evident.eval.scenes import make_scenes
+from evident.tools.evidence.counterfactuals import verify
+from evident.tools.evidence.explain import explain_results
+from evident.tools.evidence.heatmaps import (
+    compute_heatmaps,
+    default_method,
+    normalise_maps,
+    query_rows,
+)
+from evident.tools.evidence.regions import find_regions
+from evident.tools.records import Hit, Query
+from evident.tools.rerank import make_reranker
 from tests.evidence_fixtures import shape_query, trained
-from tools.counterfactuals import verify
-from tools.explain import explain_results
-from tools.heatmaps import compute_heatmaps, default_method, normalise_maps, query_rows
-from tools.records import Hit, Query
-from tools.regions import find_regions
-from tools.rerank import make_reranker
 
 HELD_OUT = make_scenes(30, seed=123) + make_scenes(30, seed=124, clutter=True)
 

@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from eval.ltr import (
+from evident.eval.ltr import (
     FEATURES,
     CandidateList,
     compare_fusion,
@@ -70,7 +70,7 @@ def test_l2_shrinks_the_weights_and_a_constant_feature_gets_none():
 
 
 def test_hand_set_scores_follow_the_multiscale_reranker():
-    from tools.rerank import MultiScaleReranker
+    from evident.tools.rerank import MultiScaleReranker
 
     f = np.array([[0.2, 0.6, np.nan, 0.9], [0.2, 0.6, 0.4, 0.1]])
     cw, tw = MultiScaleReranker.crop_weight, MultiScaleReranker.caption_weight
@@ -95,14 +95,14 @@ def test_fit_needs_a_list_with_a_relevant_candidate():
 
 
 def test_candidate_lists_from_a_tiny_index(tmp_path, tiny_encoder):
-    from eval.ltr_data import build_lists
-    from eval.scenes import make_scenes
-    from eval.suite import load_suite
+    from evident.eval.ltr_data import build_lists
+    from evident.eval.scenes import make_scenes
+    from evident.eval.suite import load_suite
+    from evident.tools.ingest.index import index_paths
+    from evident.tools.records import Query
+    from evident.tools.retrieve import search_images
+    from evident.tools.store import Store
     from tests.conftest import write_scenes
-    from tools.index import index_paths
-    from tools.records import Query
-    from tools.retrieve import search_images
-    from tools.store import Store
 
     paths = write_scenes(tmp_path / "imgs", make_scenes(12, seed=5))
     suite = tmp_path / "suite.jsonl"

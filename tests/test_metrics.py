@@ -7,12 +7,12 @@ import math
 import numpy as np
 import pytest
 
-import eval.baselines
-import eval.metrics
-import eval.results_log
-import eval.suite
-from eval.baselines import baseline_heatmap, centre_map, random_maps
-from eval.metrics import (
+import evident.eval.baselines
+import evident.eval.metrics
+import evident.eval.results_log
+import evident.eval.suite
+from evident.eval.baselines import baseline_heatmap, centre_map, random_maps
+from evident.eval.metrics import (
     best_iou,
     bootstrap_ci,
     bootstrap_indices,
@@ -27,12 +27,15 @@ from eval.metrics import (
     reciprocal_rank,
     retrieval_scores,
 )
-from eval.run_eval import check_methods
-from eval.suite import load_suite, select
-from tools.errors import InputError
+from evident.eval.run_eval import check_methods
+from evident.eval.suite import load_suite, select
+from evident.tools.errors import InputError
 
 
-@pytest.mark.parametrize("module", [eval.metrics, eval.baselines, eval.results_log, eval.suite])
+@pytest.mark.parametrize(
+    "module",
+    [evident.eval.metrics, evident.eval.baselines, evident.eval.results_log, evident.eval.suite],
+)
 def test_docstring_examples(module):
     assert doctest.testmod(module).failed == 0
 
@@ -188,7 +191,7 @@ def test_centre_map_peaks_in_the_middle():
 def test_baselines_are_shaped_like_real_heatmaps(tiny_encoder):
     from PIL import Image
 
-    from tools.heatmaps import compute_heatmaps
+    from evident.tools.evidence.heatmaps import compute_heatmaps
 
     images = [Image.new("RGB", (80, 40), c) for c in ("red", "blue")]
     q = tiny_encoder.encode_texts(["a red square"])[0]

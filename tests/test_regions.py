@@ -6,14 +6,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import tools.regions
-from tools.overlays import render_overlay, write_pngs
-from tools.records import Counterfactual, Region
-from tools.regions import box_on_map, find_regions, map_box
+import evident.tools.evidence.regions
+from evident.tools.evidence.overlays import render_overlay, write_pngs
+from evident.tools.evidence.regions import box_on_map, find_regions, map_box
+from evident.tools.records import Counterfactual, Region
 
 
 def test_doctests():
-    assert doctest.testmod(tools.regions).failed == 0
+    assert doctest.testmod(evident.tools.evidence.regions).failed == 0
 
 
 def _blobs(shape=(64, 64)):

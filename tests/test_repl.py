@@ -13,11 +13,11 @@ import pytest
 from agent_helpers import COLLECTION, build_collection
 from rich.console import Console
 
-from agent.repl import Session, handle, prompted_lines
+from evident.agent.repl import Session, handle, prompted_lines
 
 PROMPT = "evident>"
 LAUNCH = (
-    "import argparse, sys; from agent.repl import run_chat; "
+    "import argparse, sys; from evident.agent.repl import run_chat; "
     "sys.exit(run_chat(argparse.Namespace(db=sys.argv[1], collection=sys.argv[2], "
     "model='random:evident-tiny-vit', llm='none', k=5, cam=None, thread=None, "
     "history=sys.argv[3], lock_timeout=10.0)))"

@@ -7,17 +7,17 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import tools.rerank
-from eval.scenes import COLOURS, SHAPES
+import evident.tools.rerank
+from evident.eval.scenes import COLOURS, SHAPES
+from evident.tools.errors import InputError
+from evident.tools.evidence.explain import explain_results
+from evident.tools.records import Hit, Query
+from evident.tools.rerank import MultiScaleReranker, make_reranker, rerank_by
 from tests.evidence_fixtures import corner_scene, shape_query, tiny, trained
-from tools.errors import InputError
-from tools.explain import explain_results
-from tools.records import Hit, Query
-from tools.rerank import MultiScaleReranker, make_reranker, rerank_by
 
 
 def test_doctests():
-    assert doctest.testmod(tools.rerank).failed == 0
+    assert doctest.testmod(evident.tools.rerank).failed == 0
 
 
 def test_registry():

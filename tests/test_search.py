@@ -5,15 +5,15 @@ import json
 import numpy as np
 import pytest
 
-from agent.cli import main
-from eval.scenes import COLOURS, SHAPES, make_scenes
+from evident.agent.cli import main
+from evident.eval.scenes import COLOURS, SHAPES, make_scenes
+from evident.tools.encoders import load_encoder
+from evident.tools.errors import InputError, StoreError
+from evident.tools.ingest.index import index_paths
+from evident.tools.records import Query
+from evident.tools.retrieve import search_images
+from evident.tools.store import Store
 from tests.conftest import write_scenes
-from tools.encoders import load_encoder
-from tools.errors import InputError, StoreError
-from tools.index import index_paths
-from tools.records import Query
-from tools.retrieve import search_images
-from tools.store import Store
 
 
 @pytest.fixture(scope="module")

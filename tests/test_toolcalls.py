@@ -6,8 +6,8 @@ import pytest
 from langchain_core.messages import AIMessageChunk
 from langchain_core.messages.tool import invalid_tool_call, tool_call
 
-from agent.llm.schema import ArgumentError
-from agent.llm.toolcalls import (
+from evident.agent.llm.schema import ArgumentError
+from evident.agent.llm.toolcalls import (
     coerce_args,
     final_chunk,
     new_call_id,

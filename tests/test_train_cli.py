@@ -8,16 +8,16 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from tools.encoders import load_encoder
-from tools.errors import InputError
-from tools.train_cli import cmd_train, read_pairs, train_from_pairs
+from evident.eval.training.pairs import cmd_train, read_pairs, train_from_pairs
+from evident.tools.encoders import load_encoder
+from evident.tools.errors import InputError
 
 FAST = {"arch": "evident-tiny-vit", "batch_size": 8, "lr": 1e-3, "seed": 0, "device": "cpu"}
 
 
 @pytest.fixture(scope="module")
 def pairs(tmp_path_factory) -> Path:
-    from eval.figures import generate_figures
+    from evident.eval.figures.generate import generate_figures
 
     out = tmp_path_factory.mktemp("figures")
     generate_figures(out, 30, seed=0, workers=1)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
 
-from graphs import policy
-from graphs.verify import check, citations, grounding, remove_failing, split_sentences
+from evident.graphs import policy
+from evident.graphs.verify import check, citations, grounding, remove_failing, split_sentences
 
 
 def region(rid: str, supported: bool, drop: float = 0.05, rank_after: int = 2) -> dict:
@@ -108,7 +108,7 @@ SEARCH = {
 def test_the_template_writer_passes_its_own_verifier(artifacts):
     history = _conversation(SEARCH) if artifacts[0] is not SEARCH else []
     messages = history + _conversation(*artifacts)
-    from graphs.state import evidence_by_rank
+    from evident.graphs.state import evidence_by_rank
 
     text = policy.write_answer(messages)
     assert check(text, evidence_by_rank(messages)).ok, text

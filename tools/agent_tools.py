@@ -3,7 +3,7 @@
 Each returns `(content, artifact)` (`response_format="content_and_artifact"`): a short
 text for the model, with every caption, file name and metadata value fenced as data, and a
 plain-dict artifact for people (the REPL, notebooks, JSON) and for the grounding verifier.
-Heavy objects come from the run context (`runtime.context`, a `graphs.context.Ctx`);
+Heavy objects come from the run context (`runtime.context`, a `evident.graphs.context.Ctx`);
 earlier results come from the tool messages in `runtime.state`. Errors a model can fix
 are `EvidentError`s; the graph's `ToolNode` returns them to the model as error messages.
 
@@ -23,10 +23,10 @@ from langchain_core.tools import tool
 from langgraph.prebuilt import ToolRuntime
 from pydantic import Field
 
-from graphs.context import MAX_K
-from graphs.state import evidence_by_rank, latest_search
-from tools.errors import InputError
-from tools.records import Hit, Query
+from evident.graphs.context import MAX_K
+from evident.graphs.state import evidence_by_rank, latest_search
+from evident.tools.errors import InputError
+from evident.tools.records import Hit, Query
 
 # Bounds in the schema: local backends clamp to them, other models get a validation error.
 K = Annotated[int, Field(ge=1, le=MAX_K)]
@@ -142,7 +142,7 @@ TOOLS = [search_images, explain_result, compare_results, similar_to, filter_resu
 
 
 def _search(ctx, query: Query, k: int, where, leave_out: str | None = None) -> dict:
-    from tools.retrieve import search_images as run
+    from evident.tools.retrieve import search_images as run
 
     wanted = max(1, min(int(k), MAX_K))
     with ctx.model_lock:  # never beside an explanation's hooks on the same encoder
@@ -159,10 +159,10 @@ def _search(ctx, query: Query, k: int, where, leave_out: str | None = None) -> d
 
 
 def _explain(runtime, search: dict, ranks: list[int], method: str | None) -> list[dict]:
-    from tools.explain import explain_results
-    from tools.heatmaps import default_method
-    from tools.images import read_image
-    from tools.retrieve import embed_query
+    from evident.tools.evidence.explain import explain_results
+    from evident.tools.evidence.heatmaps import default_method
+    from evident.tools.ingest.images import read_image
+    from evident.tools.retrieve import embed_query
 
     ctx = runtime.context
     hits = [_hit(search, r) for r in ranks]
@@ -225,7 +225,7 @@ def _ms(t0: float) -> float:
 
 
 def _search_content(art: dict) -> str:
-    from prompts.render import fence
+    from evident.prompts.render import fence
 
     q = art["query"]
     what = f"like #{art['like']['rank']}" if "like" in art else repr(q.get("text") or "")

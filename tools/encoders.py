@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from tools.errors import ModelLoadError
+from evident.tools.errors import ModelLoadError
 
 log = logging.getLogger(__name__)
 

@@ -2,12 +2,12 @@
 
 Each candidate gets four features (`FEATURES`):
 - `global`: cosine of the whole image with the query (the first stage's image score);
-- `best_crop`: the best cosine over the multi-scale crops `tools.rerank.crop_boxes` cuts;
+- `best_crop`: the best cosine over the multi-scale crops `evident.tools.rerank.crop_boxes` cuts;
 - `caption`: the caption-side cosine of a hybrid search (missing -> 0: no evidence);
 - `concentration`: share of the heatmap's heat in its hottest 10% of pixels (0.1 for a
-  flat map, 1 for a point), from `tools.heatmaps.compute_heatmaps`.
+  flat map, 1 for a point), from `evident.tools.evidence.heatmaps.compute_heatmaps`.
 
-`Fusion` scores them linearly on standardised features. `eval.ltr` fits one and saves it
+`Fusion` scores them linearly on standardised features. `evident.eval.ltr` fits one and saves it
 as JSON (`Fusion.save`); `--rerank learned:FILE` loads it into `LearnedReranker`, which
 computes the same features the same way at search time. The concentration feature needs
 a heatmap of every candidate, so it is computed only when its weight is not zero.
@@ -28,9 +28,9 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from tools.errors import InputError
-from tools.records import Hit, Query
-from tools.rerank import rerank_by, view_embeddings
+from evident.tools.errors import InputError
+from evident.tools.records import Hit, Query
+from evident.tools.rerank import rerank_by, view_embeddings
 
 FEATURES = ("global", "best_crop", "caption", "concentration")
 TOP_SHARE = 0.10  # concentration: heat in the hottest 10% of pixels
@@ -163,7 +163,7 @@ class LearnedReranker:
         views = view_embeddings(self.encoder, images, self.crop_sides)
         maps = None
         if self.fusion.uses("concentration"):
-            from tools.heatmaps import compute_heatmaps
+            from evident.tools.evidence.heatmaps import compute_heatmaps
 
             maps = compute_heatmaps(self.encoder, list(images), query_embedding).maps
         features = candidate_features(query_embedding, hits, views, maps)

@@ -15,10 +15,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tools.errors import InputError
-from tools.images import read_image
-from tools.records import Evidence, Hit, Query
-from tools.retrieve import SearchResult, search_images
+from evident.tools.errors import InputError
+from evident.tools.ingest.images import read_image
+from evident.tools.records import Evidence, Hit, Query
+from evident.tools.retrieve import SearchResult, search_images
 
 
 @dataclass(frozen=True)
@@ -68,8 +68,8 @@ def run_query(
     `cam` picks the heatmap method (None: the encoder's default); `explain=False` or
     `cam="none"` returns the ranking alone.
     """
-    from tools.explain import explain_results
-    from tools.rerank import make_reranker
+    from evident.tools.evidence.explain import explain_results
+    from evident.tools.rerank import make_reranker
 
     reranker = make_reranker(rerank, encoder)
     pool = max(k, rerank_pool) if reranker else k

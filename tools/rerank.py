@@ -14,8 +14,8 @@ object keeps its detail) and fuses the best crop with the whole image and the ca
     visual = (1 - crop_weight) * whole + crop_weight * best_crop
     score  = (1 - caption_weight) * visual + caption_weight * caption   (if the hit has one)
 
-`tools.fusion.LearnedReranker` (`learned:FILE`) scores the same features, and the
-heatmap's concentration, with weights fitted by `eval.ltr`.
+`evident.tools.fusion.LearnedReranker` (`learned:FILE`) scores the same features, and the
+heatmap's concentration, with weights fitted by `evident.eval.ltr`.
 
 Not handled: reporting the best crop as evidence (the heatmap and
 its regions do that, checked by counterfactuals).
@@ -30,9 +30,9 @@ from typing import Any, Protocol
 import numpy as np
 from PIL import Image
 
-from tools.errors import InputError
-from tools.heatmaps import as_rgb
-from tools.records import Hit, Query
+from evident.tools.errors import InputError
+from evident.tools.evidence.heatmaps import as_rgb
+from evident.tools.records import Hit, Query
 
 
 class Reranker(Protocol):
@@ -138,12 +138,12 @@ RERANKERS: dict[str, Callable[[Any], Reranker]] = {"multiscale": MultiScaleReran
 def make_reranker(name: str | None, encoder: Any) -> Reranker | None:
     """`--rerank NAME|learned:FILE|none` -> a reranker, or None for the first-stage order.
 
-    `learned:FILE` loads fusion weights fitted by `python -m eval.ltr_data --save-fusion`.
+    `learned:FILE` loads fusion weights fitted by `python -m evident.eval.ltr_data --save-fusion`.
     """
     if name in (None, "", "none"):
         return None
     if name.startswith("learned:"):
-        from tools.fusion import Fusion, LearnedReranker
+        from evident.tools.fusion import Fusion, LearnedReranker
 
         return LearnedReranker(encoder, Fusion.load(name.partition(":")[2]))
     if name not in RERANKERS:

@@ -17,11 +17,11 @@ from typing import Any
 
 import numpy as np
 
-from tools.encoders import Encoder
-from tools.errors import InputError, StoreError
-from tools.images import read_image
-from tools.records import Hit, Query
-from tools.store import Store
+from evident.tools.encoders import Encoder
+from evident.tools.errors import InputError, StoreError
+from evident.tools.ingest.images import read_image
+from evident.tools.records import Hit, Query
+from evident.tools.store import Store
 
 MAX_K = 1000
 CAPTION_WEIGHT = 0.5

@@ -22,7 +22,7 @@ from typing import Any
 
 from filelock import FileLock, Timeout
 
-from tools.errors import EncoderMismatchError, StoreError
+from evident.tools.errors import EncoderMismatchError, StoreError
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from tools.errors import ModelLoadError
+from evident.tools.errors import ModelLoadError
 
 log = logging.getLogger(__name__)
 

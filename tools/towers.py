@@ -15,7 +15,7 @@ from scratch; four 3x3 stride-2 convolutions in front of it (Xiao et al., 2021, 
 convolutions help transformers see better") halved the training steps this model needs
 to reach the same loss on 2 CPU cores. Why the mean of patch tokens: the embedding is
 then exactly the mean of per-patch vectors, so each patch's share of the cosine is known
-exactly (`tools.relevance` uses it), and dropping a region's tokens is a clean removal.
+exactly (the evidence tools use it), and dropping a region's tokens is a clean removal.
 
 Not handled: other text towers from the Hub (they would download), timm image towers.
 """
@@ -30,7 +30,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from tools.errors import ModelLoadError
+from evident.tools.errors import ModelLoadError
 
 CONFIG_FILE = "open_clip_config.json"
 WEIGHTS_FILE = "open_clip_model.safetensors"
@@ -143,8 +143,7 @@ def load_weights(model: nn.Module, folder: Path) -> None:
 def shipped_state(model: nn.Module, dtype: torch.dtype = torch.float16) -> dict:
     """What a model folder ships: every weight but the installed text tower's."""
     return {
-        k: (v.detach().to("cpu", dtype) if v.is_floating_point() else v.detach().cpu())
-        .contiguous()
+        k: (v.detach().to("cpu", dtype) if v.is_floating_point() else v.detach().cpu()).contiguous()
         for k, v in model.state_dict().items()
         if not k.startswith(TEXT_PREFIX)
     }

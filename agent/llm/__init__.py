@@ -5,15 +5,15 @@
     load_llm("openai:http://localhost:11434/v1#qwen2.5:7b")        # any OpenAI-compatible server
     load_llm("none")                                               # None: deterministic policy
 
-Backends load their heavy packages on first use, so `import agent.llm` stays light.
-For tests, `agent.llm.fake.ScriptedChatModel` replays scripted replies.
+Backends load their heavy packages on first use, so `import evident.agent.llm` stays light.
+For tests, `evident.agent.llm.fake.ScriptedChatModel` replays scripted replies.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from tools.errors import ModelLoadError
+from evident.tools.errors import ModelLoadError
 
 if TYPE_CHECKING:
     from langchain_core.language_models import BaseChatModel
@@ -65,9 +65,9 @@ def load_llm(spec: str, **opts: Any) -> BaseChatModel | None:
     if backend == "none":
         return None
     if backend == "openai":
-        from agent.llm.openai_chat import load_openai_chat
+        from evident.agent.llm.openai_chat import load_openai_chat
 
         return load_openai_chat(target, model or "", **opts)
-    from agent.llm.loading import load_transformers_chat
+    from evident.agent.llm.loading import load_transformers_chat
 
     return load_transformers_chat(target, **opts)

@@ -1,7 +1,7 @@
 """A scripted chat model for tests: replies come from a list, and every call is recorded.
 
     from langchain_core.messages import AIMessage
-    from agent.llm.fake import ScriptedChatModel, call
+    from evident.agent.llm.fake import ScriptedChatModel, call
 
     llm = ScriptedChatModel(responses=[
         AIMessage("", tool_calls=[call("search_images", query="cats", k=5)]),
@@ -43,7 +43,7 @@ from langchain_core.runnables import Runnable
 from langchain_core.utils.function_calling import convert_to_openai_tool
 from pydantic import Field, PrivateAttr
 
-from agent.llm.toolcalls import final_chunk
+from evident.agent.llm.toolcalls import final_chunk
 
 Response = AIMessage | str | Callable[[list[BaseMessage]], AIMessage | str]
 

@@ -14,10 +14,10 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tools.errors import ModelLoadError
+from evident.tools.errors import ModelLoadError
 
 if TYPE_CHECKING:
-    from agent.llm.transformers_chat import TransformersChatModel
+    from evident.agent.llm.transformers_chat import TransformersChatModel
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +40,7 @@ def load_transformers_chat(
     `device_map` (e.g. "auto") spreads a model over several devices with accelerate; it is
     the default when more than one GPU is visible. `settings` are `TransformersChatModel`
     fields (`max_new_tokens`, `temperature`, `tool_protocol`, ...)."""
-    from agent.llm.transformers_chat import TransformersChatModel
+    from evident.agent.llm.transformers_chat import TransformersChatModel
 
     unknown = sorted(set(settings) - set(TransformersChatModel.model_fields))
     if unknown:  # checked before the slow load

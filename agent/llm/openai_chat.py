@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from tools.errors import ModelLoadError
+from evident.tools.errors import ModelLoadError
 
 
 def load_openai_chat(base_url: str, model: str, **settings: Any) -> Any:

@@ -39,7 +39,7 @@ from langchain_core.messages.tool import InvalidToolCall, ToolCall, invalid_tool
 from langchain_core.messages.tool import tool_call_chunk as make_tool_call_chunk
 from langchain_core.utils.json import parse_partial_json
 
-from agent.llm.schema import ArgumentError, coerce
+from evident.agent.llm.schema import ArgumentError, coerce
 
 __all__ = [
     "ArgumentError",

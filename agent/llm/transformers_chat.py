@@ -6,7 +6,7 @@ templates have no tool section, so this wraps `generate()` directly:
 - tools reach the model through the chat template's own tool support where it has one
   (`tools=` to `apply_chat_template`, hermes-style `<tool_call>` output), otherwise through
   our JSON protocol appended to the system prompt (`prompts/tool_protocol.j2`);
-- the reply is parsed, repaired, validated and clamped by `agent.llm.toolcalls`; what
+- the reply is parsed, repaired, validated and clamped by `evident.agent.llm.toolcalls`; what
   cannot be used lands in `AIMessage.invalid_tool_calls`, with each repair noted in
   `response_metadata["tool_call_repairs"]`;
 - `_stream` yields tokens as they are generated, holding back text that may be the start
@@ -15,7 +15,7 @@ templates have no tool section, so this wraps `generate()` directly:
 Control tokens inside user or tool text (`<|im_end|>` in a caption) are encoded as plain
 text (`sanitize_control_tokens`; for vision-language processors, which lack it, they are
 broken up with a word joiner). Untrusted text should still be fenced as data
-(`prompts.render.fence`) by whoever writes it into a message.
+(`evident.prompts.render.fence`) by whoever writes it into a message.
 """
 
 from __future__ import annotations
@@ -34,9 +34,9 @@ from langchain_core.runnables import Runnable
 from langchain_core.utils.function_calling import convert_to_openai_tool
 from pydantic import Field
 
-from agent.llm.chat_inputs import escape_control_tokens, to_chat
-from agent.llm.toolcalls import final_chunk, parse_tool_calls, tool_call_start
-from prompts.render import render
+from evident.agent.llm.chat_inputs import escape_control_tokens, to_chat
+from evident.agent.llm.toolcalls import final_chunk, parse_tool_calls, tool_call_start
+from evident.prompts.render import render
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +48,7 @@ _NOT_FOR_GENERATE = {"tools", "tool_choice", "parallel_tool_calls", "strict", "s
 class TransformersChatModel(BaseChatModel):
     """A loaded `transformers` model and its tokenizer or processor, as a chat model.
 
-    Build one with `agent.llm.load_llm("transformers:<path or id>")`, or directly from
+    Build one with `evident.agent.llm.load_llm("transformers:<path or id>")`, or directly from
     objects you already have: `TransformersChatModel(model=m, processor=tokenizer)`."""
 
     model: Any

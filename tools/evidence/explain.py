@@ -25,14 +25,14 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from tools.attribution import Estimator, query_terms
-from tools.counterfactuals import Removal, verify
-from tools.errors import InputError
-from tools.heatmaps import Heatmap, as_rgb, compute_heatmaps, query_rows
-from tools.overlays import write_pngs
-from tools.records import Evidence, Hit, Query
-from tools.regions import find_regions
-from tools.rerank import Reranker
+from evident.tools.errors import InputError
+from evident.tools.evidence.attribution import Estimator, query_terms
+from evident.tools.evidence.counterfactuals import Removal, verify
+from evident.tools.evidence.heatmaps import Heatmap, as_rgb, compute_heatmaps, query_rows
+from evident.tools.evidence.overlays import write_pngs
+from evident.tools.evidence.regions import find_regions
+from evident.tools.records import Evidence, Hit, Query
+from evident.tools.rerank import Reranker
 
 
 @dataclass(frozen=True)

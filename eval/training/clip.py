@@ -20,9 +20,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from tools.encoders import Encoder, default_device, load_encoder, register_configs
-from tools.errors import InputError
-from tools.images import read_image
+from evident.tools.encoders import Encoder, default_device, load_encoder, register_configs
+from evident.tools.errors import InputError
+from evident.tools.ingest.images import read_image
 
 log = logging.getLogger(__name__)
 

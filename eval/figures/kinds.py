@@ -13,9 +13,23 @@ import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from eval.figure_categorical import draw_bar, draw_box, draw_grouped_bar, draw_heatmap, draw_pie
-from eval.figure_parts import Drawn, Part, add_legend, curve, finish, maybe_annotate, style_axes
-from eval.figure_style import (
+from evident.eval.figures.categorical import (
+    draw_bar,
+    draw_box,
+    draw_grouped_bar,
+    draw_heatmap,
+    draw_pie,
+)
+from evident.eval.figures.parts import (
+    Drawn,
+    Part,
+    add_legend,
+    curve,
+    finish,
+    maybe_annotate,
+    style_axes,
+)
+from evident.eval.figures.style import (
     KIND_PHRASES,
     LEGEND_POSITIONS,
     LINESTYLES,

@@ -5,7 +5,7 @@ relative image paths taken from the pairs file's folder (what `evident figures` 
 Everything is checked before any model loads, and every problem is an `InputError` that
 names the file and line.
 
-A run is resumable: `tools.train.train_clip` checkpoints into DIR, and running the same
+A run is resumable: `eval.training.clip.train_clip` checkpoints into DIR, and running the same
 command again continues from the last checkpoint; running it once more after it finished
 does nothing. DIR also gets `recipe.json` (settings, data, sizes, time, device), written
 at the start and at each checkpoint and completed at the end, so anyone can rebuild the
@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tools.errors import InputError
+from evident.tools.errors import InputError
 
 log = logging.getLogger(__name__)
 
@@ -109,8 +109,8 @@ def train_from_pairs(
     """Train (`arch`, from scratch) or fine-tune (`init` spec) on `pairs` into `out_dir`."""
     import torch
 
-    from tools.encoders import default_device
-    from tools.train import STATE_FILE, train_clip
+    from evident.eval.training.clip import STATE_FILE, train_clip
+    from evident.tools.encoders import default_device
 
     _check_numbers(steps=steps, batch_size=batch_size, checkpoint_every=checkpoint_every)
     if not lr > 0:
@@ -202,7 +202,7 @@ def _check_numbers(**values: int) -> None:
 def _check_arch(arch: str) -> None:
     import open_clip
 
-    from tools.encoders import register_configs
+    from evident.tools.encoders import register_configs
 
     register_configs()
     if arch not in open_clip.list_models():

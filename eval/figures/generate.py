@@ -27,9 +27,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from eval.figure_queries import split_queries
-from eval.figure_render import render_figure
-from tools.errors import InputError
+from evident.eval.figures.queries import split_queries
+from evident.eval.figures.render import render_figure
+from evident.tools.errors import InputError
 
 logger = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """The bundled figure model's recipe: render, embed the phrases, train, export.
 
-`python -m eval.figure_model OUT` (what `make figure-model` runs) goes through four
+`python -m evident.eval.training.figure_model OUT` (what `make figure-model` runs) goes through four
 stages, each resumable, so a killed run picks up where it stopped:
 
 1. render: `n` figures of the benchmark generator (`seed`), squashed to the model's input
@@ -41,6 +41,7 @@ import random
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -86,9 +87,9 @@ def _render(job: tuple[int, int, int]) -> tuple[np.ndarray, dict]:
     """One figure at model resolution and its record (worker entry point)."""
     from PIL import Image
 
-    from eval.figure_queries import attribute_phrases, component_phrases
-    from eval.figure_render import render_figure
-    from eval.figure_style import KIND_PHRASES
+    from evident.eval.figures.queries import attribute_phrases, component_phrases
+    from evident.eval.figures.render import render_figure
+    from evident.eval.figures.style import KIND_PHRASES
 
     seed, index, size = job
     fig = render_figure(seed, index)
@@ -125,7 +126,9 @@ def render(folder: Path, n: int, seed: int, size: int, workers: int | None = Non
                 records=np.array(json.dumps([d[1] for d in done])),
             )
             tmp.replace(folder / f"shard_{s:04d}.npz")
-            log.info("rendered shard %d (%d figures) in %.0f s", s, len(done), time.perf_counter() - t0)
+            log.info(
+                "rendered shard %d (%d figures) in %.0f s", s, len(done), time.perf_counter() - t0
+            )
 
 
 def load_shards(folder: Path) -> tuple[np.ndarray, list[dict]]:
@@ -138,7 +141,13 @@ def load_shards(folder: Path) -> tuple[np.ndarray, list[dict]]:
 
 
 def texts_of(record: dict) -> list[str]:
-    return [record["caption"], record["short"], record["type"], *record["phrases"], *record["parts"]]
+    return [
+        record["caption"],
+        record["short"],
+        record["type"],
+        *record["phrases"],
+        *record["parts"],
+    ]
 
 
 # --- 2. phrases ------------------------------------------------------------------------
@@ -170,7 +179,7 @@ def pooled_phrases(model, texts: list[str], batch: int = 256):
 def _hf_tokenizer():
     from transformers import AutoTokenizer
 
-    from tools.towers import minilm_path
+    from evident.tools.towers import minilm_path
 
     return AutoTokenizer.from_pretrained(str(minilm_path()), local_files_only=True)
 
@@ -199,15 +208,12 @@ class Trainer:
         self.params = params
         decay = [p for p in params if p.ndim >= 2]
         rest = [p for p in params if p.ndim < 2] + [self.scale, self.bias, self.dense_scale]
-        self.opt = torch.optim.AdamW(
-            [{"params": decay, "weight_decay": s["weight_decay"]}, {"params": rest, "weight_decay": 0}],
-            lr=s["lr"], betas=(0.9, 0.98), fused=True,
-        )  # fmt: skip
-        warm = max(1, s["steps"] // 20)
-        self.sched = torch.optim.lr_scheduler.LambdaLR(
-            self.opt,
-            lambda k: min(1.0, (k + 1) / warm) * 0.5 * (1 + math.cos(math.pi * min(k, s["steps"]) / s["steps"])),
-        )  # fmt: skip
+        groups = [
+            {"params": decay, "weight_decay": s["weight_decay"]},
+            {"params": rest, "weight_decay": 0.0},
+        ]
+        self.opt = torch.optim.AdamW(groups, lr=s["lr"], betas=(0.9, 0.98), fused=True)
+        self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, partial(_schedule, s["steps"]))
         self.done = 0
         self.mean = torch.tensor(MEAN).view(1, 3, 1, 1)
         self.std = torch.tensor(STD).view(1, 3, 1, 1)
@@ -218,7 +224,7 @@ class Trainer:
         step number, so a resumed run sees exactly the batches it would have)."""
         import torch
 
-        from tools.towers import grid_coverage
+        from evident.tools.towers import grid_coverage
 
         s = self.s
         rng = random.Random(s["train_seed"] * 1_000_003 + step)
@@ -247,10 +253,12 @@ class Trainer:
         import torch
         import torch.nn.functional as F
 
-        from tools.towers import patch_features
+        from evident.tools.towers import patch_features
 
         x, ids, labels, dense, keep = self.batch(step)
-        with torch.autocast("cpu" if x.device.type == "cpu" else "cuda", torch.bfloat16, enabled=self.bf16):
+        with torch.autocast(
+            "cpu" if x.device.type == "cpu" else "cuda", torch.bfloat16, enabled=self.bf16
+        ):
             feats = patch_features(self.model.visual, x, keep)
         feats = feats.float()
         emb = F.normalize(feats.mean(1), dim=-1)
@@ -282,7 +290,11 @@ class Trainer:
     def state(self) -> dict:
         return {
             "step": self.done,
-            "model": {k: v for k, v in self.model.state_dict().items() if not k.startswith("text.transformer.")},
+            "model": {
+                k: v
+                for k, v in self.model.state_dict().items()
+                if not k.startswith("text.transformer.")
+            },
             "loss": [self.scale.data, self.bias.data, self.dense_scale.data],
             "opt": self.opt.state_dict(),
             "sched": self.sched.state_dict(),
@@ -307,6 +319,16 @@ class Trainer:
         self.done = int(state["step"])
 
 
+def _schedule(steps: int, k: int) -> float:
+    """Linear warm-up over the first 5% of the steps, then a cosine to zero.
+
+    >>> [round(_schedule(100, k), 2) for k in (0, 4, 50, 100)]
+    [0.2, 1.0, 0.5, 0.0]
+    """
+    warm = max(1, steps // 20)
+    return min(1.0, (k + 1) / warm) * 0.5 * (1 + math.cos(math.pi * min(k, steps) / steps))
+
+
 def _bf16() -> bool:
     import torch
 
@@ -322,7 +344,7 @@ def build_model(out: Path, settings: dict | None = None) -> dict:
     """Run (or resume) every stage into `out`; returns the recipe."""
     import torch
 
-    from tools import towers
+    from evident.tools import towers
 
     s = DEFAULTS | (settings or {})
     out.mkdir(parents=True, exist_ok=True)
@@ -390,7 +412,7 @@ def build_model(out: Path, settings: dict | None = None) -> dict:
 def export(out: Path, model, config: dict) -> None:
     from safetensors.torch import save_file
 
-    from tools import towers
+    from evident.tools import towers
 
     (out / towers.CONFIG_FILE).write_text(json.dumps(config, indent=1) + "\n")
     tmp = out / (towers.WEIGHTS_FILE + ".tmp")
@@ -405,15 +427,16 @@ def check(model, pixels: np.ndarray, records: list[dict], size: int) -> dict:
     import torch
     import torch.nn.functional as F
 
-    from eval.metrics import pointing_game
-    from tools.towers import patch_features
+    from evident.eval.metrics import pointing_game
+    from evident.tools.towers import patch_features
 
     mean, std = torch.tensor(MEAN).view(1, 3, 1, 1), torch.tensor(STD).view(1, 3, 1, 1)
     with torch.inference_mode():
-        feats = torch.cat([
-            patch_features(model.visual, (torch.from_numpy(pixels[i : i + 64]).permute(0, 3, 1, 2).float() / 255 - mean) / std)
+        batches = [
+            torch.from_numpy(pixels[i : i + 64]).permute(0, 3, 1, 2).float() / 255
             for i in range(0, len(pixels), 64)
-        ])  # fmt: skip
+        ]
+        feats = torch.cat([patch_features(model.visual, (x - mean) / std) for x in batches])
         emb = F.normalize(feats.mean(1), dim=-1)
         texts = sorted({t for r in records for t in [r["type"], *r["phrases"], *r["parts"]]})
         text = F.normalize(model.text.proj(pooled_phrases(model, texts)), dim=-1)
@@ -436,7 +459,9 @@ def check(model, pixels: np.ndarray, records: list[dict], size: int) -> dict:
             w, h = r["size"]
             ys, xs = np.unravel_index(np.argmax(big), big.shape)
             point = np.zeros((h, w))
-            point[min(h - 1, int((ys + 0.5) * h / size)), min(w - 1, int((xs + 0.5) * w / size))] = 1
+            point[
+                min(h - 1, int((ys + 0.5) * h / size)), min(w - 1, int((xs + 0.5) * w / size))
+            ] = 1
             hits.append(pointing_game(point, boxes))
     out["pointing"] = round(float(np.mean(hits)), 4)
     return out
@@ -457,7 +482,9 @@ def _write(path: Path, recipe: dict) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m eval.figure_model", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(
+        prog="python -m evident.eval.training.figure_model", description=__doc__.split("\n")[0]
+    )
     p.add_argument("out", type=Path)
     for key, value in DEFAULTS.items():
         if not isinstance(value, list):

@@ -30,8 +30,8 @@ from matplotlib.patches import Patch
 from matplotlib.text import Annotation, Text
 from matplotlib.transforms import Bbox
 
-from eval.figure_kinds import KINDS
-from eval.figure_style import sample_style
+from evident.eval.figures.kinds import KINDS
+from evident.eval.figures.style import sample_style
 
 KIND_NAMES = tuple(KINDS)
 Box = tuple[int, int, int, int]

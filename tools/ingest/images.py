@@ -19,7 +19,7 @@ from typing import Any
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from tools.errors import InputError
+from evident.tools.errors import InputError
 
 log = logging.getLogger(__name__)
 

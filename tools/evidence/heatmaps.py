@@ -37,8 +37,8 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
-from tools.errors import InputError
-from tools.relevance import RawMaps, autograd_enabled, image_scores, legrad
+from evident.tools.errors import InputError
+from evident.tools.evidence.relevance import RawMaps, autograd_enabled, image_scores, legrad
 
 
 def as_rgb(image: Image.Image) -> Image.Image:

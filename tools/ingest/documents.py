@@ -5,9 +5,9 @@ preceding heading, its `<figcaption>` (or Sphinx's older `<div class="figure">` 
 `<p class="caption">`), its `alt` and its `title`, joined with ". " without repeats; an
 `alt` that is only a file name (Sphinx's default) is ignored. `src` resolves relative to the page;
 remote URLs and site-absolute paths (`/img/x.png`) are skipped, `data:` URIs are decoded
-into `cache_dir` under their content hash. PDF: see `tools.pdf_figures`.
+into `cache_dir` under their content hash. PDF: see `evident.tools.ingest.pdf_figures`.
 
-`discover_with_documents` is `tools.images.discover` plus what documents say: an image
+`discover_with_documents` is `ingest.images.discover` plus what documents say: an image
 file that a page shows is yielded once, with the page's caption (a sidecar caption
 still wins), and images that exist only inside documents are added.
 
@@ -24,9 +24,9 @@ from html.parser import HTMLParser
 from pathlib import Path
 from urllib.parse import unquote, unquote_to_bytes, urlsplit
 
-from tools.errors import InputError
-from tools.images import IMAGE_SUFFIXES, ImageFile, content_id, discover
-from tools.pdf_figures import pdf_images
+from evident.tools.errors import InputError
+from evident.tools.ingest.images import IMAGE_SUFFIXES, ImageFile, content_id, discover
+from evident.tools.ingest.pdf_figures import pdf_images
 
 log = logging.getLogger(__name__)
 

@@ -20,11 +20,11 @@ from typing import Any
 
 import torch
 
-from tools.encoders import Encoder
-from tools.errors import InputError
-from tools.images import ImageFile, content_id, discover, read_image
-from tools.records import IndexReport, Skipped
-from tools.store import Store, iter_metadata
+from evident.tools.encoders import Encoder
+from evident.tools.errors import InputError
+from evident.tools.ingest.images import ImageFile, content_id, discover, read_image
+from evident.tools.records import IndexReport, Skipped
+from evident.tools.store import Store, iter_metadata
 
 log = logging.getLogger(__name__)
 
@@ -55,10 +55,10 @@ def index_paths(
 ) -> IndexReport:
     """Index every image under `paths` into `collection` and report what happened.
 
-    `text_embedder` (see `tools.text_embed`) embeds captions for hybrid search; it is
+    `text_embedder` (see `evident.tools.text_embed`) embeds captions for hybrid search; it is
     required only when some file has a caption. `progress(n)` is called as files finish.
     With `documents_cache`, images referenced by HTML pages get the page's caption and
-    images inside PDFs are extracted there and indexed too (`tools.documents`).
+    images inside PDFs are extracted there and indexed too (`evident.tools.ingest.documents`).
     """
     roots = [Path(p).expanduser().resolve() for p in paths]
     if files is None:
@@ -115,7 +115,7 @@ def find_files(paths: Iterable[str | Path], documents_cache: Path | None = None)
     roots = [Path(p).expanduser().resolve() for p in paths]
     if documents_cache is None:
         return list(discover(roots))
-    from tools.documents import discover_with_documents
+    from evident.tools.ingest.documents import discover_with_documents
 
     return list(discover_with_documents(roots, cache_dir=Path(documents_cache)))
 

@@ -1,6 +1,6 @@
 """Drawers for the chart kinds over named categories: bar, grouped bar, box, pie, heatmap.
 
-Same contract as `eval.figure_kinds`: an empty Axes, a seeded Generator and a Style in,
+Same contract as `evident.eval.figures.kinds`: an empty Axes, a seeded Generator and a Style in,
 a `Drawn` out, with every random choice taken from that Generator.
 """
 
@@ -8,8 +8,8 @@ import matplotlib
 import numpy as np
 from matplotlib.axes import Axes
 
-from eval.figure_parts import Drawn, Part, add_legend, finish, style_axes
-from eval.figure_style import (
+from evident.eval.figures.parts import Drawn, Part, add_legend, finish, style_axes
+from evident.eval.figures.style import (
     CATEGORY_SETS,
     COLORMAPS,
     FONTS,

@@ -24,7 +24,7 @@ import math
 
 import numpy as np
 
-from tools.records import Region
+from evident.tools.records import Region
 
 Box = tuple[int, int, int, int]
 

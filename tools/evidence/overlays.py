@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from tools.heatmaps import as_rgb
-from tools.records import Region
+from evident.tools.evidence.heatmaps import as_rgb
+from evident.tools.records import Region
 
 COLORMAP = "inferno"
 DARK, LIGHT = (15, 15, 15), (255, 255, 255)

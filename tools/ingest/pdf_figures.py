@@ -24,7 +24,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from tools.images import ImageFile, content_id
+from evident.tools.ingest.images import ImageFile, content_id
 
 log = logging.getLogger(__name__)
 

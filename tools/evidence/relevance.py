@@ -44,7 +44,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tools.errors import InputError
+from evident.tools.errors import InputError
 
 
 class RawMaps(NamedTuple):

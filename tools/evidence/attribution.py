@@ -23,8 +23,8 @@ from typing import Any, Literal
 
 import numpy as np
 
-from tools.errors import InputError
-from tools.records import QueryTerm
+from evident.tools.errors import InputError
+from evident.tools.records import QueryTerm
 
 Estimator = Literal["shapley", "loo"]
 

@@ -18,8 +18,8 @@ an answer to "a line chart" (it answers "a two-panel figure with a line chart pa
 
 from collections import defaultdict
 
-from eval.figure_parts import legend_phrase
-from eval.figure_style import KIND_PHRASES, a
+from evident.eval.figures.parts import legend_phrase
+from evident.eval.figures.style import KIND_PHRASES, a
 
 COMPONENT_NOUNS = {
     "legend": "the legend of",

@@ -33,10 +33,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from tools.errors import InputError
-from tools.heatmaps import score_pixels
-from tools.records import Counterfactual, Faithfulness, Region
-from tools.regions import box_on_map
+from evident.tools.errors import InputError
+from evident.tools.evidence.heatmaps import score_pixels
+from evident.tools.evidence.regions import box_on_map
+from evident.tools.records import Counterfactual, Faithfulness, Region
 
 Removal = Literal["mean", "blur"]
 REMOVALS = ("mean", "blur")

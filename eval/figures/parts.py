@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 from matplotlib.axes import Axes
 
-from eval.figure_style import FONTS, PALETTE, Style, a, pick
+from evident.eval.figures.style import FONTS, PALETTE, Style, a, pick
 
 ANNOTATION_TEXTS = ("peak", "onset", "outlier", "threshold", "minimum", "plateau", "transition")
 
