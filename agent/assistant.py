@@ -18,61 +18,76 @@ without `asyncio.run`.
 from __future__ import annotations
 
 import logging
-import os
 import sqlite3
-import tempfile
 import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from langchain_core.messages import AIMessage, HumanMessage
+from langgraph.checkpoint.sqlite import SqliteSaver
+
 from evident.agent.answer_html import Answer, answer_from_state
+from evident.agent.config import Settings
+from evident.agent.llm import load_llm
+from evident.graphs.answer import run_config, with_checkpointer
+from evident.graphs.context import Budgets, Ctx
+from evident.tools.encoders import Encoder, load_encoder
+from evident.tools.pipeline import Retrieval, open_retrieval
+from evident.tools.store import Store
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Answer", "Assistant", "default_history", "run_ask"]
-
-
-def default_history() -> str:
-    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
-    return os.environ.get("EVIDENT_HISTORY") or str(Path(base) / "evident" / "chat.sqlite")
+__all__ = ["Answer", "Assistant"]
 
 
 class Assistant:
-    """Ask questions about an image collection; answers cite checked evidence regions."""
+    """Ask questions about an image collection; answers cite checked evidence regions.
+
+    `model` is an encoder or a spec (None: the collection's own), `llm` a chat model or an
+    LLM spec (`none`, `transformers:...`, `openai:URL#model`), `rerank` a reranker name;
+    `out_dir` is where overlays go (default: `overlays/` in the database's folder).
+    Anything not given comes from `Settings` (the environment, then defaults)."""
 
     def __init__(
         self,
         db: str | Path | None = None,
-        model=None,
-        llm="none",
+        model: str | Encoder | None = None,
+        llm: Any = None,
         collection: str | None = None,
         *,
         history: str | Path | None = None,
         thread: str | None = None,
         out_dir: str | Path | None = None,
-        k: int = 5,
+        k: int | None = None,
         method: str | None = None,
-        budgets=None,
-        text_embedder="auto",
-        lock_timeout: float = 10.0,
+        rerank: str | None = None,
+        budgets: Budgets | None = None,
+        text_embedder: Any = "auto",
+        lock_timeout: float | None = None,
+        settings: Settings | None = None,
     ):
-        from evident.agent.config import Settings
-
-        settings = Settings()
-        self.db = str(db or settings.db)
-        self.collection = collection or settings.collection
-        self.k, self.method, self.budgets = k, method, budgets
+        s = settings or Settings()
+        self.settings = s
+        self.db = str(db or s.db)
+        self.collection = collection or s.collection
+        self.k, self.method, self.rerank = k or s.k, method, rerank
+        self.budgets = budgets or Budgets()
         self.thread = thread or uuid.uuid4().hex[:12]
-        self.out_dir = Path(out_dir) if out_dir else Path(tempfile.mkdtemp(prefix="evident-"))
-        self.history = str(history or default_history())
-        self.lock_timeout = lock_timeout
-        self._model, self._llm, self._text = model, llm, text_embedder
-        self.llm_name = llm if isinstance(llm, str) else type(llm).__name__ if llm else "none"
+        self.out_dir = Path(out_dir) if out_dir else s.overlay_dir(self.db)
+        self.history = str(history or s.history)
+        self.lock_timeout = s.lock_timeout if lock_timeout is None else lock_timeout
+        llm = s.llm if llm is None else llm
+        self._model, self._text = model or s.model, text_embedder
+        self._parts: tuple | None = None  # encoder, text embedder, reranker, once loaded
+        self._llm = llm if not isinstance(llm, str) else None
+        self._llm_spec = llm if isinstance(llm, str) else None
+        self.llm_name = llm if isinstance(llm, str) else type(llm).__name__
         self._model_lock = threading.Lock()  # shared by runs: a cancelled tool may still run
         self._graph = None
         self._conn: sqlite3.Connection | None = None
+        self._rewind: dict[str, dict] = {}  # thread -> checkpoint to resume from
 
     def ask(
         self, question: str, image: str | None = None, thread: str | None = None, **options
@@ -95,31 +110,76 @@ class Assistant:
     ) -> Iterator[tuple[str, Any]]:
         """Answer while it happens: `("step", dict)`, `("status", str)`, `("token", str)`
         for the draft as it is written, `("update", node)`, then `("answer", Answer)`."""
-        from evident.graphs.answer import run_config
-        from evident.graphs.context import build_context
-        from evident.tools.store import Store
-
         thread = thread or self.thread
         with Store.open(self.db, lock_timeout=self.lock_timeout) as store:
-            ctx = build_context(
-                store, collection=self.collection, model=self._model, llm=self._llm,
-                text_embedder=self._text, out_dir=self.out_dir, k=k or self.k,
-                method=method or self.method, budgets=self.budgets, model_lock=self._model_lock,
+            ctx = Ctx(
+                retrieval=self._retrieval(store), llm=self._chat_model(),
+                llm_name=self.llm_name, out_dir=self.out_dir, k=k or self.k,
+                method=method or self.method, budgets=self.budgets,
+                model_lock=self._model_lock,
             )  # fmt: skip
-            self._model, self._llm, self._text = ctx.encoder, ctx.llm, ctx.text_embedder
             graph, config = self._compiled(), run_config(ctx, thread)
+            start = self._start(thread)
+            before = start or self._latest(thread)
+            config["configurable"] |= start
             inputs = {"question": question, "image": str(image) if image else None}
             modes = ["messages", "updates", "custom"]
-            for mode, chunk in graph.stream(inputs, config, context=ctx, stream_mode=modes):
-                yield from _events(mode, chunk)
+            finished = False
+            try:
+                for mode, chunk in graph.stream(inputs, config, context=ctx, stream_mode=modes):
+                    yield from _events(mode, chunk)
+                finished = True
+            finally:
+                if not finished:  # cancelled (Ctrl-C) or failed: the turn leaves no trace
+                    self._undo(thread, before)
+            config["configurable"].pop("checkpoint_id", None)
             state = graph.get_state(config).values
         yield "answer", answer_from_state(state, llm=self.llm_name, thread=thread)
 
+    def _latest(self, thread: str) -> dict:
+        """The thread's latest checkpoint as config keys (empty for a new thread)."""
+        config = {"configurable": {"thread_id": thread}}
+        found = self._compiled().get_state(config).config["configurable"]
+        return {"checkpoint_id": found["checkpoint_id"]} if "checkpoint_id" in found else {}
+
+    def _start(self, thread: str) -> dict:
+        """Where the next turn of `thread` starts: the latest checkpoint, or, after a
+        cancelled turn, the one before it (LangGraph forks the thread from there)."""
+        return self._rewind.pop(thread, {})
+
+    def _undo(self, thread: str, before: dict) -> None:
+        if before:
+            self._rewind[thread] = before
+        else:  # the thread's first turn: nothing to keep
+            self._rewind.pop(thread, None)
+            self._compiled().checkpointer.delete_thread(thread)
+
+    def _retrieval(self, store: Store) -> Retrieval:
+        """The collection's retrieval on this run's open store; the encoder, embedders and
+        reranker are loaded on the first question and kept."""
+        if self._parts is None:
+            model = self._model
+            if not isinstance(model, Encoder):
+                model = load_encoder(
+                    model or store.model_of(self.collection),
+                    device=self.settings.device, offline=self.settings.offline,
+                )  # fmt: skip
+            found = open_retrieval(
+                store, self.collection, model=model, text_embedder=self._text, rerank=self.rerank
+            )
+            self._parts = (found.encoder, found.text_embedder, found.reranker)
+        return Retrieval(store, self.collection, *self._parts)
+
+    def _chat_model(self):
+        if self._llm is None and self._llm_spec not in (None, "none"):
+            self._llm = load_llm(self._llm_spec, api_key=self.settings.openai_api_key)
+        return self._llm
+
     def turns(self, thread: str | None = None) -> list[tuple[str, str]]:
         """The thread's (question, answer) pairs so far."""
-        from langchain_core.messages import AIMessage, HumanMessage
 
-        config = {"configurable": {"thread_id": thread or self.thread}}
+        thread = thread or self.thread
+        config = {"configurable": {"thread_id": thread} | self._rewind.get(thread, {})}
         messages = self._compiled().get_state(config).values.get("messages", [])
         out, question = [], None
         for m in messages:
@@ -142,10 +202,6 @@ class Assistant:
 
     def _compiled(self):
         if self._graph is None:
-            from langgraph.checkpoint.sqlite import SqliteSaver
-
-            from evident.graphs.answer import with_checkpointer
-
             if self.history != ":memory:":
                 Path(self.history).parent.mkdir(parents=True, exist_ok=True)
             self._conn = sqlite3.connect(self.history, check_same_thread=False)
@@ -166,27 +222,3 @@ def _events(mode: str, chunk) -> Iterator[tuple[str, Any]]:
     elif mode == "updates":
         for node in chunk:
             yield "update", node
-
-
-def run_ask(args) -> int:
-    """`evident ask QUESTION [--image] [--llm SPEC] [--json] [--db --collection --model --k]`."""
-    from rich.console import Console
-
-    from evident.agent.cli import emit_json
-
-    thread = getattr(args, "thread", None)  # only a named thread is worth keeping
-    history = getattr(args, "history", None) or (default_history() if thread else ":memory:")
-    with Assistant(
-        db=args.db, model=args.model, llm=getattr(args, "llm", None) or "none",
-        collection=args.collection, history=history, thread=thread,
-        out_dir=getattr(args, "out", None), k=getattr(args, "k", 5),
-        method=getattr(args, "cam", None), lock_timeout=getattr(args, "lock_timeout", 10.0),
-    ) as assistant:  # fmt: skip
-        answer = assistant.ask(args.question, image=getattr(args, "image", None))
-    if args.json:
-        emit_json(answer.to_dict())
-    else:
-        from evident.agent.repl import render_answer
-
-        render_answer(Console(), answer)
-    return 0

@@ -1,19 +1,30 @@
-"""What each `evident` subcommand does: build the context, call tools, render."""
+"""The collection commands: `evident index`, `search`, `collections`, `ask` and `chat`.
+
+Each builds what it needs from the parsed arguments, calls the library, and renders the
+records it gets back (`agent.render`); none of them holds retrieval logic.
+"""
 
 from __future__ import annotations
 
-import json
-import sys
-from contextlib import contextmanager
+from pathlib import Path
 
 from rich.console import Console
-from rich.table import Table
 
-from evident.agent.cli import emit_json
+from evident.agent import render
+from evident.agent.assistant import Assistant
+from evident.agent.config import Settings, documents_cache
+from evident.agent.repl import run_chat
+from evident.tools.encoders import bundled_model, load_encoder
 from evident.tools.errors import InputError, ModelLoadError
+from evident.tools.ingest.images import IMAGE_SUFFIXES
+from evident.tools.ingest.index import find_files, index_paths
+from evident.tools.pipeline import open_retrieval, run_query
+from evident.tools.records import Query
+from evident.tools.store import Store
+from evident.tools.text_embed import load_text_embedder
 
-err = Console(stderr=True)
-out = Console()
+err = Console(stderr=True, highlight=False)
+out = Console(highlight=False)
 
 NO_MODEL = (
     "no encoder configured: pass --model SPEC or set EVIDENT_MODEL, e.g. "
@@ -23,223 +34,106 @@ NO_MODEL = (
 )
 
 
-@contextmanager
-def _progress(enabled: bool, desc: str):
-    """A tqdm bar on an interactive stderr; callbacks (advance, set_total) either way."""
-    if not enabled or not sys.stderr.isatty():
-        yield (lambda n: None), (lambda n: None)
-        return
-    from tqdm.auto import tqdm
-
-    bar = tqdm(desc=desc, unit="img", file=sys.stderr)
-
-    def set_total(n: int) -> None:
-        bar.total = n
-        bar.refresh()
-
-    try:
-        yield bar.update, set_total
-    finally:
-        bar.close()
-
-
 def cmd_index(args) -> int:
-    from evident.tools.encoders import load_encoder
-    from evident.tools.ingest.index import find_files, index_paths
-    from evident.tools.store import Store
-
-    cache = None if args.no_documents else _documents_cache(args.db)
-    files = find_files(args.paths, cache)  # a missing path fails before any model loads
+    cache = None if args.no_documents else documents_cache(args.db)
+    files = _files(args.paths, cache)  # a missing path or an empty folder: before any model
+    settings = Settings()
     with Store.open(args.db, create=True, lock_timeout=args.lock_timeout) as store:
         spec = args.model
         if spec is None and args.collection in store.collection_names():
             spec = store.model_of(args.collection)
-        if spec is None:
-            from evident.tools.encoders import bundled_model
-
-            spec = bundled_model()
+        spec = spec or bundled_model()
         if spec is None:
             raise ModelLoadError(NO_MODEL)
-        encoder = load_encoder(spec)
-        text = None
-        if any(f.caption for f in files):
-            from evident.tools.text_embed import load_text_embedder
-
-            text = load_text_embedder()
-        with _progress(not args.json, "indexing") as (advance, set_total):
+        encoder = load_encoder(spec, device=settings.device, offline=settings.offline)
+        text = load_text_embedder() if any(f.caption for f in files) else None
+        with render.progress(not args.json, "indexing") as (advance, set_total):
             report = index_paths(
-                args.paths,
-                store=store,
-                encoder=encoder,
-                collection=args.collection,
-                text_embedder=text,
-                prune=args.prune,
-                files=files,
-                progress=advance,
+                args.paths, store=store, encoder=encoder, collection=args.collection,
+                text_embedder=text, prune=args.prune, files=files, progress=advance,
                 total=set_total,
-            )
+            )  # fmt: skip
     if args.json:
-        emit_json(report.to_dict())
-        return 0
-    err.print(
-        f"[bold]{args.collection}[/]: {report.indexed} indexed, {report.unchanged} unchanged, "
-        f"{report.moved} moved, {report.pruned} pruned, {len(report.skipped)} skipped "
-        f"(model {report.model})"
-    )
-    for s in report.skipped:
-        err.print(f"  skipped {s.path}: {s.reason}", markup=False)
+        render.emit_json(report.to_dict())
+    else:
+        render.index_summary(err, report, args.collection)
     return 0
 
 
-def _documents_cache(db: str):
-    """Where images pulled out of PDFs (and data: URIs in HTML) are kept."""
-    from pathlib import Path
-
-    if db.startswith(("http://", "https://")):
-        return Path.home() / ".cache" / "evident" / "document-images"
-    return Path(db).expanduser().resolve() / "document-images"
+def _files(paths: list[str], cache: Path | None) -> list:
+    """The files to index; a path with no images is a warning, no images at all an error
+    (nothing is created, and `--prune` cannot empty a collection by accident)."""
+    files = []
+    for path in paths:
+        found = find_files([path], cache)
+        if not found:
+            err.print(f"warning: no images under {path!r}", markup=False)
+        files += found
+    if not files:
+        kinds = ", ".join(sorted(IMAGE_SUFFIXES))
+        raise InputError(
+            f"no images found under {', '.join(map(repr, paths))} (looked for {kinds}, and "
+            "images in HTML pages and PDFs); nothing was indexed"
+        )
+    return files
 
 
 def cmd_search(args) -> int:
-    from evident.tools.records import Query
-
-    where = _parse_where(args.where)
     query = Query(text=args.query or None, image=args.image)
     if not query.text and not query.image:
         raise InputError("give words to search for, an image with --image PATH, or both")
-    result = run_search(args, query, where)
-    if args.json:
-        emit_json(result.to_dict())
-        return 0
-    out.print(_results_table(args.collection, query, result))
-    return 0
-
-
-def _results_table(collection, query, result) -> Table:
-    table = Table(title=f"{collection}: {query.text or ''} {query.image or ''}".strip())
-    for col in ("#", "score", "image", "caption", "evidence"):
-        table.add_column(col)
-    for h in result.hits:
-        ev = result.evidence.get(h.id)
-        regions = (
-            " ".join(f"{r.id}{'' if r.supported else '(unsupported)'}" for r in ev.regions)
-            if ev
-            else ""
-        )
-        where = ev.overlay if ev and ev.overlay else ""
-        evidence = "\n".join(x for x in (regions, where, result.errors.get(h.id, "")) if x)
-        table.add_row(str(h.rank), f"{h.score:.3f}", h.uri, h.caption or "", evidence)
-    return table
-
-
-def run_search(args, query, where):
-    from evident.tools.encoders import load_encoder
-    from evident.tools.pipeline import run_query
-    from evident.tools.store import Store
-
+    settings = Settings()
+    out_dir = Path(args.out) if args.out else settings.overlay_dir(args.db)
     with Store.open(args.db, lock_timeout=args.lock_timeout) as store:
-        encoder = load_encoder(args.model or store.model_of(args.collection))
-        text = None
-        if query.text and store.captions(args.collection) is not None:
-            from evident.tools.text_embed import load_text_embedder
-
-            text = load_text_embedder()
-        return run_query(
-            query,
-            args.k,
-            where,
-            store=store,
-            collection=args.collection,
-            encoder=encoder,
-            text_embedder=text,
-            cam=args.cam,
-            rerank=args.rerank,
-            out_dir=args.out,
-        )
-
-
-def _parse_where(raw: str | None) -> dict | None:
-    if not raw:
-        return None
-    try:
-        where = json.loads(raw)
-    except ValueError as exc:
-        raise InputError(f"--where is not valid JSON ({exc.msg}): {raw!r}") from exc
-    if not isinstance(where, dict):
-        raise InputError(f'--where must be a JSON object such as {{"kind": "bar"}}, not {raw!r}')
-    return where
+        model = args.model or store.model_of(args.collection)
+        encoder = load_encoder(model, device=settings.device, offline=settings.offline)
+        ctx = open_retrieval(store, args.collection, model=encoder, rerank=args.rerank)
+        result = run_query(
+            query, args.k, args.where, ctx=ctx, method=args.cam,
+            explain_top=0 if args.cam == "none" else None, out_dir=out_dir,
+        )  # fmt: skip
+    data = result.to_dict()
+    if args.json:
+        render.emit_json(data)
+    else:
+        title = f"{args.collection}: {query.text or ''} {query.image or ''}".strip()
+        out.print(render.results_table(title, data))
+    return 0
 
 
 def cmd_collections(args) -> int:
-    from evident.tools.store import Store
-
     with Store.open(args.db, lock_timeout=args.lock_timeout) as store:
         infos = [store.info(n) for n in sorted(store.collection_names())]
     if args.json:
-        emit_json([i.to_dict() for i in infos])
-        return 0
-    table = Table(title=str(args.db))
-    for col in ("collection", "images", "captions", "model", "dim"):
-        table.add_column(col)
-    for i in infos:
-        table.add_row(i.name, str(i.count), str(i.captions), i.model, str(i.dim))
-    out.print(table)
-    return 0
-
-
-def cmd_bench(args) -> int:
-    from evident.eval.bench import render, run_bench
-
-    figures = run_bench(model=args.model, n_images=args.images, n_vectors=args.vectors, log=err)
-    if args.json:
-        emit_json(figures)
+        render.emit_json([i.to_dict() for i in infos])
     else:
-        out.print(render(figures))
+        out.print(render.collections_table(args.db, infos))
     return 0
 
 
-def cmd_figures(args) -> int:
-    from pathlib import Path
-
-    from evident.eval.figures.generate import generate_figures
-
-    report = generate_figures(
-        Path(args.out_dir), args.n, seed=args.seed, progress=not args.json, workers=args.workers
-    )
-    if args.json:
-        emit_json(report.to_dict())
-    else:
-        d = report.to_dict()
-        err.print(f"{d['n_figures']} figures in {args.out_dir} ({d['seconds']:.1f} s)")
-        err.print(f"  splits: {d['split_counts']}  queries: {d['query_counts']}", markup=False)
-    return 0
-
-
-def cmd_eval(args) -> int:
-    from evident.eval.run_eval import cmd_eval as run
-
-    return run(args)
+def assistant_from(args) -> Assistant:
+    """The `Assistant` that `ask` and `chat` use, from their arguments."""
+    return Assistant(
+        db=args.db, model=args.model, llm=args.llm, collection=args.collection,
+        history=args.history, thread=args.thread,
+        out_dir=args.out, k=args.k, method=args.cam, rerank=args.rerank,
+        lock_timeout=args.lock_timeout,
+    )  # fmt: skip
 
 
 def cmd_ask(args) -> int:
-    from evident.agent.assistant import run_ask
-
-    return run_ask(args)
+    """One question. Only a named `--thread` is worth keeping, so without one the
+    conversation lives in memory."""
+    if args.history is None and not args.thread:
+        args.history = ":memory:"
+    with assistant_from(args) as assistant:
+        answer = assistant.ask(args.question, image=args.image)
+    if args.json:
+        render.emit_json(answer.to_dict())
+    else:
+        render.render_answer(out, answer)
+    return 0
 
 
 def cmd_chat(args) -> int:
-    from evident.agent.repl import run_chat
-
-    return run_chat(args)
-
-
-def cmd_train(args) -> int:
-    from evident.eval.training.pairs import cmd_train as run
-
-    return run(args)
-
-
-def cmd_demo(args) -> int:
-    from evident.eval.demo import run_demo
-
-    return run_demo(args.out, console=out)
+    return run_chat(assistant_from(args))

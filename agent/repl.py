@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -19,12 +18,16 @@ from pathlib import Path
 
 from rich.console import Console, Group
 from rich.live import Live
-from rich.table import Table
 from rich.text import Text
 
 from evident.agent.answer_html import Answer, render_html
-from evident.agent.assistant import Assistant, default_history
+from evident.agent.assistant import Assistant
+from evident.agent.config import terminal_images
+from evident.agent.render import render_answer
+from evident.tools.agent_tools import tool_summary
 from evident.tools.errors import EvidentError
+from evident.tools.evidence.methods import HEATMAP_METHODS
+from evident.tools.limits import MAX_K
 
 HELP = """\
 Ask for images in words, then follow up: "why is #2 below #1?", "only the ones with a
@@ -49,15 +52,9 @@ class Session:
     last: Answer | None = None
 
 
-def run_chat(args) -> int:
-    """`evident chat [--db --collection --model --llm SPEC --k N --cam METHOD --thread ID]`."""
+def run_chat(assistant: Assistant) -> int:
+    """`evident chat`: the REPL around `assistant` until /exit or Ctrl-D."""
     console = Console(highlight=False)
-    assistant = Assistant(
-        db=args.db, model=args.model, llm=getattr(args, "llm", None) or "none",
-        collection=args.collection, thread=getattr(args, "thread", None),
-        history=getattr(args, "history", None), k=getattr(args, "k", 5),
-        method=getattr(args, "cam", None), lock_timeout=getattr(args, "lock_timeout", 10.0),
-    )  # fmt: skip
     err = Console(stderr=True, highlight=False)
     session = Session(assistant, console, err, assistant.k, assistant.method)
     interactive = sys.stdin.isatty()
@@ -65,10 +62,18 @@ def run_chat(args) -> int:
         hello = ("evident chat on ", (assistant.collection, "bold"), " — /help for commands")
         console.print(Text.assemble(*hello))
     with assistant:
-        for line in prompted_lines() if interactive else _plain_lines():
+        lines = prompted_lines(_prompt_history(assistant)) if interactive else _plain_lines()
+        for line in lines:
             if not handle(session, line):
                 break
     return 0
+
+
+def _prompt_history(assistant: Assistant) -> Path:
+    """Typed lines are kept beside the conversations they belong to."""
+    if assistant.history == ":memory:":
+        return assistant.settings.prompt_history
+    return Path(assistant.history).expanduser().with_name("chat_history.txt")
 
 
 def handle(session: Session, line: str) -> bool:
@@ -90,8 +95,8 @@ def ask(session: Session, question: str) -> None:
     try:
         answer = _live(console, events) if console.is_terminal else _plain(session.err, events)
     except KeyboardInterrupt:
-        events.close()  # leaves the database (and its lock) at once
-        console.print("[yellow]cancelled[/] — the conversation is kept.")
+        events.close()  # leaves the database (and its lock) at once; the turn is undone
+        console.print("[yellow]cancelled[/] — the conversation is as it was before it.")
         return
     except EvidentError as exc:
         console.print(Text.assemble(("error: ", "red"), str(exc)))
@@ -101,7 +106,6 @@ def ask(session: Session, question: str) -> None:
 
 
 def command(session: Session, line: str) -> bool:
-    from evident.graphs.policy import METHODS
 
     name, *rest = line.split()
     c = session.console
@@ -110,13 +114,15 @@ def command(session: Session, line: str) -> bool:
             return False
         case "/help", _:
             c.print(
-                HELP.format(k=session.k, cam=session.cam or "default", methods=", ".join(METHODS)),
+                HELP.format(
+                    k=session.k, cam=session.cam or "default", methods=", ".join(HEATMAP_METHODS)
+                ),
                 markup=False,
             )
-        case "/k", [n] if n.isdigit() and 1 <= int(n) <= 50:
+        case "/k", [n] if n.isdigit() and 1 <= int(n) <= MAX_K:
             session.k = int(n)
             c.print(f"searches return {n} results")
-        case "/cam", [m] if m in METHODS:
+        case "/cam", [m] if m in HEATMAP_METHODS:
             session.cam = m
             c.print(f"heatmaps by {m}")
         case "/why", [n] if n.isdigit():
@@ -134,8 +140,11 @@ def command(session: Session, line: str) -> bool:
 
 def show(session: Session, n: int) -> None:
     c = session.console
-    if session.last is None or not 1 <= n <= len(session.last.results):
-        c.print(f"no result #{n} to show; ask something first")
+    if session.last is None or not session.last.results:
+        c.print("no results to show yet; ask something first")
+        return
+    if not 1 <= n <= len(session.last.results):
+        c.print(f"there is no result #{n}; the last answer has {len(session.last.results)}")
         return
     r = session.last.results[n - 1]
     path = (r.get("heatmap") or {}).get("overlay") or r["uri"]
@@ -144,53 +153,41 @@ def show(session: Session, n: int) -> None:
 
 
 def save(session: Session, path: str) -> None:
+    """Write the last answer shown (.html: the notebook view; else JSON), whole or not at
+    all: a missing folder or a full disk is a message, and the REPL goes on."""
+    c = session.console
     if session.last is None:
-        session.console.print("nothing to save yet")
+        c.print("nothing to save yet")
         return
     out = Path(path).expanduser()
     if out.suffix.lower() in (".html", ".htm"):
-        out.write_text(render_html(session.last), encoding="utf-8")
+        text = render_html(session.last)
     else:
-        out.write_text(
-            json.dumps(session.last.to_dict(), indent=2, ensure_ascii=False), encoding="utf-8"
-        )
-    session.console.print(f"saved {out}", markup=False)
-
-
-def render_answer(console: Console, answer: Answer) -> None:
-    """The results, the answer with citations highlighted, grounding and any note."""
-    if answer.results:
-        table = Table(box=None, pad_edge=False)
-        for col in ("#", "score", "image", "evidence"):
-            table.add_column(col)
-        for r in answer.results:
-            regions = " ".join(
-                g["id"] + ("" if (g.get("counterfactual") or {}).get("supported") else "?")
-                for g in r.get("regions", [])
-            )
-            name = Text(Path(r["uri"]).name)  # a file name is data, never markup
-            table.add_row(str(r["rank"]), f"{r['score']:.3f}", name, regions)
-        console.print(table)
-    text = Text(answer.answer)
-    text.highlight_regex(r"\[R\d+\.\d+(?:,\s*R\d+\.\d+)*\]", "bold cyan")
-    console.print(text)
-    g = answer.grounding
-    console.print(
-        f"[dim]grounding: {g.get('sentences', 0)} sentences, {g.get('cited', 0)} cited, "
-        f"{g.get('supported', 0)} supported, {len(g.get('removed', []))} removed[/]"
-    )
+        text = json.dumps(session.last.to_dict(), indent=2, ensure_ascii=False)
+    if not out.parent.is_dir():
+        c.print(f"not saved: there is no folder {str(out.parent)!r}", markup=False)
+        return
+    tmp = out.with_name(f".{out.name}.part")
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        tmp.replace(out)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        c.print(f"not saved: {out}: {exc.strerror or exc}", markup=False)
+        return
+    c.print(f"saved {out}", markup=False)
 
 
 # --- input and live output ----------------------------------------------------------------
 
 
-def prompted_lines(history: str | Path | None = None, **prompt_options) -> Iterator[str]:
+def prompted_lines(history: str | Path, **prompt_options) -> Iterator[str]:
     """Lines typed at a prompt_toolkit prompt with a persistent history; ends on Ctrl-D.
     `prompt_options` go to `PromptSession` (tests pass `input=` and `output=`)."""
     from prompt_toolkit import PromptSession
     from prompt_toolkit.history import FileHistory
 
-    path = Path(history or Path(default_history()).with_name("chat_history.txt"))
+    path = Path(history)
     path.parent.mkdir(parents=True, exist_ok=True)
     prompt = PromptSession(history=FileHistory(str(path)), **prompt_options)
     while True:
@@ -237,7 +234,6 @@ def _step_line(step: dict) -> str:
     >>> _step_line({"node": "tools", "tool": "search_images", "arguments": {"k": 5}, "ms": 12.0})
     '  · search_images(k=5) 12 ms'
     """
-    from evident.tools.agent_tools import tool_summary
 
     what = tool_summary(step["tool"], step["arguments"] or {}) if step.get("tool") else step["node"]
     extra = "".join(f" {k}={step[k]}" for k in ("intent", "problems", "stopped") if step.get(k))
@@ -247,12 +243,13 @@ def _step_line(step: dict) -> str:
 
 def _inline_image(console: Console, path: str) -> bool:
     """Draw `path` inline on terminals that can (iTerm2, WezTerm, kitty); False otherwise."""
-    if not console.is_terminal or not Path(path).is_file():
+    protocol = terminal_images()
+    if not console.is_terminal or protocol is None or not Path(path).is_file():
         return False
     data = base64.b64encode(Path(path).read_bytes()).decode("ascii")
-    if os.environ.get("TERM_PROGRAM") in ("iTerm.app", "WezTerm"):
+    if protocol == "iterm":
         console.file.write(f"\033]1337;File=inline=1;width=32;preserveAspectRatio=1:{data}\a\n")
-    elif os.environ.get("KITTY_WINDOW_ID") or os.environ.get("TERM") == "xterm-kitty":
+    elif protocol == "kitty":
         chunks = [data[i : i + 4096] for i in range(0, len(data), 4096)]
         for i, chunk in enumerate(chunks):
             head = "a=T,f=100," if i == 0 else ""

@@ -18,11 +18,21 @@ import logging
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+
+from evident.eval.bench_evidence import bench_evidence
+from evident.eval.scenes import make_scenes
+from evident.tools.encoders import load_encoder
+from evident.tools.ingest.images import read_image
+from evident.tools.ingest.index import index_paths
+from evident.tools.records import Query
+from evident.tools.retrieve import search_images
+from evident.tools.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +48,6 @@ TARGETS = {
 
 def _photos(folder: Path, n: int) -> list[Path]:
     """`n` photo-sized JPEGs (640x480, varied content) so decoding costs what it does."""
-    from evident.eval.scenes import make_scenes
 
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
@@ -50,9 +59,6 @@ def _photos(folder: Path, n: int) -> list[Path]:
 
 
 def bench_indexing(encoder, n_images: int, workdir: Path) -> dict[str, float]:
-    from evident.tools.ingest.images import read_image
-    from evident.tools.ingest.index import index_paths
-    from evident.tools.store import Store
 
     paths = _photos(workdir / "photos", n_images)
     decoded = [encoder.preprocess(read_image(p)) for p in paths]
@@ -87,9 +93,6 @@ def bench_indexing(encoder, n_images: int, workdir: Path) -> dict[str, float]:
 
 
 def bench_queries(encoder, n_vectors: int, workdir: Path, n_queries: int = 40) -> dict[str, float]:
-    from evident.tools.records import Query
-    from evident.tools.retrieve import search_images
-    from evident.tools.store import Store
 
     rng = np.random.default_rng(0)
     with Store.open(workdir / "qdb", create=True) as store:
@@ -128,13 +131,13 @@ UNITS = {"_per_s": "images/s", "_ms": "ms", "_s": "s"}
 
 
 def run_bench(
-    *, model: str = "random:ViT-B-32", n_images: int = 64, n_vectors: int = 100_000, log=None
+    *,
+    model: str = "random:ViT-B-32",
+    n_images: int = 64,
+    n_vectors: int = 100_000,
+    say: Callable[[str], None] = log.info,
 ) -> dict[str, Any]:
-    from evident.tools.encoders import load_encoder
-
-    def say(msg: str) -> None:
-        if log is not None:
-            log.print(f"[dim]bench: {msg}[/]")
+    """Every figure from one run; `say` hears which stage is running."""
 
     encoder = load_encoder(model)
     raw: dict[str, float] = {}
@@ -144,7 +147,6 @@ def run_bench(
         say(f"{n_vectors:,} stored vectors, text queries")
         raw |= bench_queries(encoder, n_vectors, Path(tmp))
     say("evidence: heatmaps, regions, counterfactuals")
-    from evident.eval.bench_evidence import bench_evidence
 
     raw |= bench_evidence(model, encoder=encoder, repeats=5)
     raw["index_over_forward"] = raw["index_images_per_s"] / raw["forward_images_per_s"]
@@ -171,17 +173,3 @@ def _met(value: float | None, op: str, target: float) -> bool | None:
     if value is None:
         return None
     return value >= target if op == ">=" else value <= target
-
-
-def render(result: dict[str, Any]):
-    """A rich table: each figure, its unit, and its target when it has one."""
-    from rich.table import Table
-
-    table = Table(title=f"evident bench — {result['model']} on {result['machine']['device']}")
-    for col in ("figure", "value", "unit", "target"):
-        table.add_column(col)
-    for name, fig in result["figures"].items():
-        t = result["targets"].get(name)
-        target = f"{t['op']} {t['value']:g} {'✓' if t['met'] else '✗'}" if t else ""
-        table.add_row(name, f"{fig['value']:.4g}", fig["unit"], target)
-    return table

@@ -27,6 +27,18 @@ import numpy as np
 import torch
 from torch import nn
 
+from evident.eval.scenes import make_scenes
+from evident.tools.encoders import load_encoder
+from evident.tools.evidence.counterfactuals import verify
+from evident.tools.evidence.heatmaps import (
+    compute_heatmaps,
+    query_rows,
+    reshape_transform,
+    tower_of,
+)
+from evident.tools.evidence.regions import find_regions
+from evident.tools.records import Region
+
 log = logging.getLogger(__name__)
 
 
@@ -84,7 +96,6 @@ def library_cam(
     reshape: Callable | None = None,
 ) -> np.ndarray:
     """pytorch-grad-cam's maps `(B, S, S)`, one CAM object for the batch, one target per item."""
-    from evident.tools.evidence.heatmaps import reshape_transform, tower_of
 
     layer = tower_of(encoder.model).layer
     reshape = reshape or reshape_transform(encoder.model)
@@ -109,8 +120,6 @@ def naive_cam(encoder: Any, pixels: torch.Tensor, queries: Sequence[np.ndarray])
 
 def _three_regions(heatmap, sizes, n: int = 3) -> list[tuple]:
     """The top `n` regions of each map, padded with quadrant boxes where fewer were found."""
-    from evident.tools.evidence.regions import find_regions
-    from evident.tools.records import Region
 
     out = []
     for i, (w, h) in enumerate(sizes):
@@ -126,11 +135,6 @@ def bench_evidence(
     spec: str = "random:ViT-B-32", *, k: int = 5, repeats: int = 3, encoder: Any = None
 ) -> dict[str, float]:
     """Seconds for the engine, the per-image library way, the floor, and counterfactuals."""
-    from evident.eval.scenes import make_scenes
-    from evident.tools.encoders import load_encoder
-    from evident.tools.evidence.counterfactuals import verify
-    from evident.tools.evidence.heatmaps import compute_heatmaps, query_rows
-    from evident.tools.evidence.regions import find_regions
 
     encoder = encoder or load_encoder(spec)
     images = [s.image for s in make_scenes(k, seed=0, size=encoder.image_size, clutter=True)]

@@ -33,6 +33,7 @@ from evident.eval.metrics import (
     recall_at_k,
 )
 from evident.tools.fusion import FEATURES, Fusion, filled
+from evident.tools.rerank import MultiScaleReranker
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +56,6 @@ def hand_set_scores(features: np.ndarray, crop_weight=None, caption_weight=None)
     >>> hand_set_scores(np.array([[0.2, 0.4, np.nan, 0.5], [0.2, 0.4, 0.8, 0.5]]))
     array([0.3  , 0.425])
     """
-    from evident.tools.rerank import MultiScaleReranker
 
     cw = MultiScaleReranker.crop_weight if crop_weight is None else crop_weight
     tw = MultiScaleReranker.caption_weight if caption_weight is None else caption_weight

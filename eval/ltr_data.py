@@ -26,7 +26,17 @@ from typing import Any
 import numpy as np
 
 from evident.eval.ltr import CandidateList, compare_fusion
+from evident.eval.suite import load_suite, select
+from evident.tools.encoders import load_encoder
+from evident.tools.errors import EvidentError
+from evident.tools.evidence.heatmaps import compute_heatmaps
 from evident.tools.fusion import FEATURES, Fusion, candidate_features, view_embeddings
+from evident.tools.ingest.images import read_image
+from evident.tools.ingest.index import index_paths
+from evident.tools.records import Query
+from evident.tools.rerank import MultiScaleReranker
+from evident.tools.retrieve import search_images
+from evident.tools.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -35,10 +45,6 @@ def build_lists(
     queries: Sequence, search: Callable, encoder: Any, *, cam: str | None = None
 ) -> list[CandidateList]:
     """One `CandidateList` per suite query (`eval.suite.SuiteQuery`), first stage by `search`."""
-    from evident.tools.evidence.heatmaps import compute_heatmaps
-    from evident.tools.ingest.images import read_image
-    from evident.tools.records import Query
-    from evident.tools.rerank import MultiScaleReranker
 
     cache: dict[str, np.ndarray] = {}
     lists = []
@@ -78,11 +84,6 @@ def run_comparison(
     seed: int = 0,
 ) -> dict[str, Any]:
     """Index both splits, build their candidate lists, fit on one, compare on the other."""
-    from evident.eval.suite import load_suite, select
-    from evident.tools.encoders import load_encoder
-    from evident.tools.ingest.index import index_paths
-    from evident.tools.retrieve import search_images
-    from evident.tools.store import Store
 
     figures_dir = Path(figures_dir)
     encoder = load_encoder(model)
@@ -126,7 +127,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("-v", "--verbose", action="store_true")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING)
-    from evident.tools.errors import EvidentError
 
     try:
         with tempfile.TemporaryDirectory(prefix="evident-ltr-") as tmp:

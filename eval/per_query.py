@@ -21,23 +21,26 @@ from typing import Any
 from evident.eval.localize import image_reader, localize
 from evident.eval.metrics import retrieval_scores
 from evident.eval.suite import SuiteQuery
+from evident.tools.pipeline import Retrieval, run_query
+from evident.tools.records import Query
+from evident.tools.retrieve import embed_query
 
 CURVE_STEPS = 5
 
 
 @dataclass
 class RunContext:
-    """What every query of a run shares: the encoder, settings, and the search or assistant."""
+    """What every query of a run shares: the encoder, settings, and the retrieval (search
+    mode) or the assistant (ask mode)."""
 
     encoder: Any
     methods: list[str]
+    k: int
     explain_top: int
     per_query: int | None
     seed: int
     suite_dir: Path
-    search: Callable | None = (
-        None  # evident.tools.records.Query -> evident.tools.retrieve.SearchResult
-    )
+    retrieval: Retrieval | None = None
     assistant: Any = None  # anything with ask(question, image=None, thread=None)
     read: Callable = field(default_factory=image_reader)
 
@@ -47,31 +50,27 @@ def _ms(start: float) -> float:
 
 
 def search_record(ctx: RunContext, q: SuiteQuery) -> dict:
-    from evident.tools.evidence.explain import explain_results
-    from evident.tools.records import Query
-
+    """The product's own path (`tools.pipeline.run_query`, as `evident search` runs it,
+    without the query-word attribution), timed, then the localization of the targets."""
     query = Query(text=q.text, image=q.image)
     start = time.perf_counter()
-    result = ctx.search(query)
-    record = _base(ctx, q, [h.uri for h in result.hits], {"search": _ms(start)})
+    result = run_query(
+        query, ctx.k, ctx=ctx.retrieval, explain_top=ctx.explain_top, attribution=None,
+        curve_steps=CURVE_STEPS,
+    )  # fmt: skip
+    elapsed = _ms(start)
+    timings = result.to_dict()["timings_ms"]
+    record = _base(ctx, q, [h.uri for h in result.hits], {"search": elapsed})
     if ctx.explain_top:
-        hits = result.hits[: ctx.explain_top]
-        start = time.perf_counter()
-        images = [ctx.read(h.uri) for h in hits]
-        explained = explain_results(
-            ctx.encoder, result.query_embedding, hits, images, query=query,
-            attribution=None, curve_steps=CURVE_STEPS,
-        )  # fmt: skip
-        record["latency_ms"]["explain"] = _ms(start)
-        regions = [r for ev in explained.evidence for r in ev.regions]
+        explain_ms = sum(v for k, v in timings.items() if k not in ("encode_query", "search"))
+        record["latency_ms"]["explain"] = round(explain_ms, 3)
+        regions = [r for ev in result.explanation.evidence.values() for r in ev.regions]
         supported = sum(r.supported for r in regions)
         record["explained"] = {"regions": len(regions), "supported": supported}
-    return _localized(ctx, q, result.query_embedding, record)
+    return _localized(ctx, q, result.search.query_embedding, record)
 
 
 def ask_record(ctx: RunContext, q: SuiteQuery) -> dict:
-    from evident.tools.records import Query
-    from evident.tools.retrieve import embed_query
 
     start = time.perf_counter()
     answer = ctx.assistant.ask(q.text or "", image=q.image, thread=f"eval-{q.id}")
@@ -82,7 +81,8 @@ def ask_record(ctx: RunContext, q: SuiteQuery) -> dict:
     record["ask"] = _grounding(out, hits, {q.paths[r] for r in q.relevant})
     if not q.targets:
         return record
-    return _localized(ctx, q, embed_query(Query(text=q.text, image=q.image), ctx.encoder), record)
+    embedding = embed_query(Query(text=q.text, image=q.image), ctx.encoder)
+    return _localized(ctx, q, embedding, record)
 
 
 def _grounding(out: dict, hits: list[dict], relevant: set[str]) -> dict:

@@ -26,7 +26,6 @@ shared by every method, so differences between methods are paired. Lower is bett
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 
 import numpy as np
 
@@ -196,19 +195,3 @@ def _latency(done: Sequence[dict]) -> dict:
             out[stage] = {"p50": _r(p50), "p95": _r(p95), "mean": _r(float(np.mean(ms)))}
     main = out.get("search") or out.get("ask") or {"p50": None, "p95": None}
     return {"p50": main["p50"], "p95": main["p95"], **out}
-
-
-def write_report(data: dict, records: Mapping[str, dict], out_dir: Path) -> list[Path]:
-    """report.json, report.md and the plots in `out_dir`; returns their paths."""
-    import json
-
-    from evident.eval.plots import write_plots
-    from evident.eval.report_md import render_markdown
-
-    out_dir.mkdir(parents=True, exist_ok=True)
-    plots = write_plots(data, records, out_dir)
-    json_path = out_dir / "report.json"
-    json_path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    md_path = out_dir / "report.md"
-    md_path.write_text(render_markdown(data, [p.name for p in plots]), encoding="utf-8")
-    return [json_path, md_path, *plots]

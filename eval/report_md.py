@@ -8,10 +8,13 @@ resolve).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 from evident.eval.baselines import BASELINES
 from evident.eval.localize import LOCALIZATION_KEYS
+from evident.eval.plots import write_plots
 from evident.eval.report import ASK_KEYS, LOWER_IS_BETTER, best_baseline
 
 RETRIEVAL_COLUMNS = ("recall@1", "recall@5", "recall@10", "precision@5", "mrr", "ndcg@10")
@@ -118,3 +121,14 @@ def render_markdown(data: dict, plots: Sequence[str]) -> str:
     lines += ["## Latency", "", *_latency(data), ""]
     lines += [f"![{p}]({p})" for p in plots]
     return "\n".join(lines) + "\n"
+
+
+def write_report(data: dict, records: Mapping[str, dict], out_dir: Path) -> list[Path]:
+    """report.json, report.md and the plots in `out_dir`; returns their paths."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    plots = write_plots(data, records, out_dir)
+    json_path = out_dir / "report.json"
+    json_path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    md_path = out_dir / "report.md"
+    md_path.write_text(render_markdown(data, [p.name for p in plots]), encoding="utf-8")
+    return [json_path, md_path, *plots]

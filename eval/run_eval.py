@@ -15,25 +15,33 @@ built from the file, so a resumed run reports every query.
 
 Determinism: fixed seeds, suite order, per-(query, image) seeds for the random baseline;
 on one machine two runs give the same report apart from `latency_ms`.
-Not handled: reranking before the explanation, several collections in one run.
+Not handled: several collections in one run.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
-import sys
-import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from evident.eval.localize import known_methods
+from evident.eval.per_query import CURVE_STEPS, RunContext, ask_record, search_record
+from evident.eval.report import build_report
+from evident.eval.report_md import write_report
 from evident.eval.results_log import ResultsLog
 from evident.eval.suite import SuiteQuery, load_suite, select
+from evident.tools.encoders import load_encoder
 from evident.tools.errors import InputError, ModelLoadError
+from evident.tools.evidence.heatmaps import default_method
+from evident.tools.ingest.images import discover
+from evident.tools.ingest.index import index_paths
+from evident.tools.pipeline import open_retrieval
+from evident.tools.store import Store
+from evident.tools.text_embed import load_text_embedder
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +66,6 @@ class Report:
 
 def check_methods(methods: Sequence[str] | None) -> list[str]:
     """The methods to compare, in the given order (default: every CAM method + baselines)."""
-    from evident.eval.localize import known_methods
 
     known = known_methods()
     if methods is None:
@@ -84,31 +91,32 @@ def run_eval(
     k: int = 10,
     explain_top: int = 5,
     mode: Mode = "search",
+    rerank: str | None = None,
     resume: bool = True,
-    progress: bool = False,
     images: str | Path | None = None,
     limit: int | None = None,
     per_query: int | None = 5,
     seed: int = 0,
     assistant: Any = None,
+    progress: Callable[[int], None] | None = None,
+    total: Callable[[int], None] | None = None,
 ) -> Report:
     """Evaluate `suite` on `collection` and write report.json, report.md and plots.
 
     `encoder` is a spec (default: the collection's own); `images` is indexed into the
     collection first; `limit` takes a seeded sample of the queries; `per_query` caps the
-    relevant images localized per query (None: all); `assistant` (ask mode) is any object
-    with `ask(question, image=None, thread=None)` whose answer has `to_dict()`, default
-    `evident.agent.Assistant` with the `none` LLM. Each query is asked in its own thread.
+    relevant images localized per query (None: all); `rerank` names the reranker search
+    mode uses (`tools.pipeline.make_reranker`). Ask mode needs an `assistant`: any object
+    with `ask(question, image=None, thread=None)` whose answer has `to_dict()` (the CLI
+    passes `evident.agent.Assistant`); each query is asked in its own thread.
+    `progress(1)` is called after each query, `total(n)` once with the number to run.
     """
-    from evident.eval.per_query import CURVE_STEPS, RunContext, ask_record, search_record
-    from evident.eval.report import build_report, write_report
-    from evident.tools.encoders import load_encoder
-    from evident.tools.store import Store
-
     started = time.perf_counter()
     queries = select(load_suite(suite), limit, seed)
     methods = check_methods(methods)
     _check_settings(k, explain_top, mode, per_query)
+    if mode == "ask" and assistant is None:
+        raise InputError("ask mode needs an assistant to ask (the CLI passes evident's own)")
     out_dir = Path(out_dir)
     with Store.open(db, create=images is not None) as store:
         spec = encoder or _collection_model(store, collection, images)
@@ -120,20 +128,22 @@ def run_eval(
             "version": VERSION, "suite": str(Path(suite).resolve()), "suite_sha256": _sha(suite),
             "limit": limit, "db": _where(db), "collection": collection,
             "collection_count": count, "encoder": enc.spec, "methods": methods, "k": k,
-            "explain_top": explain_top, "mode": mode, "per_query": per_query, "seed": seed,
-            "curve_steps": CURVE_STEPS,
+            "explain_top": explain_top, "mode": mode, "rerank": rerank, "per_query": per_query,
+            "seed": seed, "curve_steps": CURVE_STEPS,
         }  # fmt: skip
         results = ResultsLog(out_dir / RESULTS, config, resume=resume)
         todo = [q for q in queries if q.id not in results.records]
+        if total is not None:
+            total(len(todo))
         suite_dir = Path(suite).resolve().parent
-        ctx = RunContext(enc, methods, explain_top, per_query, seed, suite_dir)
+        ctx = RunContext(enc, methods, k, explain_top, per_query, seed, suite_dir)
         if mode == "search" and todo:
-            ctx.search = _searcher(store, collection, enc, k)
+            ctx.retrieval = open_retrieval(store, collection, model=enc, rerank=rerank)
             _loop(todo, lambda q: search_record(ctx, q), results, progress)
     if mode == "ask" and todo:  # the assistant opens the store itself: ours is closed
-        with _assistant(assistant, db, collection, enc, k) as ctx.assistant:
-            _loop(todo, lambda q: ask_record(ctx, q), results, progress)
-    data = build_report(config, queries, results.records, default_method=_default(enc))
+        ctx.assistant = assistant
+        _loop(todo, lambda q: ask_record(ctx, q), results, progress)
+    data = build_report(config, queries, results.records, default_method=default_method(enc))
     files = write_report(data, results.records, out_dir)
     seconds = time.perf_counter() - started
     log.info("evaluated %d of %d queries in %.1f s", len(todo), len(queries), seconds)
@@ -162,15 +172,11 @@ def _collection_model(store, collection: str, images) -> str:
 
 
 def _index(images, store, encoder, collection: str) -> None:
-    from evident.tools.ingest.images import discover
-    from evident.tools.ingest.index import index_paths
 
     if not Path(images).is_dir():
         raise InputError(f"--images {str(images)!r} is not a folder.")
     text = None
     if any(f.caption for f in discover([images])):
-        from evident.tools.text_embed import load_text_embedder
-
         text = load_text_embedder()
     report = index_paths(
         [images], store=store, encoder=encoder, collection=collection, text_embedder=text
@@ -187,114 +193,8 @@ def _sha(path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
-def _default(encoder) -> str:
-    from evident.tools.evidence.heatmaps import default_method
-
-    return default_method(encoder)
-
-
-def _searcher(store, collection: str, encoder, k: int) -> Callable:
-    from evident.tools.retrieve import search_images
-
-    text = None
-    if store.captions(collection) is not None:
-        from evident.tools.text_embed import load_text_embedder
-
-        text = load_text_embedder()
-
-    def search(query):
-        return search_images(
-            query, k, store=store, collection=collection, encoder=encoder, text_embedder=text
-        )
-
-    return search
-
-
-@contextmanager
-def _assistant(given, db, collection: str, encoder, k: int) -> Iterator[Any]:
-    """The given assistant, or `evident.agent.Assistant` with the `none` LLM on our encoder, no
-    saved history, and its overlays in a temporary folder removed afterwards."""
-    if given is not None:
-        yield given
-        return
-    from evident.agent.assistant import Assistant
-
-    with (
-        tempfile.TemporaryDirectory(prefix="evident-eval-") as tmp,
-        Assistant(
-            db=str(db), model=encoder, llm="none", collection=collection,
-            history=":memory:", out_dir=tmp, k=k,
-        ) as assistant,
-    ):  # fmt: skip
-        yield assistant
-
-
-def _loop(todo: list[SuiteQuery], run: Callable, results: ResultsLog, progress: bool) -> None:
-    bar = None
-    if progress and sys.stderr.isatty():
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=len(todo), desc="eval", unit="query", file=sys.stderr)
-    try:
-        for q in todo:
-            results.append(run(q))
-            if bar is not None:
-                bar.update(1)
-    finally:
-        if bar is not None:
-            bar.close()
-
-
-def add_arguments(p) -> None:
-    """The `evident eval` options beside the common --db/--collection/--model/--json/-v."""
-    p.add_argument("suite", metavar="SUITE.jsonl", help="queries with relevant images")
-    p.add_argument("--out", default="eval-out", help="folder for the report (default eval-out)")
-    p.add_argument("--methods", help="heatmap methods, comma-separated (default: all + baselines)")
-    p.add_argument("--images", metavar="DIR", help="index this folder into the collection first")
-    p.add_argument("--mode", choices=("search", "ask"), default="search")
-    p.add_argument("--k", type=int, default=10, help="results per query (at least 10)")
-    p.add_argument("--explain-top", type=int, default=5, help="results explained per query")
-    p.add_argument("--limit", type=int, help="evaluate a seeded sample of N queries")
-    p.add_argument("--per-query", type=int, default=5, help="images localized per query (0: all)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--no-resume", action="store_true", help="start over in --out")
-
-
-def cmd_eval(args) -> int:
-    """`evident eval`: run, then print a short summary (or the report JSON with --json)."""
-    report = run_eval(
-        args.suite,
-        db=args.db,
-        collection=args.collection,
-        encoder=args.model,
-        methods=args.methods.split(",") if args.methods else None,
-        out_dir=args.out,
-        k=args.k,
-        explain_top=args.explain_top,
-        mode=args.mode,
-        resume=not args.no_resume,
-        progress=not args.json,
-        images=args.images,
-        limit=args.limit,
-        per_query=args.per_query or None,
-        seed=args.seed,
-    )
-    if args.json:
-        from evident.agent.cli import emit_json
-
-        emit_json(report.to_dict())
-        return 0
-    from rich.console import Console
-
-    data, err = report.data, Console(stderr=True)
-    r = data["retrieval"]
-    err.print(
-        f"{data['n_queries']} queries ({report.evaluated} run now, {report.seconds:.0f} s): "
-        f"R@1 {r['recall@1']:.3f}  R@5 {r['recall@5']:.3f}  P@5 {r['precision@5']:.3f}  "
-        f"MRR {r['mrr']:.3f}  nDCG@10 {r['ndcg@10']:.3f}"
-    )
-    for method, values in data["localization"].items():
-        if values["pointing_game"] is not None:
-            err.print(f"  {method:<10} pointing game {values['pointing_game']:.3f}")
-    err.print(f"report: {report.files[1]}", markup=False)
-    return 0
+def _loop(todo: list[SuiteQuery], run: Callable, results: ResultsLog, progress) -> None:
+    for q in todo:
+        results.append(run(q))
+        if progress is not None:
+            progress(1)

@@ -1,26 +1,24 @@
-"""The run context: settings and heavy objects, constant for one run, built by one factory.
+"""The run context: settings and heavy objects, constant for one run.
 
 Nodes read it as `runtime.context`, tools as `runtime.context` of their `ToolRuntime`;
-nothing heavy is a module global and nothing heavy enters the checkpointed state.
+nothing heavy is a module global and nothing heavy enters the checkpointed state. The
+caller (`agent.Assistant`) builds the retrieval (`tools.pipeline.open_retrieval`) and the
+chat model (`agent.llm.load_llm`) and hands them in: the graph never resolves a spec.
 """
 
 from __future__ import annotations
 
-import logging
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from evident.tools.limits import check_k
 
 if TYPE_CHECKING:  # the types, without importing torch or chromadb
     from langchain_core.language_models import BaseChatModel
 
-    from evident.tools.encoders import Encoder
-    from evident.tools.store import Store
-
-log = logging.getLogger(__name__)
-
-MAX_K = 50
+    from evident.tools.pipeline import Retrieval
 
 
 @dataclass(frozen=True)
@@ -45,76 +43,16 @@ class Budgets:
 
 @dataclass(frozen=True)
 class Ctx:
-    store: Store  # open for the run
-    collection: str
-    encoder: Encoder
-    text_embedder: Any | None = None  # evident.tools.text_embed.TextEmbedder or alike
+    retrieval: Retrieval  # store (open for the run), collection, encoder, embedders, reranker
     llm: BaseChatModel | None = None  # None: the deterministic policy
     llm_name: str = "none"
     out_dir: Path | None = None  # where heatmap and overlay PNGs go
     k: int = 5
-    method: str | None = None  # CAM method; None: the encoder's default
+    method: str | None = None  # heatmap method; None: the encoder's default
     explain_top: int = 3
     budgets: Budgets = field(default_factory=Budgets)
     # The evidence engine hooks the encoder's modules: parallel tool calls take turns.
     model_lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
-
-def build_context(
-    store,
-    *,
-    collection: str,
-    model=None,
-    llm=None,
-    text_embedder="auto",
-    out_dir: str | Path | None = None,
-    k: int = 5,
-    method: str | None = None,
-    explain_top: int = 3,
-    budgets: Budgets | None = None,
-    model_lock: threading.Lock | None = None,
-) -> Ctx:
-    """The context for one run against an open `store`.
-
-    `model` is an encoder or an encoder spec (None: the collection's own); `llm` a chat
-    model, an LLM spec (`transformers:…`, `openai:URL#model`, `none`) or None;
-    `text_embedder="auto"` loads the caption embedder only if the collection has captions.
-    Pass the same `model_lock` to every run that shares the encoder.
-    """
-    from evident.tools.encoders import load_encoder
-
-    encoder = model if hasattr(model, "encode_texts") else None
-    if encoder is None:
-        encoder = load_encoder(model or store.model_of(collection))
-    if text_embedder == "auto":
-        text_embedder = None
-        if store.captions(collection) is not None:
-            from evident.tools.text_embed import load_text_embedder
-
-            text_embedder = load_text_embedder()
-    name, chat = _llm(llm)
-    return Ctx(
-        store=store,
-        collection=collection,
-        encoder=encoder,
-        text_embedder=text_embedder,
-        llm=chat,
-        llm_name=name,
-        out_dir=Path(out_dir) if out_dir is not None else None,
-        k=max(1, min(int(k), MAX_K)),
-        method=method,
-        explain_top=explain_top,
-        budgets=budgets or Budgets(),
-        model_lock=model_lock or threading.Lock(),
-    )
-
-
-def _llm(llm) -> tuple[str, Any | None]:
-    """(name for reports, chat model or None) from a spec, a model, or None."""
-    if llm is None or llm == "none":
-        return "none", None
-    if isinstance(llm, str):
-        from evident.agent.llm import load_llm
-
-        return llm, load_llm(llm)
-    return type(llm).__name__, llm
+    def __post_init__(self) -> None:
+        check_k(self.k)

@@ -25,6 +25,7 @@ from evident.graphs.state import (
     turn_messages,
 )
 from evident.graphs.verify import check, citations, grounding, remove_failing
+from evident.tools.agent_tools import TOOLS
 
 log = logging.getLogger(__name__)
 
@@ -141,7 +142,6 @@ def _propose(state: State, ctx: Ctx) -> tuple[list, dict]:
     if state["mode"] == "policy":
         calls = policy.next_calls(state["messages"], state["plan"], explain_top=ctx.explain_top)
         return ([policy.as_message(calls)] if calls else []), {}
-    from evident.tools.agent_tools import TOOLS
 
     model, prompt, messages = (
         ctx.llm.bind_tools(TOOLS),

@@ -29,10 +29,9 @@ from evident.graphs.state import (
     latest_search,
     turn_messages,
 )
+from evident.tools.evidence.methods import ALTERNATIVES, HEATMAP_METHODS
 
 IntentKind = Literal["search", "compare", "why", "method", "similar", "filter"]
-METHODS = ("legrad", "gradcam", "gradcam++", "hirescam", "layercam", "eigencam", "scorecam")
-ALTERNATIVES = ("hirescam", "gradcam", "layercam", "legrad")
 
 _RANK = re.compile(r"#\s*(\d+)|\b(?:result|image|number|no\.)\s*(\d+)\b", re.I)
 _LIKE = re.compile(r"\b(like|similar|resembl\w*|looks? like)\b", re.I)
@@ -69,7 +68,7 @@ def parse_intent(question: str, *, has_results: bool) -> Intent:
     """
     ranks = tuple(dict.fromkeys(int(a or b) for a, b in _RANK.findall(question)))
     method = next(
-        (m for m in METHODS if re.search(rf"\b{re.escape(m)}(?!\+)", question, re.I)), None
+        (m for m in HEATMAP_METHODS if re.search(rf"\b{re.escape(m)}(?!\+)", question, re.I)), None
     )
     if has_results:
         if len(ranks) == 1 and _LIKE.search(question):
@@ -102,11 +101,11 @@ def plan(intent: Intent, *, k: int, evidence: dict[int, dict]) -> list[dict]:
         case "compare":
             return [_call("compare_results", a=intent.ranks[0], b=intent.ranks[1])]
         case "why":
-            return [_call("explain_result", rank=intent.ranks[0])]
+            return [_call("explain_results", ranks=[intent.ranks[0]])]
         case "method":
             used = evidence.get(intent.ranks[0], {}).get("method")
             method = intent.method or next(m for m in ALTERNATIVES if m != used)
-            return [_call("explain_result", rank=intent.ranks[0], method=method)]
+            return [_call("explain_results", ranks=[intent.ranks[0]], method=method)]
         case "similar":
             return [_call("similar_to", rank=intent.ranks[0], k=k)]
         case "filter":
@@ -116,7 +115,7 @@ def plan(intent: Intent, *, k: int, evidence: dict[int, dict]) -> list[dict]:
 
 
 def next_calls(messages: list, first: list[dict], *, explain_top: int) -> list[dict]:
-    """The policy's next tool calls: the plan, then explanations of a new search's top
+    """The policy's next tool calls: the plan, then one call explaining a new search's top
     results not yet explained (or tried) this turn, then nothing."""
     made = calls_this_turn(messages)
     if not made:
@@ -124,10 +123,11 @@ def next_calls(messages: list, first: list[dict], *, explain_top: int) -> list[d
     new = latest_search(turn_messages(messages))
     if new is None:
         return []
-    tried = {c["args"].get("rank") for c in made if c["name"] == "explain_result"}
+    tried = {r for c in made if c["name"] == "explain_results" for r in c["args"].get("ranks", [])}
     known = evidence_by_rank(messages)
     top = range(1, min(explain_top, len(new["results"])) + 1)
-    return [_call("explain_result", rank=r) for r in top if r not in known and r not in tried]
+    todo = [r for r in top if r not in known and r not in tried]
+    return [_call("explain_results", ranks=todo)] if todo else []
 
 
 def as_message(calls: list[dict]) -> AIMessage:
@@ -156,7 +156,12 @@ def write_answer(messages: list, *, note: str | None = None) -> str:
     turn = turn_messages(messages)
     new = latest_search(turn)
     evidence = evidence_by_rank(messages)
-    done = [a for a in artifacts(turn) if a.get("kind") in ("evidence", "comparison")]
+    done = [
+        e
+        for a in artifacts(turn)
+        for e in (a["evidence"] if a.get("kind") == "explanation" else [a])
+        if e.get("kind") in ("evidence", "comparison")
+    ]
     parts: list[str] = []
     if new is not None:
         parts.append(_describe_search(new))
@@ -192,6 +197,8 @@ def _describe_search(art: dict) -> str:
 
 
 def _describe_evidence(ev: dict) -> str:
+    if ev.get("evidence_error"):
+        return f"#{ev['rank']} could not be explained: its image could not be read."
     rank, supported = ev["rank"], [r for r in ev["regions"] if _supported(r)]
     head = f"#{rank} (score {ev['score']:.3f}, {ev['method']} heatmap)"
     if not supported:

@@ -5,9 +5,8 @@ it holds only messages, strings, numbers, lists, dicts and file paths. Heavy obj
 (store, encoder, LLM) live in `evident.graphs.context.Ctx`.
 
 Results and evidence are not copied into the state: they are the artifacts of the tool
-messages, read back by the helpers below, so the message log is the one record of what the
-tools found. Region ids `R<rank>.<n>` name ranks of the latest search; evidence made before
-it is stale and ignored.
+messages, read back by `tools.artifacts` (re-exported here), so the message log is the one
+record of what the tools found.
 """
 
 from __future__ import annotations
@@ -19,6 +18,10 @@ from typing import Annotated, Any, Literal, TypedDict
 
 from langchain_core.messages import AIMessage, AnyMessage, HumanMessage, ToolMessage
 from langgraph.graph.message import add_messages
+
+from evident.tools.artifacts import artifacts, evidence_by_rank, latest_search
+
+__all__ = ["State", "artifacts", "evidence_by_rank", "latest_search", "turn_messages"]
 
 Mode = Literal["llm", "policy"]
 _FENCED = re.compile(r"<<<data [^\n]*>>>\n(.*?)\n<<<end data>>>", re.S)
@@ -52,39 +55,11 @@ def turn_messages(messages: list[AnyMessage]) -> list[AnyMessage]:
     return list(messages)
 
 
-def artifacts(messages: list[AnyMessage]) -> list[dict]:
-    """The structured artifacts of successful tool calls, oldest first."""
-    return [
-        m.artifact
-        for m in messages
-        if isinstance(m, ToolMessage) and m.status != "error" and isinstance(m.artifact, dict)
-    ]
-
-
-def latest_search(messages: list[AnyMessage]) -> dict | None:
-    """The most recent search artifact (`search_images`, `similar_to`, `filter_results`)."""
-    found = [a for a in artifacts(messages) if a.get("kind") == "search"]
-    return found[-1] if found else None
-
-
-def evidence_by_rank(messages: list[AnyMessage]) -> dict[int, dict]:
-    """Evidence for ranks of the latest search, the newest per rank (another method wins)."""
-    out: dict[int, dict] = {}
-    for a in artifacts(messages):
-        if a.get("kind") == "search":
-            out = {}
-        elif a.get("kind") == "evidence":
-            out[a["rank"]] = a
-        elif a.get("kind") == "comparison":
-            out[a["a"]["rank"]], out[a["b"]["rank"]] = a["a"], a["b"]
-    return out
-
-
 def call_key(name: str, args: dict[str, Any]) -> str:
     """A tool call's identity, to spot a model asking for the same thing again.
 
-    >>> call_key("explain_result", {"rank": 1, "method": None})
-    'explain_result {"method": null, "rank": 1}'
+    >>> call_key("explain_results", {"ranks": [1], "method": None})
+    'explain_results {"method": null, "ranks": [1]}'
     """
     return f"{name} {json.dumps(args, sort_keys=True, default=str)}"
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import base64
 import io
@@ -13,7 +12,8 @@ import pytest
 from agent_helpers import COLLECTION, HashTextEmbedder, build_collection
 from PIL import Image
 
-from evident.agent.assistant import Assistant, run_ask
+from evident.agent.assistant import Assistant
+from evident.agent.cli import main
 from evident.tools.errors import StoreError
 
 CAPTIONS = {0: "red circles: a <b>bold</b> caption & more", 1: "a red circle"}
@@ -37,14 +37,19 @@ def test_ask_returns_the_search_json_with_a_grounded_answer(assistant):
     assert {"query", "model", "collection", "scoring", "results"} <= d.keys()
     assert {"answer", "citations", "grounding", "steps", "llm"} <= d.keys()
     assert d["llm"] == "none" and d["query"]["text"] == "red circles" and len(d["results"]) == 5
-    assert [("regions" in r, "heatmap" in r) for r in d["results"]] == [(True, True)] * 3 + [
-        (False, False)
-    ] * 2
+    # one schema for every result: the unexplained ones have no regions and no heatmap
+    assert all(
+        {"regions", "heatmap", "evidence_error", "first_stage"} <= r.keys() for r in d["results"]
+    )
+    assert [bool(r["heatmap"]) for r in d["results"]] == [True] * 3 + [False] * 2
+    assert [r["regions"] for r in d["results"][3:]] == [[], []]
     assert set(d["grounding"]) == {"sentences", "cited", "valid", "supported", "removed"}
     assert all({"node", "tool", "arguments", "ms"} <= s.keys() for s in d["steps"])
-    assert [s["tool"] for s in d["steps"] if s["tool"]] == [
-        "search_images",
-        *["explain_result"] * 3,
+    # the top three are explained in one batched call
+    tools = [(s["tool"], s["arguments"]) for s in d["steps"] if s["tool"]]
+    assert tools == [
+        ("search_images", {"query": "red circles", "k": 5}),
+        ("explain_results", {"ranks": [1, 2, 3]}),
     ]
     assert d["answer"].startswith("I ranked 5 images")
 
@@ -56,7 +61,7 @@ def test_the_notebook_view_shows_thumbnails_answer_grounding_and_steps(assistant
     assert len(images) == 5
     for data in images:
         assert max(Image.open(io.BytesIO(base64.b64decode(data))).size) <= 256
-    assert "Grounding:" in html and "explain_result" in html
+    assert "Grounding:" in html and "explain_results" in html
     assert (
         "red circles: a &lt;b&gt;bold&lt;/b&gt; caption &amp; more" in html
         and "<b>bold</b>" not in html
@@ -97,15 +102,15 @@ def test_stream_yields_steps_tokens_and_the_answer(assistant):
 
 def test_evident_ask_json(tiny_encoder, capsys, monkeypatch, tmp_path):
     db = build_collection(tmp_path, tiny_encoder, n=6)  # no captions: no caption embedder
-    args = argparse.Namespace(
-        question="red circles", image=None, llm="none", json=True, db=str(db),
-        collection=COLLECTION, model="random:evident-tiny-vit", k=2, cam=None, out=None,
-        thread=None, lock_timeout=10.0,
-    )  # fmt: skip
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path))
-    assert run_ask(args) == 0
+    argv = ["ask", "red circles", "--json", "--db", str(db), "--collection", COLLECTION,
+            "--model", "random:evident-tiny-vit", "--k", "2"]  # fmt: skip
+    assert main(argv) == 0
     out = json.loads(capsys.readouterr().out)
     assert len(out["results"]) == 2 and out["llm"] == "none" and out["answer"]
+    overlays = [r["heatmap"]["overlay"] for r in out["results"]]
+    # without --out, overlays go to a folder found with the database
+    assert all(o.startswith(str(db / "overlays")) for o in overlays)
 
 
 def test_a_missing_database_is_a_clear_error(tmp_path, tiny_encoder):

@@ -1,11 +1,12 @@
 """The bundled figure model and the demo's offline path."""
 
 import socket
-from pathlib import Path
 
 import pytest
 from rich.console import Console
 
+from evident.agent.assistant import Assistant
+from evident.agent.demo import run_demo
 from evident.tools.encoders import bundled_model, load_encoder, parse_spec
 
 
@@ -18,8 +19,6 @@ def test_bundled_spec_is_location_independent():
 
 
 def test_the_demo_runs_offline_and_cites_checked_regions(tmp_path, monkeypatch):
-    from evident.eval.demo import run_demo
-
     def no_network(*args, **kwargs):
         raise OSError("the demo must not touch the network")
 
@@ -31,8 +30,18 @@ def test_the_demo_runs_offline_and_cites_checked_regions(tmp_path, monkeypatch):
     assert "bundled:evident-figures" in text and "model trained in seconds" not in text
     assert "[R1." in text  # the answer cites a region of the top result
     assert "0 removed" in text
-    overlays = list(Path(tmp_path / "demo" / "overlays").rglob("*.overlay.png"))
-    assert overlays, "the demo writes overlays"
+    db = tmp_path / "demo" / "db"
+    overlays = list((db / "overlays").glob("*.overlay.png"))
+    assert overlays, "the demo writes overlays where the database is"
+    # `evident chat --db demo-out/db` right after: the default collection, captions and
+    # metadata indexed, so a filter follow-up finds figures with a legend
+    monkeypatch.delenv("EVIDENT_COLLECTION", raising=False)
+    with Assistant(db=db, llm="none", history=":memory:") as assistant:
+        first = assistant.ask("a bar chart")
+        assert first.search["scoring"].startswith("hybrid")
+        kept = assistant.ask("only the ones with a legend")
+    assert kept.results and all(r["metadata"]["has_legend"] for r in kept.results)
+    assert all(r["metadata"]["legend_position"] for r in kept.results)
 
 
 @pytest.mark.parametrize("bad", ["bundled:", "bundled:nope"])

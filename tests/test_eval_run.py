@@ -1,7 +1,6 @@
 """`evident eval` end to end on generated figures and a tiny random model: the report's keys
 and ranges, determinism, resuming after a kill, refusing mixed settings, ask mode."""
 
-import argparse
 import json
 import math
 import shutil
@@ -9,7 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from evident.eval.run_eval import add_arguments, cmd_eval, run_eval
+from evident.agent.assistant import Assistant
+from evident.agent.cli import main
+from evident.eval.run_eval import run_eval
 from evident.tools.errors import InputError
 from tests.conftest import TINY_VIT
 
@@ -98,17 +99,10 @@ def test_report_keys_and_ranges(first, bench):
 
 
 def test_cli_run_is_deterministic(first, bench, capsys):
-    parser = argparse.ArgumentParser()
-    add_arguments(parser)
-    for flag in ("--db", "--collection", "--model"):
-        parser.add_argument(flag)
-    parser.add_argument("--json", action="store_true")
     out = bench["root"] / "run2"
-    args = parser.parse_args(
-        [str(bench["suite"]), "--db", str(bench["db"]), "--collection", "figs", "--json"]
-        + ["--methods", ",".join(METHODS), "--out", str(out)]
-    )
-    assert cmd_eval(args) == 0
+    argv = ["eval", str(bench["suite"]), "--db", str(bench["db"]), "--collection", "figs",
+            "--json", "--methods", ",".join(METHODS), "--out", str(out)]  # fmt: skip
+    assert main(argv) == 0
     printed = json.loads(capsys.readouterr().out)
     assert printed["evaluated"] == bench["n"]
     again = json.loads((out / "report.json").read_text())
@@ -188,10 +182,12 @@ def test_ask_mode_reads_the_grounding(bench, tmp_path):
     assert "Answers (ask mode)" in (tmp_path / "report.md").read_text()
 
 
-def test_real_assistant_if_present(bench, tmp_path):
-    pytest.importorskip("evident.agent.assistant")
+def test_the_real_assistant_in_ask_mode(bench, tmp_path):
     shutil.rmtree(tmp_path, ignore_errors=True)
-    report = _run(bench, tmp_path, mode="ask", methods=["random"], limit=2)
+    with Assistant(db=bench["db"], llm="none", collection="figs", history=":memory:",
+                   out_dir=tmp_path / "overlays") as assistant:  # fmt: skip
+        report = _run(bench, tmp_path, mode="ask", methods=["random"], limit=2,
+                      assistant=assistant)  # fmt: skip
     assert set(report.data["ask"]) >= {"citation_validity", "citation_coverage"}
 
 

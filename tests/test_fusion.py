@@ -19,8 +19,8 @@ from evident.tools.fusion import (
     candidate_features,
     view_embeddings,
 )
+from evident.tools.pipeline import make_reranker
 from evident.tools.records import Hit, Query
-from evident.tools.rerank import make_reranker
 from tests.evidence_fixtures import corner_scene, shape_query, tiny, trained
 
 
@@ -109,15 +109,12 @@ def test_bad_fusion_files_are_refused_clearly(tmp_path, content, message):
         make_reranker(f"learned:{path}", tiny("evident-tiny-vit"))
 
 
-def test_cli_search_with_a_missing_fusion_file_says_so(tmp_path, capsys):
+def test_cli_search_with_a_missing_fusion_file_says_so_before_any_model_loads(tmp_path, capsys):
     from evident.agent.cli import main
-    from evident.eval.scenes import make_scenes
-    from tests.conftest import TINY_VIT, write_scenes
 
-    write_scenes(tmp_path / "imgs", make_scenes(4, seed=2))
     db = str(tmp_path / "db")
-    assert main(["index", str(tmp_path / "imgs"), "--db", db, "--model", TINY_VIT]) == 0
-    capsys.readouterr()
-    code = main(["search", "a red circle", "--db", db, "--rerank", f"learned:{tmp_path}/no.json"])
+    with pytest.raises(SystemExit) as exited:
+        main(["search", "a red circle", "--db", db, "--rerank", f"learned:{tmp_path}/no.json"])
     err = capsys.readouterr().err
-    assert code == 2 and "no fusion weights at" in err and "Traceback" not in err
+    assert exited.value.code == 2 and "no fusion weights file at" in err
+    assert "Traceback" not in err and not (tmp_path / "db").exists()

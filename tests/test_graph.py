@@ -10,18 +10,21 @@ from agent_helpers import COLLECTION, build_collection, passed_and_failed
 from langchain_core.messages import AIMessage, ToolMessage
 from langchain_core.messages.tool import invalid_tool_call
 from langgraph.checkpoint.memory import InMemorySaver
+from langgraph.checkpoint.sqlite import SqliteSaver
 
 from evident.agent.llm.fake import ScriptedChatModel, call
 from evident.graphs.answer import graph, run_config, with_checkpointer
-from evident.graphs.context import Budgets, build_context
+from evident.graphs.context import Budgets, Ctx
 from evident.graphs.verify import check
+from evident.tools.pipeline import Retrieval
+from evident.tools.store import Store
 
 MERMAID = """\
 graph TD;
 	__start__([<p>__start__</p>]):::first
 	plan(plan)
 	agent(agent)
-	tools(tools<hr/><small><em>__tools = search_images, explain_result, compare_results, similar_to, filter_results</em></small>)
+	tools(tools<hr/><small><em>__tools = search_images, explain_results, compare_results, similar_to, filter_results</em></small>)
 	write(write)
 	verify(verify)
 	repair(repair)
@@ -45,17 +48,13 @@ def db(tmp_path_factory, tiny_encoder):
 
 @pytest.fixture
 def make_ctx(db, tiny_encoder, tmp_path):
-    from evident.tools.store import Store
-
     stores = []
 
     def make(llm=None, **options):
         store = Store.open(db)
         stores.append(store)
-        return build_context(
-            store, collection=COLLECTION, model=tiny_encoder, llm=llm, text_embedder=None,
-            out_dir=tmp_path / "out", **options,
-        )  # fmt: skip
+        retrieval = Retrieval(store, COLLECTION, tiny_encoder)
+        return Ctx(retrieval, llm=llm, out_dir=tmp_path / "out", **options)
 
     yield make
     for s in stores:
@@ -84,18 +83,11 @@ def test_the_policy_answers_offline_with_checked_evidence(make_ctx):
     state = run(make_ctx(), "find red circles and tell me why")
     assert tool_calls(state) == [
         ("search_images", {"query": "red circles", "k": 5}),
-        *[("explain_result", {"rank": r}) for r in (1, 2, 3)],
+        ("explain_results", {"ranks": [1, 2, 3]}),
     ]
     assert nodes(state) == [
-        "plan",
-        "agent",
-        "tools",
-        "agent",
-        *["tools"] * 3,
-        "agent",
-        "write",
-        "verify",
-    ]
+        "plan", "agent", "tools", "agent", "tools", "agent", "write", "verify",
+    ]  # fmt: skip
     assert state["answer"].startswith("I ranked 5 images for 'red circles'")
     g = state["grounding"]
     assert g["cited"] == g["valid"] == g["supported"] and g["removed"] == []
@@ -123,7 +115,7 @@ def test_a_scripted_model_runs_tools_write_verify_and_repair(make_ctx, monkeypat
 
     llm = ScriptedChatModel(responses=[
         AIMessage("", tool_calls=[call("search_images", query="red circle", k=4)]),
-        AIMessage("", tool_calls=[call("explain_result", rank=1), call("explain_result", rank=2)]),
+        AIMessage("", tool_calls=[call("explain_results", ranks=[1, 2])]),
         "I have what I need.",
         draft,
         repaired,
@@ -131,8 +123,7 @@ def test_a_scripted_model_runs_tools_write_verify_and_repair(make_ctx, monkeypat
     state = run(make_ctx(llm), "red circles please")
     assert tool_calls(state) == [
         ("search_images", {"query": "red circle", "k": 4}),
-        ("explain_result", {"rank": 1}),
-        ("explain_result", {"rank": 2}),
+        ("explain_results", {"ranks": [1, 2]}),
     ]
     assert nodes(state)[-5:] == ["agent", "write", "verify", "repair", "verify"]
     complaints = llm.calls[4].messages[-1].content
@@ -141,7 +132,7 @@ def test_a_scripted_model_runs_tools_write_verify_and_repair(make_ctx, monkeypat
     assert state["grounding"]["cited"] == state["grounding"]["supported"]
     first = llm.calls[0]
     assert first.messages[0].type == "system" and "[R1.2]" in first.messages[0].content
-    assert {t["function"]["name"] for t in first.tools} >= {"search_images", "explain_result"}
+    assert {t["function"]["name"] for t in first.tools} >= {"search_images", "explain_results"}
 
 
 def test_what_still_fails_after_the_repair_is_removed_and_reported(make_ctx):
@@ -219,8 +210,6 @@ def test_every_run_passes_an_explicit_recursion_limit(make_ctx):
 
 
 def test_follow_ups_in_one_thread(make_ctx, tmp_path):
-    from langgraph.checkpoint.sqlite import SqliteSaver
-
     ctx = make_ctx(explain_top=2)
     with SqliteSaver.from_conn_string(str(tmp_path / "chat.sqlite")) as saver:
         first = run(ctx, "red circles", saver=saver)
@@ -229,30 +218,31 @@ def test_follow_ups_in_one_thread(make_ctx, tmp_path):
         like = run(ctx, "show me images like #1", saver=saver)
     assert tool_calls(compared)[-1] == ("compare_results", {"a": 1, "b": 2})
     assert compared["answer"].startswith("#1 ranks above #2 by a margin of")
-    assert tool_calls(other)[-1] == ("explain_result", {"rank": 2, "method": "hirescam"})
+    assert tool_calls(other)[-1] == ("explain_results", {"ranks": [2], "method": "hirescam"})
     assert "hirescam heatmap" in other["answer"]
-    assert tool_calls(like)[-3:] == [
-        ("similar_to", {"rank": 1, "k": 5}), ("explain_result", {"rank": 1}),
-        ("explain_result", {"rank": 2}),
+    assert tool_calls(like)[-2:] == [
+        ("similar_to", {"rank": 1, "k": 5}), ("explain_results", {"ranks": [1, 2]}),
     ]  # fmt: skip
     assert tool_calls(first)[0] == ("search_images", {"query": "red circles", "k": 5})
     with SqliteSaver.from_conn_string(str(tmp_path / "chat.sqlite")) as saver:
         again = run(ctx, "why #1?", saver=saver)  # a new process would see the same history
-    assert tool_calls(again)[-1] == ("explain_result", {"rank": 1}) and again["turn"] == 5
+    assert tool_calls(again)[-1] == ("explain_results", {"ranks": [1]}) and again["turn"] == 5
 
 
 def test_an_interrupted_turn_leaves_no_dangling_tool_call(make_ctx):
     saver, ctx = InMemorySaver(), make_ctx()
     run(ctx, "red circles", saver=saver)
     g, config = with_checkpointer(saver), run_config(ctx, "t")
-    cut = AIMessage("", tool_calls=[{"name": "explain_result", "args": {"rank": 4}, "id": "cut"}])
+    cut = AIMessage(
+        "", tool_calls=[{"name": "explain_results", "args": {"ranks": [4]}, "id": "cut"}]
+    )
     g.update_state(config, {"messages": [cut]}, as_node="agent")
     state = run(ctx, "why #2?", saver=saver)
     closed = [
         m for m in state["messages"] if isinstance(m, ToolMessage) and m.tool_call_id == "cut"
     ]
     assert closed and closed[0].status == "error"
-    assert tool_calls(state)[-1] == ("explain_result", {"rank": 2})
+    assert tool_calls(state)[-1] == ("explain_results", {"ranks": [2]})
 
 
 def test_tokens_and_steps_stream(make_ctx):

@@ -112,8 +112,8 @@ def test_legrad_fast_path_gives_the_general_paths_maps(spec, layers):
 
 
 def test_legrad_takes_the_general_path_for_mean_pooled_towers(monkeypatch):
-    from evident.tools.evidence import relevance
     from evident.tools.encoders import load_encoder
+    from evident.tools.evidence import relevance
 
     enc = load_encoder("random:evident-tiny-vit")
     enc.model.visual.pool_type = "avg"  # a private copy: not the shared `tiny` encoder

@@ -9,6 +9,7 @@ import pytest
 from langchain_core.messages import AIMessage, HumanMessage, SystemMessage, ToolMessage
 from langchain_core.tools import tool
 
+from evident.agent.config import Settings
 from evident.agent.llm import load_llm, parse_spec
 from evident.agent.llm.fake import ScriptedChatModel, ScriptExhausted, call
 from evident.tools.errors import ModelLoadError
@@ -103,8 +104,8 @@ def test_openai_backend_is_a_streaming_chat_openai(monkeypatch):
         True,
     )
     assert llm.temperature == 0.2 and llm.openai_api_key.get_secret_value() == "not-needed"
-    monkeypatch.setenv("OPENAI_API_KEY", "sk-local")
-    llm = load_llm("openai:https://example.invalid/v1#m")
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-local")  # read by Settings, handed to the backend
+    llm = load_llm("openai:https://example.invalid/v1#m", api_key=Settings().openai_api_key)
     assert llm.openai_api_key.get_secret_value() == "sk-local"
 
 

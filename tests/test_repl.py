@@ -17,10 +17,9 @@ from evident.agent.repl import Session, handle, prompted_lines
 
 PROMPT = "evident>"
 LAUNCH = (
-    "import argparse, sys; from evident.agent.repl import run_chat; "
-    "sys.exit(run_chat(argparse.Namespace(db=sys.argv[1], collection=sys.argv[2], "
-    "model='random:evident-tiny-vit', llm='none', k=5, cam=None, thread=None, "
-    "history=sys.argv[3], lock_timeout=10.0)))"
+    "import sys; from evident.agent.cli import main; "
+    "sys.exit(main(['chat', '--db', sys.argv[1], '--collection', sys.argv[2], "
+    "'--model', 'random:evident-tiny-vit', '--history', sys.argv[3]]))"
 )
 
 
@@ -95,7 +94,7 @@ def test_a_chat_in_a_pseudo_terminal(db, tmp_path):
     finally:
         child.close(force=True)
     assert child.exitstatus == 0
-    assert "red circles" in (tmp_path / "evident" / "chat_history.txt").read_text()
+    assert "red circles" in (tmp_path / "chat_history.txt").read_text()
 
 
 def test_the_prompt_reads_lines_with_history_until_ctrl_d(tmp_path):
@@ -133,4 +132,4 @@ def test_commands_in_process():
     text = buf.getvalue()
     assert "/compare A B" in text and "not understood: '/k 0'" in text
     assert (session.k, session.cam) == (7, "hirescam")
-    assert "no result #1 to show" in text and "nothing to save yet" in text
+    assert "no results to show yet; ask something first" in text and "nothing to save yet" in text

@@ -125,14 +125,17 @@ def test_search_error_paths(tmp_path, tiny_encoder):
         kw = {"store": store, "collection": "images", "encoder": tiny_encoder}
         with pytest.raises(StoreError, match="is empty"):
             search_images(Query("x"), **kw)
-        with pytest.raises(InputError, match="k must be between"):
+        with pytest.raises(InputError, match="k must be a whole number from 1 to"):
             search_images(Query("x"), 0, **kw)
         with pytest.raises(InputError, match="needs words, an image"):
             search_images(Query(), 3, **kw)
 
 
 def cli(capsys, *argv):
-    code = main(list(argv))
+    try:
+        code = main(list(argv))
+    except SystemExit as exited:  # argparse refused the arguments
+        code = exited.code
     captured = capsys.readouterr()
     return code, captured.out, captured.err
 
@@ -165,8 +168,8 @@ def test_cli_index_and_search_json_schema(tmp_path, capsys, trained_model_dir):
     [
         (["search", "x", "--db", "{tmp}/none"], "no evident database at"),
         (["search", "x", "--db", "{db}", "--collection", "other"], "no collection 'other'"),
-        (["search", "--image", "{tmp}/missing.png", "--db", "{db}"], "cannot use query image"),
-        (["search", "x", "--db", "{db}", "--where", "[1]"], "--where must be a JSON object"),
+        (["search", "--image", "{tmp}/missing.png", "--db", "{db}"], "--image: no such file"),
+        (["search", "x", "--db", "{db}", "--where", "[1]"], "--where: must be a JSON object"),
         (["search", "x", "--db", "{db}", "--where", '{"$bogus": 1}'], "invalid --where filter"),
         (["search", "--db", "{db}"], "give words to search for"),
         (
@@ -175,7 +178,7 @@ def test_cli_index_and_search_json_schema(tmp_path, capsys, trained_model_dir):
         ),
         (["index", "{tmp}/nothing-here", "--db", "{db}"], "no such file or folder"),
         (["index", "{tmp}", "--db", "{tmp}/fresh", "--model", "bundled:nope"], "no bundled model"),
-        (["search", "x", "--db", "{db}", "--k", "0"], "k must be between"),
+        (["search", "x", "--db", "{db}", "--k", "0"], "--k: must be from 1 to 1000"),
         (["search", "x", "--db", "http://127.0.0.1:9"], "cannot reach a Chroma server"),
     ],
 )

@@ -1,6 +1,5 @@
 """`evident train`: a few steps on generated figures, resuming, the recipe, and input errors."""
 
-import argparse
 import json
 from pathlib import Path
 
@@ -8,7 +7,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from evident.eval.training.pairs import cmd_train, read_pairs, train_from_pairs
+from evident.agent.cli import main
+from evident.eval.training.pairs import read_pairs, train_from_pairs
 from evident.tools.encoders import load_encoder
 from evident.tools.errors import InputError
 
@@ -90,14 +90,11 @@ def test_fp16_weights_and_fine_tuning_from_a_local_dir(pairs, tmp_path):
 
 
 def test_cmd_train_prints_one_line_and_json(pairs, tmp_path, capsys):
-    args = argparse.Namespace(
-        pairs=str(pairs), out=str(tmp_path / "m"), model="evident-tiny-vit", init=None,
-        steps=2, batch_size=8, lr=1e-3, seed=0, device="cpu", fp16=False,
-        checkpoint_every=200, json=False,
-    )  # fmt: skip
-    assert cmd_train(args) == 0
+    argv = ["train", str(pairs), "--out", str(tmp_path / "m"), "--model", "evident-tiny-vit",
+            "--steps", "2", "--batch-size", "8", "--device", "cpu"]  # fmt: skip
+    assert main(argv) == 0
     assert "trained 2 steps on 42 pairs" in capsys.readouterr().err
-    assert cmd_train(argparse.Namespace(**(vars(args) | {"json": True}))) == 0
+    assert main([*argv, "--json"]) == 0
     shown = json.loads(capsys.readouterr().out)
     assert shown["already_done"] and shown["spec"] == f"local-dir:{tmp_path / 'm'}"
 

@@ -6,6 +6,7 @@ import pytest
 from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
 
 from evident.graphs import policy
+from evident.graphs.state import evidence_by_rank
 from evident.graphs.verify import check, citations, grounding, remove_failing, split_sentences
 
 
@@ -82,6 +83,8 @@ def test_sentences_keep_decimals_whole():
 def _conversation(*artifacts) -> list:
     msgs: list = [HumanMessage("q")]
     for n, art in enumerate(artifacts):
+        if art["kind"] == "evidence":  # what explain_results returns for one rank
+            art = {"kind": "explanation", "ranks": [art["rank"]], "evidence": [art]}
         msgs.append(AIMessage("", tool_calls=[{"name": "t", "args": {}, "id": f"c{n}"}]))
         msgs.append(ToolMessage("x", tool_call_id=f"c{n}", artifact=art, name="t"))
     return msgs
@@ -108,8 +111,6 @@ SEARCH = {
 def test_the_template_writer_passes_its_own_verifier(artifacts):
     history = _conversation(SEARCH) if artifacts[0] is not SEARCH else []
     messages = history + _conversation(*artifacts)
-    from evident.graphs.state import evidence_by_rank
-
     text = policy.write_answer(messages)
     assert check(text, evidence_by_rank(messages)).ok, text
 
@@ -141,6 +142,6 @@ def test_questions_become_intents(question, has_results, kind, ranks, text):
 def test_another_method_is_another_method():
     intent = policy.parse_intent("explain #1 with another method", has_results=True)
     (call,) = policy.plan(intent, k=5, evidence={1: {"method": "hirescam"}})
-    assert call["args"] == {"rank": 1, "method": "gradcam"}
+    assert call["args"] == {"ranks": [1], "method": "gradcam"}
     intent = policy.parse_intent("explain #1 with layercam", has_results=True)
     assert policy.plan(intent, k=5, evidence={})[0]["args"]["method"] == "layercam"

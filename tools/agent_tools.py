@@ -1,15 +1,16 @@
-"""The agent's tools: thin LangChain wrappers over evident's tool functions.
+"""The agent's tools: thin LangChain wrappers over `tools.pipeline`.
 
 Each returns `(content, artifact)` (`response_format="content_and_artifact"`): a short
 text for the model, with every caption, file name and metadata value fenced as data, and a
 plain-dict artifact for people (the REPL, notebooks, JSON) and for the grounding verifier.
-Heavy objects come from the run context (`runtime.context`, a `evident.graphs.context.Ctx`);
-earlier results come from the tool messages in `runtime.state`. Errors a model can fix
-are `EvidentError`s; the graph's `ToolNode` returns them to the model as error messages.
+Heavy objects come from the run context (`runtime.context`, a `graphs.context.Ctx`, whose
+`retrieval` is a `tools.pipeline.Retrieval`); earlier results come from the tool messages
+in `runtime.state` (`tools.artifacts`). Errors a model can fix are `EvidentError`s; the
+graph's `ToolNode` returns them to the model as error messages.
 
 `TOOLS` is the registry the graph binds. Region ids `R<rank>.<n>` name ranks of the latest
 search; a new search (`search_images`, `similar_to`, `filter_results`) starts a new
-namespace.
+namespace. `explain_results` explains several results in one batched pass.
 """
 
 from __future__ import annotations
@@ -23,14 +24,18 @@ from langchain_core.tools import tool
 from langgraph.prebuilt import ToolRuntime
 from pydantic import Field
 
-from evident.graphs.context import MAX_K
-from evident.graphs.state import evidence_by_rank, latest_search
+from evident.prompts.render import fence
+from evident.tools.artifacts import evidence_by_rank, latest_search
 from evident.tools.errors import InputError
+from evident.tools.evidence.methods import HEATMAP_METHODS
+from evident.tools.limits import LLM_RESULTS, MAX_K
+from evident.tools.pipeline import explain, result_dict, search
 from evident.tools.records import Hit, Query
 
 # Bounds in the schema: local backends clamp to them, other models get a validation error.
 K = Annotated[int, Field(ge=1, le=MAX_K)]
 Rank = Annotated[int, Field(ge=1, le=MAX_K)]
+Ranks = Annotated[list[Rank], Field(min_length=1, max_length=10)]
 
 
 @tool(response_format="content_and_artifact", parse_docstring=True)
@@ -41,12 +46,12 @@ def search_images(
 
     Args:
         query: what to look for, in words.
-        k: how many results to return (1 to 50).
+        k: how many results to return.
         where: optional metadata filter, e.g. {"kind": "bar"}.
     """
-    ctx, t0 = runtime.context, time.perf_counter()
+    t0 = time.perf_counter()
     image = (runtime.state or {}).get("image")
-    art = _search(ctx, Query(text=query or None, image=image), k, where)
+    art = _search(runtime.context, Query(text=query or None, image=image), k, where)
     return _search_content(art), art | {"ms": _ms(t0)}
 
 
@@ -56,11 +61,11 @@ def similar_to(rank: Rank, runtime: ToolRuntime[Any, Any], k: K = 5) -> tuple[st
 
     Args:
         rank: the result to use as the query image.
-        k: how many results to return (1 to 50).
+        k: how many results to return.
     """
-    ctx, t0 = runtime.context, time.perf_counter()
+    t0 = time.perf_counter()
     source = _hit(_need_search(runtime), rank)
-    art = _search(ctx, Query(image=source.uri), k, None, leave_out=source.id)
+    art = _search(runtime.context, Query(image=source.uri), k, None, leave_out=source.id)
     art["like"] = {"rank": rank, "id": source.id}
     return _search_content(art), art | {"ms": _ms(t0)}
 
@@ -74,38 +79,40 @@ def filter_results(contains: str, runtime: ToolRuntime[Any, Any]) -> tuple[str, 
         contains: the words to look for, e.g. "legend".
     """
     t0 = time.perf_counter()
-    search = _need_search(runtime)
+    search_art = _need_search(runtime)
     words = [w for w in contains.lower().split() if w not in ("a", "an", "the")]
-    kept = [r for r in search["results"] if words and all(w in _text_of(r) for w in words)]
+    kept = [r for r in search_art["results"] if words and all(w in _text_of(r) for w in words)]
     if not kept:
         raise InputError(
-            f"none of the {len(search['results'])} results mention {contains!r}; "
+            f"none of the {len(search_art['results'])} results mention {contains!r}; "
             "the results are unchanged."
         )
     results = [
         r | {"rank": i, "first_stage": {"rank": r["rank"], "score": r["score"]}}
         for i, r in enumerate(kept, 1)
     ]
-    art = search | {"results": results, "filtered": {"contains": contains, "from": search["k"]}}
+    filtered = {"contains": contains, "from": search_art["k"]}
+    art = search_art | {"results": results, "k": len(results), "filtered": filtered}
     return _search_content(art), art | {"ms": _ms(t0)}
 
 
 @tool(response_format="content_and_artifact", parse_docstring=True)
-def explain_result(
-    rank: Rank, runtime: ToolRuntime[Any, Any], method: str | None = None
+def explain_results(
+    ranks: Ranks, runtime: ToolRuntime[Any, Any], method: str | None = None
 ) -> tuple[str, dict]:
-    """Evidence for result #rank: heatmap regions R<rank>.<n>, each checked by removing
-    it and re-scoring (only supported regions may be cited), and the query words that
-    carried the match.
+    """Evidence for results of the latest search, all in one pass: heatmap regions
+    R<rank>.<n>, each checked by removing it and re-scoring (only supported regions may be
+    cited), and the query words that carried the match.
 
     Args:
-        rank: the result to explain.
-        method: heatmap method (legrad, gradcam, gradcam++, hirescam, layercam, eigencam,
-            scorecam); leave empty for the default.
+        ranks: the results to explain, e.g. [1, 2, 3].
+        method: heatmap method; leave empty for the default.
     """
     t0 = time.perf_counter()
-    (ev,) = _explain(runtime, _need_search(runtime), [rank], method)
-    return _evidence_content(ev), ev | {"ms": _ms(t0)}
+    ranks = list(dict.fromkeys(int(r) for r in ranks))
+    evidence = _explain(runtime, _need_search(runtime), ranks, method)
+    art = {"kind": "explanation", "ranks": ranks, "evidence": evidence}
+    return "\n".join(_evidence_content(e) for e in evidence), art | {"ms": _ms(t0)}
 
 
 @tool(response_format="content_and_artifact", parse_docstring=True)
@@ -120,12 +127,10 @@ def compare_results(a: Rank, b: Rank, runtime: ToolRuntime[Any, Any]) -> tuple[s
     t0 = time.perf_counter()
     if a == b:
         raise InputError(f"compare two different results, not #{a} with itself")
-    search = _need_search(runtime)
+    search_art = _need_search(runtime)
     known = evidence_by_rank(runtime.state["messages"])
     missing = [r for r in (a, b) if r not in known]
-    fresh = (
-        dict(zip(missing, _explain(runtime, search, missing, None), strict=True)) if missing else {}
-    )
+    fresh = {e["rank"]: e for e in _explain(runtime, search_art, missing, None)} if missing else {}
     ea, eb = (fresh.get(r) or known[r] for r in (a, b))
     art = {"kind": "comparison", "a": ea, "b": eb, "margin": ea["score"] - eb["score"]}
     content = (
@@ -135,57 +140,47 @@ def compare_results(a: Rank, b: Rank, runtime: ToolRuntime[Any, Any]) -> tuple[s
     return content, art | {"ms": _ms(t0)}
 
 
-TOOLS = [search_images, explain_result, compare_results, similar_to, filter_results]
+TOOLS = [search_images, explain_results, compare_results, similar_to, filter_results]
 
 
 # --- the work behind the wrappers -------------------------------------------------------
 
 
 def _search(ctx, query: Query, k: int, where, leave_out: str | None = None) -> dict:
-    from evident.tools.retrieve import search_images as run
-
-    wanted = max(1, min(int(k), MAX_K))
     with ctx.model_lock:  # never beside an explanation's hooks on the same encoder
-        result = run(
-            query, wanted + (leave_out is not None), where or None, store=ctx.store,
-            collection=ctx.collection, encoder=ctx.encoder, text_embedder=ctx.text_embedder,
-        )  # fmt: skip
-    hits = [h for h in result.hits if h.id != leave_out][:wanted]
-    art = result.to_dict() | {"kind": "search", "k": len(hits), "where": where or None}
-    art["results"] = [h.with_rank(i).to_dict() for i, h in enumerate(hits, 1)]
-    if int(k) != wanted:
-        art["clamped"] = {"k": int(k), "to": wanted}
+        result = search(query, int(k), where or None, ctx=ctx.retrieval, leave_out=leave_out)
+    art = result.to_dict() | {"kind": "search", "k": len(result.hits), "where": where or None}
+    art["results"] = [result_dict(h, None) for h in result.hits]
     return art
 
 
-def _explain(runtime, search: dict, ranks: list[int], method: str | None) -> list[dict]:
-    from evident.tools.evidence.explain import explain_results
-    from evident.tools.evidence.heatmaps import default_method
-    from evident.tools.ingest.images import read_image
-    from evident.tools.retrieve import embed_query
-
+def _explain(runtime, search_art: dict, ranks: list[int], method: str | None) -> list[dict]:
     ctx = runtime.context
-    hits = [_hit(search, r) for r in ranks]
-    method = method or ctx.method or default_method(ctx.encoder)
+    if method is not None and method not in HEATMAP_METHODS:
+        raise InputError(f"unknown heatmap method {method!r}; known: {', '.join(HEATMAP_METHODS)}")
+    hits = [_hit(search_art, r) for r in ranks]
     if runtime.stream_writer:
         runtime.stream_writer({"status": f"explaining {', '.join(f'#{r}' for r in ranks)}"})
-    query = Query(**search["query"])
-    out = ctx.out_dir / method if ctx.out_dir is not None else None
-    images = [read_image(Path(h.uri)) for h in hits]
     with ctx.model_lock:
-        explained = explain_results(
-            ctx.encoder, embed_query(query, ctx.encoder), hits, images, query=query,
-            method=method, out_dir=out,
+        done = explain(
+            Query(**search_art["query"]), hits, encoder=ctx.retrieval.encoder,
+            method=method or ctx.method, out_dir=ctx.out_dir,
         )  # fmt: skip
-    scores = [r["score"] for r in search["results"]]
-    return [_evidence(h, e, scores) for h, e in zip(hits, explained.evidence, strict=True)]
+    if not done.evidence:
+        raise InputError("; ".join(done.errors.values()))
+    scores = [r["score"] for r in search_art["results"]]
+    return [
+        _evidence(h, done.evidence[h.id], scores)
+        if h.id in done.evidence
+        else result_dict(h, None, done.errors[h.id]) | {"kind": "evidence", "cosine": None}
+        for h in hits
+    ]
 
 
 def _evidence(hit: Hit, ev, scores: list[float]) -> dict:
-    """The evidence artifact; `rank_after` re-counted against every result of the search
-    (the engine only saw the hits it explained)."""
-    out = ev.to_dict() | {"kind": "evidence", "rank": hit.rank, "id": hit.id, "uri": hit.uri}
-    out |= {"score": hit.score, "cosine": ev.score, "method": ev.method}
+    """The evidence record of one result; `rank_after` re-counted against every result
+    of the search (the engine only saw the hits it explained)."""
+    out = result_dict(hit, ev) | {"kind": "evidence", "cosine": ev.score, "method": ev.method}
     others = [s for i, s in enumerate(scores, 1) if i != hit.rank]
     for region in out["regions"]:
         cf = region.get("counterfactual")
@@ -195,14 +190,14 @@ def _evidence(hit: Hit, ev, scores: list[float]) -> dict:
 
 
 def _need_search(runtime) -> dict:
-    search = latest_search(runtime.state["messages"])
-    if search is None:
+    found = latest_search(runtime.state["messages"])
+    if found is None:
         raise InputError("there are no results yet; call search_images first")
-    return search
+    return found
 
 
-def _hit(search: dict, rank: int) -> Hit:
-    results = search["results"]
+def _hit(search_art: dict, rank: int) -> Hit:
+    results = search_art["results"]
     if not 1 <= int(rank) <= len(results):
         raise InputError(f"there is no result #{rank}; the latest search has {len(results)}")
     r = results[int(rank) - 1]
@@ -225,8 +220,6 @@ def _ms(t0: float) -> float:
 
 
 def _search_content(art: dict) -> str:
-    from evident.prompts.render import fence
-
     q = art["query"]
     what = f"like #{art['like']['rank']}" if "like" in art else repr(q.get("text") or "")
     head = f"search {what}: {len(art['results'])} results"
@@ -234,18 +227,22 @@ def _search_content(art: dict) -> str:
         head += (
             f", the ones of {art['filtered']['from']} mentioning {art['filtered']['contains']!r}"
         )
-    if "clamped" in art:
-        head += f" (k={art['clamped']['k']} clamped to {art['clamped']['to']})"
-    lines = [f"#{r['rank']} score {r['score']:.4f}" for r in art["results"]]
+    shown = art["results"][:LLM_RESULTS]
+    if len(art["results"]) > len(shown):
+        head += f" (the first {len(shown)} listed)"
+    lines = [f"#{r['rank']} score {r['score']:.4f}" for r in shown]
     data = "\n".join(
         f"#{r['rank']} {Path(r['uri']).name} | {r.get('caption') or ''} | "
         + json.dumps(r.get("metadata") or {}, ensure_ascii=False)
-        for r in art["results"]
+        for r in shown
     )
     return "\n".join([head, *lines, "File names, captions and metadata:", fence(data, "results")])
 
 
 def _evidence_content(ev: dict) -> str:
+    if ev.get("evidence_error"):
+        why = fence(ev["evidence_error"], "error")
+        return f"#{ev['rank']} could not be explained; cite nothing for it:\n{why}"
     lines = [f"#{ev['rank']} (score {ev['score']:.4f}; cosine {ev['cosine']:.4f}; {ev['method']})"]
     for r in ev["regions"]:
         cf = r.get("counterfactual") or {}
@@ -269,8 +266,8 @@ def _evidence_content(ev: dict) -> str:
 def tool_summary(name: str, args: dict[str, Any]) -> str:
     """One line for step displays.
 
-    >>> tool_summary("explain_result", {"rank": 2, "method": None})
-    'explain_result(rank=2)'
+    >>> tool_summary("explain_results", {"ranks": [1, 2], "method": None})
+    'explain_results(ranks=[1, 2])'
     """
     shown = ", ".join(f"{k}={v!r}" for k, v in args.items() if v is not None)
     return f"{name}({shown})"

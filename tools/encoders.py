@@ -18,7 +18,6 @@ tokenizer files from the Hub (SigLIP with HF tokenizers) when offline.
 from __future__ import annotations
 
 import logging
-import os
 import socket
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -29,6 +28,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from evident.tools import towers
 from evident.tools.errors import ModelLoadError
 
 log = logging.getLogger(__name__)
@@ -130,6 +130,11 @@ def encode_text_trimmed(model: torch.nn.Module, tokens: torch.Tensor) -> torch.T
     from open_clip.model import CLIP
     from open_clip.transformer import text_global_pool
 
+    hf = getattr(getattr(model, "text", None), "config", None)
+    if hf is not None:  # a Hugging Face tower masks its padding: cutting it changes nothing
+        used = (tokens != hf.pad_token_id).any(0).nonzero()
+        n = int(used.max()) + 1 if len(used) else 1
+        return model.encode_text(tokens[:, :n], normalize=True)
     mask = getattr(model, "attn_mask", None)
     if type(model) is not CLIP or mask is None or model.text_pool_type != "argmax":
         return model.encode_text(tokens, normalize=True)
@@ -145,9 +150,6 @@ def encode_text_trimmed(model: torch.nn.Module, tokens: torch.Tensor) -> torch.T
 
 
 def default_device() -> torch.device:
-    wanted = os.environ.get("EVIDENT_DEVICE")
-    if wanted:
-        return torch.device(wanted)
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
@@ -163,31 +165,29 @@ def register_configs() -> None:
 
 
 def load_encoder(
-    spec: str, *, device: str | torch.device | None = None, init_seed: int | None = None
+    spec: str,
+    *,
+    device: str | torch.device | None = None,
+    init_seed: int | None = None,
+    offline: bool = False,
 ) -> Encoder:
     """Build an encoder from a spec string; every failure is a `ModelLoadError`.
 
     `random:` specs are seeded with 0, so every process builds the same model (and its
-    index stays searchable); training passes its own `init_seed` and gets no warning."""
+    index stays searchable); training passes its own `init_seed` and gets no warning.
+    `offline` (the `HF_HUB_OFFLINE` setting) loads a pretrained tag from the local
+    cache only. Folders whose config names evident's own parts (`tools.towers`) are
+    assembled by `towers.build`."""
     import open_clip
 
     register_configs()
     parsed = parse_spec(spec)
     dev = torch.device(device) if device is not None else default_device()
+    folder = _folder(parsed)
+    if folder is not None and towers.has_parts(config := towers.read_config(folder)):
+        return _with_parts(parsed, folder, config, dev)
     kwargs: dict[str, Any] = {"device": dev, "image_resize_mode": "squash"}
-    if parsed.kind == "local-dir":
-        if not (Path(parsed.source) / "open_clip_config.json").is_file():
-            raise ModelLoadError(
-                f"{parsed.source!r} has no open_clip_config.json; a local-dir: encoder needs "
-                "that file and open_clip_model.safetensors (as `evident train` writes them)."
-            )
-        name, pretrained = str(parsed), None
-    elif parsed.kind == "bundled":
-        folder = MODELS_DIR / parsed.arch
-        if not (folder / "open_clip_model.safetensors").is_file():
-            raise ModelLoadError(
-                f"this install has no bundled model {parsed.arch!r} (looked in {str(folder)!r})."
-            )
+    if folder is not None:
         name, pretrained = f"local-dir:{folder}", None
     else:
         _check_arch(parsed.arch)
@@ -195,7 +195,7 @@ def load_encoder(
         if parsed.kind == "file" and not Path(parsed.source).is_file():
             raise ModelLoadError(f"Weights file {parsed.source!r} does not exist.")
         if parsed.kind == "tag":
-            _check_tag(parsed.arch, parsed.source)
+            _check_tag(parsed.arch, parsed.source, offline)
     if parsed.kind == "random" and init_seed is None:
         log.warning(
             "RANDOM WEIGHTS: encoder %r is randomly initialised; its results are meaningless "
@@ -218,6 +218,48 @@ def load_encoder(
     return Encoder(str(parsed), model, preprocess, tokenizer, dev, dim, size, info={"arch": name})
 
 
+def _folder(parsed: Spec) -> Path | None:
+    """The model folder a `local-dir:` or `bundled:` spec points at (None for others)."""
+    if parsed.kind == "local-dir":
+        folder = Path(parsed.source)
+        if not (folder / towers.CONFIG_FILE).is_file():
+            raise ModelLoadError(
+                f"{parsed.source!r} has no open_clip_config.json; a local-dir: encoder needs "
+                "that file and open_clip_model.safetensors (as `evident train` writes them)."
+            )
+        return folder
+    if parsed.kind == "bundled":
+        folder = MODELS_DIR / parsed.arch
+        if not (folder / towers.WEIGHTS_FILE).is_file():
+            raise ModelLoadError(
+                f"this install has no bundled model {parsed.arch!r} (looked in {str(folder)!r})."
+            )
+        return folder
+    return None
+
+
+def _with_parts(parsed: Spec, folder: Path, config: dict, device: torch.device) -> Encoder:
+    """A model with evident's own parts (a stem, the installed text tower), its
+    preprocessing from the folder's `preprocess_cfg` and its tokenizer."""
+    from open_clip import image_transform
+
+    model = towers.build(config)
+    towers.load_weights(model, folder)
+    model = model.to(device).eval().requires_grad_(False)
+    pp = config.get("preprocess_cfg", {})
+    size = int(config["model_cfg"]["vision_cfg"]["image_size"])
+    preprocess = image_transform(
+        size, is_train=False, mean=tuple(pp.get("mean", ())) or None,
+        std=tuple(pp.get("std", ())) or None, resize_mode="squash",
+        interpolation=pp.get("interpolation", "bicubic"),
+    )  # fmt: skip
+    dim = int(config["model_cfg"]["embed_dim"])
+    info = {"arch": f"local-dir:{folder}", "parts": config["evident"]}
+    return Encoder(
+        str(parsed), model, preprocess, towers.tokenizer(config), device, dim, size, info=info
+    )
+
+
 def _embed_dim(model: torch.nn.Module, device: torch.device, size: int) -> int:
     proj = getattr(model.visual, "output_dim", None)
     if isinstance(proj, int):
@@ -236,7 +278,7 @@ def _check_arch(arch: str | None) -> None:
         )
 
 
-def _check_tag(arch: str, tag: str) -> None:
+def _check_tag(arch: str, tag: str, offline: bool) -> None:
     import open_clip
 
     tags = open_clip.list_pretrained_tags_by_model(arch)
@@ -244,7 +286,6 @@ def _check_tag(arch: str, tag: str) -> None:
         raise ModelLoadError(
             f"{arch!r} has no pretrained tag {tag!r}; known tags: {', '.join(tags) or 'none'}."
         )
-    offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes")
     if not offline and not _reachable(HUB_HOST, 443):
         raise ModelLoadError(
             f"Cannot download the weights for {arch}:{tag}: {HUB_HOST} is not reachable from "

@@ -29,6 +29,7 @@ import numpy as np
 from PIL import Image
 
 from evident.tools.errors import InputError
+from evident.tools.evidence.heatmaps import compute_heatmaps
 from evident.tools.records import Hit, Query
 from evident.tools.rerank import rerank_by, view_embeddings
 
@@ -163,8 +164,6 @@ class LearnedReranker:
         views = view_embeddings(self.encoder, images, self.crop_sides)
         maps = None
         if self.fusion.uses("concentration"):
-            from evident.tools.evidence.heatmaps import compute_heatmaps
-
             maps = compute_heatmaps(self.encoder, list(images), query_embedding).maps
         features = candidate_features(query_embedding, hits, views, maps)
         scores = self.fusion.scores(features)

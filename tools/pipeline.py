@@ -1,51 +1,200 @@
-"""One query end to end: first-stage search, optional rerank, evidence for the top k.
+"""The one path from a query to explained results: search -> rerank -> explain.
 
-This is what `evident search` runs and what the agent's search tool calls, so the two
-can never disagree. The reranker sees a larger first-stage pool (`rerank_pool`) than
-the k it returns, since reordering only the top k could never bring a lower hit up.
-A result whose image file cannot be read any more (moved or deleted since indexing)
-keeps its place with `evidence_error` set, instead of failing the whole search.
+`evident search`, the agent's tools and `evident eval` all call these functions, so the
+three can never disagree (a test runs one query through all three and compares):
+
+- `search`: the first stage (`tools.retrieve`), then the collection's reranker when it has
+  one, over a larger first-stage pool (`rerank_pool`) than the k it returns, since
+  reordering only the top k could never bring a lower hit up;
+- `explain`: the evidence for any hits of a search, in one batched pass (heatmaps,
+  regions, counterfactual checks), however many are asked for;
+- `run_query`: both, for the top `explain_top` hits.
+
+A hit whose image file cannot be read any more (moved or deleted since indexing) keeps its
+place with an `evidence_error` instead of failing the whole search.
+`Retrieval` holds what stays constant across queries (store, encoder, embedders,
+reranker); `open_retrieval` builds it from names.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from evident.tools.encoders import Encoder, load_encoder
 from evident.tools.errors import InputError
+from evident.tools.evidence.explain import explain_results
+from evident.tools.fusion import Fusion, LearnedReranker
 from evident.tools.ingest.images import read_image
+from evident.tools.limits import check_k
 from evident.tools.records import Evidence, Hit, Query
-from evident.tools.retrieve import SearchResult, search_images
+from evident.tools.rerank import MultiScaleReranker, Reranker
+from evident.tools.retrieve import SearchResult, embed_query, search_images
+from evident.tools.store import Store
+from evident.tools.text_embed import load_text_embedder
+
+RERANK_POOL = 20
+RERANKERS = ("none", "multiscale", "learned:FILE")
+
+
+def make_reranker(name: str | None, encoder: Encoder) -> Reranker | None:
+    """A reranker by name: `none` (or None), `multiscale`, or `learned:FILE` (weights
+    fitted by `python -m evident.eval.ltr_data ... --save-fusion FILE`)."""
+    if name in (None, "", "none"):
+        return None
+    if name == "multiscale":
+        return MultiScaleReranker(encoder)
+    if name.startswith("learned:"):
+        return LearnedReranker(encoder, Fusion.load(name.partition(":")[2]))
+    raise InputError(f"unknown reranker {name!r}; known: {', '.join(RERANKERS)}")
+
+
+@dataclass(frozen=True)
+class Retrieval:
+    """Everything a search of one collection needs that does not change per query."""
+
+    store: Store
+    collection: str
+    encoder: Encoder
+    text_embedder: Any | None = None  # tools.text_embed.TextEmbedder, for captions
+    reranker: Reranker | None = None
+    rerank_pool: int = RERANK_POOL
+
+
+def open_retrieval(
+    store: Store,
+    collection: str,
+    *,
+    model: str | Encoder | None = None,
+    text_embedder: Any = "auto",
+    rerank: str | None = None,
+) -> Retrieval:
+    """The `Retrieval` for `collection`: `model` is an encoder or a spec (None: the
+    collection's own); `text_embedder="auto"` loads the caption embedder only when the
+    collection has captions; `rerank` names a reranker (`make_reranker`)."""
+    encoder = model if isinstance(model, Encoder) else None
+    if encoder is None:
+        encoder = load_encoder(model or store.model_of(collection))
+    if text_embedder == "auto":
+        text_embedder = load_text_embedder() if store.captions(collection) is not None else None
+    return Retrieval(store, collection, encoder, text_embedder, make_reranker(rerank, encoder))
+
+
+def search(
+    query: Query,
+    k: int,
+    where: dict | None = None,
+    *,
+    ctx: Retrieval,
+    leave_out: str | None = None,
+) -> SearchResult:
+    """The ranked hits for `query`, reranked when `ctx` has a reranker; `leave_out` drops
+    one id (the query image itself, for "images like #1") and ranks the rest from 1."""
+    try:
+        check_k(k)
+    except ValueError as exc:
+        raise InputError(str(exc)) from exc
+    extra = leave_out is not None
+    pool = max(k, ctx.rerank_pool) if ctx.reranker else k
+    first = search_images(
+        query, pool + extra, where, store=ctx.store, collection=ctx.collection,
+        encoder=ctx.encoder, text_embedder=ctx.text_embedder,
+    )  # fmt: skip
+    hits, timings = [h for h in first.hits if h.id != leave_out], dict(first.timings_ms)
+    if ctx.reranker is not None:
+        t0 = time.perf_counter()
+        hits = rerank(query, first.query_embedding, hits, ctx.reranker)
+        timings["rerank"] = 1000 * (time.perf_counter() - t0)
+    hits = [h.with_rank(i) for i, h in enumerate(hits[:k], 1)]
+    return replace(first, hits=tuple(hits), timings_ms=timings, reranker=_name(ctx.reranker))
+
+
+def rerank(query: Query, embedding, hits: Sequence[Hit], reranker: Reranker) -> list[Hit]:
+    """`hits` reordered by `reranker`; hits whose image cannot be read cannot be rescored,
+    so they follow the reranked ones in their first-stage order."""
+    images, _ = load_images(hits)
+    readable = [h for h in hits if h.id in images]
+    moved = reranker.rerank(query, embedding, readable, [images[h.id] for h in readable])
+    tail = [h for h in hits if h.id not in images]
+    return list(moved) + [h.with_rank(len(moved) + i) for i, h in enumerate(tail, 1)]
+
+
+@dataclass(frozen=True)
+class Explanation:
+    """Evidence for some hits of a search, by hit id, with the hits that could not be
+    explained (`errors`, a reason each) and the stage timings."""
+
+    method: str | None
+    evidence: Mapping[str, Evidence] = field(default_factory=dict)
+    errors: Mapping[str, str] = field(default_factory=dict)
+    timings_ms: Mapping[str, float] = field(default_factory=dict)
+
+
+def explain(
+    query: Query,
+    hits: Sequence[Hit],
+    *,
+    encoder: Encoder,
+    embedding=None,
+    method: str | None = None,
+    out_dir: str | Path | None = None,
+    attribution: str | None = "shapley",
+    curve_steps: int = 5,
+) -> Explanation:
+    """Evidence for `hits` in one batched pass: heatmaps by `method` (None: the encoder's
+    default), regions, counterfactual checks, the deletion/insertion curves
+    (`curve_steps=0` skips them), query-word attribution, PNGs in `out_dir`. `embedding`
+    is the query's (computed from `query` when not given)."""
+    if embedding is None:
+        embedding = embed_query(query, encoder)
+    images, errors = load_images(hits)
+    shown = [h for h in hits if h.id in images]
+    if not shown:
+        return Explanation(method, {}, errors)
+    done = explain_results(
+        encoder, embedding, shown, [images[h.id] for h in shown], query=query, method=method,
+        out_dir=out_dir, attribution=attribution, curve_steps=curve_steps,
+    )  # fmt: skip
+    evidence = {e.hit_id: e for e in done.evidence}
+    return Explanation(done.heatmap.method, evidence, errors, done.timings_ms)
 
 
 @dataclass(frozen=True)
 class QueryResult:
-    """A search with its evidence; `to_dict()` is `evident search --json`."""
+    """A search with the evidence for its top hits; `to_dict()` is `evident search --json`.
+
+    Every result has the same keys: one that was not explained has empty `regions` and a
+    null `heatmap`, and `evidence_error` says why when it could not be."""
 
     search: SearchResult
-    hits: tuple[Hit, ...]
-    evidence: Mapping[str, Evidence] = field(default_factory=dict)  # by hit id
-    errors: Mapping[str, str] = field(default_factory=dict)  # by hit id
-    reranker: str | None = None
-    timings_ms: Mapping[str, float] = field(default_factory=dict)
+    explanation: Explanation
+
+    @property
+    def hits(self) -> tuple[Hit, ...]:
+        return self.search.hits
 
     def to_dict(self) -> dict[str, Any]:
         out = self.search.to_dict()
-        results = []
-        for h in self.hits:
-            r = h.to_dict()
-            if h.id in self.evidence:
-                r |= self.evidence[h.id].to_dict()
-            if h.id in self.errors:
-                r["evidence_error"] = self.errors[h.id]
-            results.append(r)
-        out["results"] = results
-        out["rerank"] = self.reranker
-        out["timings_ms"] = {k: round(v, 2) for k, v in self.timings_ms.items()}
+        ex = self.explanation
+        out["results"] = [
+            result_dict(h, ex.evidence.get(h.id), ex.errors.get(h.id)) for h in self.hits
+        ]
+        out["timings_ms"] = {
+            k: round(v, 2) for k, v in {**self.search.timings_ms, **ex.timings_ms}.items()
+        }
         return out
+
+
+def result_dict(hit: Hit, evidence: Evidence | None, error: str | None = None) -> dict[str, Any]:
+    """One result in the uniform schema every entry point prints."""
+    out = hit.to_dict() | Evidence.empty().to_dict()
+    if evidence is not None:
+        out |= evidence.to_dict()
+    out["evidence_error"] = error
+    return out
 
 
 def run_query(
@@ -53,75 +202,27 @@ def run_query(
     k: int = 5,
     where: dict | None = None,
     *,
-    store,
-    collection: str,
-    encoder,
-    text_embedder=None,
-    cam: str | None = None,
-    rerank: str | None = None,
-    rerank_pool: int = 20,
+    ctx: Retrieval,
+    method: str | None = None,
+    explain_top: int | None = None,
     out_dir: str | Path | None = None,
-    explain: bool = True,
+    attribution: str | None = "shapley",
+    curve_steps: int = 5,
 ) -> QueryResult:
-    """Search, rerank (`rerank` names a reranker, None/"none" skips), explain the top k.
-
-    `cam` picks the heatmap method (None: the encoder's default); `explain=False` or
-    `cam="none"` returns the ranking alone.
-    """
-    from evident.tools.evidence.explain import explain_results
-    from evident.tools.rerank import make_reranker
-
-    reranker = make_reranker(rerank, encoder)
-    pool = max(k, rerank_pool) if reranker else k
-    first = search_images(
-        query,
-        pool,
-        where,
-        store=store,
-        collection=collection,
-        encoder=encoder,
-        text_embedder=text_embedder,
-    )
-    timings = dict(first.timings_ms)
-    hits = list(first.hits)
-    images, errors = _load(hits)
-    if reranker:
-        t = time.perf_counter()
-        readable = [h for h in hits if h.id in images]
-        moved = reranker.rerank(
-            query, first.query_embedding, readable, [images[h.id] for h in readable]
-        )
-        # unreadable hits cannot be rescored: they follow the reranked ones, in order
-        tail = [h for h in hits if h.id not in images]
-        hits = moved + [h.with_rank(len(moved) + i + 1) for i, h in enumerate(tail)]
-        timings["rerank"] = (time.perf_counter() - t) * 1e3
-    hits = hits[:k]
-    evidence: dict[str, Evidence] = {}
-    if explain and cam != "none":
-        shown = [h for h in hits if h.id in images]
-        if shown:
-            ex = explain_results(
-                encoder,
-                first.query_embedding,
-                shown,
-                [images[h.id] for h in shown],
-                query=query,
-                method=cam,
-                out_dir=out_dir,
-            )
-            evidence = {e.hit_id: e for e in ex.evidence}
-            timings |= {k: v for k, v in ex.timings_ms.items()}
-    return QueryResult(
-        first,
-        tuple(hits),
-        evidence,
-        {h.id: errors[h.id] for h in hits if h.id in errors},
-        reranker.name if reranker else None,
-        timings,
-    )
+    """`search`, then `explain` the top `explain_top` hits (default: all k; 0: none)."""
+    found = search(query, k, where, ctx=ctx)
+    top = found.hits[: k if explain_top is None else explain_top]
+    if not top:
+        return QueryResult(found, Explanation(method))
+    explained = explain(
+        query, top, encoder=ctx.encoder, embedding=found.query_embedding, method=method,
+        out_dir=out_dir, attribution=attribution, curve_steps=curve_steps,
+    )  # fmt: skip
+    return QueryResult(found, explained)
 
 
-def _load(hits: list[Hit]) -> tuple[dict, dict[str, str]]:
+def load_images(hits: Sequence[Hit]) -> tuple[dict, dict[str, str]]:
+    """The decoded images of `hits` by id, and for the unreadable ones the reason."""
     images, errors = {}, {}
     for h in hits:
         try:
@@ -129,3 +230,7 @@ def _load(hits: list[Hit]) -> tuple[dict, dict[str, str]]:
         except InputError as exc:
             errors[h.id] = f"cannot read {h.uri!r}: {exc} (re-index with --prune?)"
     return images, errors
+
+
+def _name(reranker: Reranker | None) -> str | None:
+    return None if reranker is None else reranker.name

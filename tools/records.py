@@ -48,8 +48,7 @@ class Hit:
             "scores": {k: round(float(v), 6) for k, v in self.scores.items()},
             "metadata": dict(self.metadata),
         }
-        if self.first_stage is not None:
-            out["first_stage"] = dict(self.first_stage)
+        out["first_stage"] = None if self.first_stage is None else dict(self.first_stage)
         return out
 
 
@@ -192,9 +191,13 @@ class Evidence:
     regions: tuple[Region, ...] = ()
     query_terms: tuple[QueryTerm, ...] = ()
     faithfulness: Faithfulness | None = None
-    first_stage: Mapping[str, float] | None = None
     png: str | None = None
     overlay: str | None = None
+
+    @classmethod
+    def empty(cls) -> Evidence:
+        """What an unexplained result carries: no regions, no heatmap."""
+        return cls(hit_id="", rank=0, method="", score=0.0)
 
     @property
     def supported_regions(self) -> tuple[Region, ...]:
@@ -202,10 +205,10 @@ class Evidence:
         return tuple(r for r in self.regions if r.supported)
 
     def to_dict(self) -> dict[str, Any]:
+        heatmap = {"method": self.method, "png": self.png, "overlay": self.overlay}
         return {
-            "heatmap": {"method": self.method, "png": self.png, "overlay": self.overlay},
+            "heatmap": heatmap if self.method else None,
             "regions": [r.to_dict() for r in self.regions],
             "query_terms": [t.to_dict() for t in self.query_terms],
             "faithfulness": None if self.faithfulness is None else self.faithfulness.to_dict(),
-            "first_stage": None if self.first_stage is None else dict(self.first_stage),
         }

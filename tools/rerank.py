@@ -23,7 +23,7 @@ its regions do that, checked by counterfactuals).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
@@ -130,24 +130,3 @@ class MultiScaleReranker:
                 visual = (1 - self.caption_weight) * visual + self.caption_weight * caption
             scores.append(float(visual))
         return rerank_by(hits, scores)
-
-
-RERANKERS: dict[str, Callable[[Any], Reranker]] = {"multiscale": MultiScaleReranker}
-
-
-def make_reranker(name: str | None, encoder: Any) -> Reranker | None:
-    """`--rerank NAME|learned:FILE|none` -> a reranker, or None for the first-stage order.
-
-    `learned:FILE` loads fusion weights fitted by `python -m evident.eval.ltr_data --save-fusion`.
-    """
-    if name in (None, "", "none"):
-        return None
-    if name.startswith("learned:"):
-        from evident.tools.fusion import Fusion, LearnedReranker
-
-        return LearnedReranker(encoder, Fusion.load(name.partition(":")[2]))
-    if name not in RERANKERS:
-        raise InputError(
-            f"Unknown reranker {name!r}; known: none, {', '.join(RERANKERS)}, learned:FILE."
-        )
-    return RERANKERS[name](encoder)

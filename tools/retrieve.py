@@ -20,10 +20,10 @@ import numpy as np
 from evident.tools.encoders import Encoder
 from evident.tools.errors import InputError, StoreError
 from evident.tools.ingest.images import read_image
+from evident.tools.limits import check_k
 from evident.tools.records import Hit, Query
 from evident.tools.store import Store
 
-MAX_K = 1000
 CAPTION_WEIGHT = 0.5
 
 
@@ -36,6 +36,7 @@ class SearchResult:
     scoring: str
     query_embedding: np.ndarray = field(repr=False, compare=False)
     timings_ms: Mapping[str, float] = field(default_factory=dict)
+    reranker: str | None = None  # the reranker that ordered `hits`, if any
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -44,6 +45,7 @@ class SearchResult:
             "collection": self.collection,
             "scoring": self.scoring,
             "results": [h.to_dict() for h in self.hits],
+            "rerank": self.reranker,
             "timings_ms": {k: round(v, 2) for k, v in self.timings_ms.items()},
         }
 
@@ -77,8 +79,10 @@ def search_images(
     caption_weight: float = CAPTION_WEIGHT,
 ) -> SearchResult:
     """Rank the collection's images for `query`; `where` is a Chroma metadata filter."""
-    if not 1 <= k <= MAX_K:
-        raise InputError(f"k must be between 1 and {MAX_K}, not {k}")
+    try:
+        check_k(k)
+    except ValueError as exc:
+        raise InputError(str(exc)) from exc
     if not query.text and not query.image:
         raise InputError("a search needs words, an image (--image PATH), or both")
     images = store.images(collection, model=encoder.spec, dim=encoder.dim)

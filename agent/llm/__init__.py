@@ -56,10 +56,11 @@ def parse_spec(spec: str) -> tuple[str, str, str | None]:
     return backend, target, None
 
 
-def load_llm(spec: str, **opts: Any) -> BaseChatModel | None:
+def load_llm(spec: str, *, api_key: str = "not-needed", **opts: Any) -> BaseChatModel | None:
     """The chat model a spec names, or `None` for `none`; raises `ModelLoadError`.
 
-    `opts` go to the backend: `max_new_tokens`, `temperature`, `device`, `device_map`,
+    `api_key` is for openai servers that check one (local ones ignore it). `opts` go to
+    the backend: `max_new_tokens`, `temperature`, `device`, `device_map`,
     `tool_protocol`, ... for transformers; `ChatOpenAI` settings for openai."""
     backend, target, model = parse_spec(spec)
     if backend == "none":
@@ -67,7 +68,7 @@ def load_llm(spec: str, **opts: Any) -> BaseChatModel | None:
     if backend == "openai":
         from evident.agent.llm.openai_chat import load_openai_chat
 
-        return load_openai_chat(target, model or "", **opts)
+        return load_openai_chat(target, model or "", api_key=api_key, **opts)
     from evident.agent.llm.loading import load_transformers_chat
 
     return load_transformers_chat(target, **opts)

@@ -6,16 +6,17 @@ hermes`, llama.cpp's server `--jinja`. Nothing is contacted until the first call
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 from evident.tools.errors import ModelLoadError
 
 
-def load_openai_chat(base_url: str, model: str, **settings: Any) -> Any:
+def load_openai_chat(
+    base_url: str, model: str, *, api_key: str = "not-needed", **settings: Any
+) -> Any:
     """A streaming `ChatOpenAI` for `model` at `base_url` (e.g. http://localhost:11434/v1).
 
-    The API key comes from `OPENAI_API_KEY`, else a placeholder (local servers ignore it).
+    `api_key` comes from the settings (`OPENAI_API_KEY`; local servers ignore it).
     `settings` go to `ChatOpenAI` (`temperature`, `max_tokens`, `timeout`, ...)."""
     if not base_url.startswith(("http://", "https://")):
         raise ModelLoadError(
@@ -31,7 +32,7 @@ def load_openai_chat(base_url: str, model: str, **settings: Any) -> Any:
         raise ModelLoadError(
             "the openai backend needs langchain-openai: pip install 'evident[openai]'"
         ) from None
-    settings.setdefault("api_key", os.environ.get("OPENAI_API_KEY", "not-needed"))
+    settings["api_key"] = api_key
     settings.setdefault("streaming", True)
     settings.setdefault("temperature", 0)
     return ChatOpenAI(base_url=base_url, model=model, **settings)

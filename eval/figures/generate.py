@@ -20,6 +20,7 @@ import os
 import re
 import time
 from collections import Counter
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +38,7 @@ SPLITS = ("train", "val", "test")
 OUTPUT_FILES = ("figures.jsonl", "pairs.jsonl", *(f"{split}.jsonl" for split in SPLITS))
 PARALLEL_FROM = 64  # below this many figures, starting worker processes costs more than it saves
 _FIGURE_FILE = re.compile(r"fig_\d+\.png")
+CAPTIONS_FILE = "captions.jsonl"  # what `write_captions` puts beside a split's images
 
 
 @dataclass(frozen=True)
@@ -77,13 +79,14 @@ def generate_figures(
     *,
     seed: int = 0,
     splits: tuple[float, float, float] = (0.7, 0.1, 0.2),
-    progress: bool = False,
+    progress: Callable[[int], None] | None = None,
     workers: int | None = None,
 ) -> FigureSetReport:
     """Render `n` figures into `out_dir` and write their records, pairs and queries.
 
     `splits` are the train/val/test fractions. `workers` is the number of processes
     (default: one per CPU, up to 8, once n >= 64); it never changes the output.
+    `progress(1)` is called as each figure is done.
     """
     started = time.perf_counter()
     out_dir = Path(out_dir)
@@ -162,24 +165,24 @@ def _render_to_file(job: tuple[int, int, str]) -> dict:
     }
 
 
-def _render_all(jobs: list, workers: int, progress: bool):
+def _render_all(jobs: list, workers: int, progress: Callable[[int], None] | None):
     """Yield the rendered records in job order, from this process or a pool of workers."""
-    from tqdm import tqdm
-
-    bar = {
-        "total": len(jobs),
-        "desc": "figures",
-        "unit": "fig",
-        "disable": None if progress else True,
-    }
     if workers == 1:
-        yield from tqdm(map(_render_to_file, jobs), **bar)
+        done = map(_render_to_file, jobs)
+        yield from _counted(done, progress)
         return
-    # "spawn": a forked child would inherit the parent's threads (torch, tqdm) mid-lock.
+    # "spawn": a forked child would inherit the parent's threads (torch) mid-lock.
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
         chunk = max(1, min(32, len(jobs) // (workers * 4)))
-        yield from tqdm(pool.map(_render_to_file, jobs, chunksize=chunk), **bar)
+        yield from _counted(pool.map(_render_to_file, jobs, chunksize=chunk), progress)
+
+
+def _counted(items, progress: Callable[[int], None] | None):
+    for item in items:
+        if progress is not None:
+            progress(1)
+        yield item
 
 
 def _check_args(n, seed, splits, workers) -> int:
@@ -234,7 +237,7 @@ def _previous_outputs(out_dir: Path) -> tuple[list[Path], list[str]]:
             foreign.append(f"images/{entry.name}")
             continue
         for path in sorted(entry.iterdir()):
-            if _FIGURE_FILE.fullmatch(path.name) and path.is_file():
+            if (_FIGURE_FILE.fullmatch(path.name) or path.name == CAPTIONS_FILE) and path.is_file():
                 ours.append(path)
             else:
                 foreign.append(f"images/{entry.name}/{path.name}")
@@ -245,3 +248,28 @@ def _write_jsonl(path: Path, rows: list[dict]) -> None:
     with path.open("w", encoding="utf-8", newline="\n") as handle:
         for row in rows:
             handle.write(json.dumps(row) + "\n")
+
+
+def write_captions(out_dir: Path) -> int:
+    """A `captions.jsonl` beside each split's images, from `figures.jsonl`: each figure's
+    caption and the facts a person would filter on (kind, title, legend position, number
+    of series, log axes, grid), so the set indexes like a captioned collection. Returns
+    the number of lines written."""
+    out_dir = Path(out_dir)
+    records = [json.loads(line) for line in (out_dir / "figures.jsonl").open(encoding="utf-8")]
+    by_folder: dict[Path, list[dict]] = {}
+    for r in records:
+        a = r["attributes"]
+        row = {
+            "file": Path(r["image"]).name, "caption": r["caption"], "kind": r["kind"],
+            "title": a.get("title") or "", "has_legend": bool(a.get("legend")),
+            "series": int(a.get("n_series") or len(a.get("series") or []) or 1),
+            "log_axis": a.get("xscale") == "log" or a.get("yscale") == "log",
+            "grid": bool(a.get("has_grid")),
+        }  # fmt: skip
+        if a.get("legend"):
+            row["legend_position"] = a["legend"]
+        by_folder.setdefault((out_dir / r["image"]).parent, []).append(row)
+    for folder, rows in by_folder.items():
+        _write_jsonl(folder / CAPTIONS_FILE, rows)
+    return len(records)

@@ -46,6 +46,13 @@ from pathlib import Path
 
 import numpy as np
 
+from evident.eval.figures.queries import attribute_phrases, component_phrases
+from evident.eval.figures.render import render_figure
+from evident.eval.figures.style import KIND_PHRASES
+from evident.eval.metrics import pointing_game
+from evident.tools import towers
+from evident.tools.towers import grid_coverage, minilm_path, patch_features
+
 log = logging.getLogger(__name__)
 
 SHARD = 1000
@@ -86,10 +93,6 @@ def model_config(s: dict) -> dict:
 def _render(job: tuple[int, int, int]) -> tuple[np.ndarray, dict]:
     """One figure at model resolution and its record (worker entry point)."""
     from PIL import Image
-
-    from evident.eval.figures.queries import attribute_phrases, component_phrases
-    from evident.eval.figures.render import render_figure
-    from evident.eval.figures.style import KIND_PHRASES
 
     seed, index, size = job
     fig = render_figure(seed, index)
@@ -179,8 +182,6 @@ def pooled_phrases(model, texts: list[str], batch: int = 256):
 def _hf_tokenizer():
     from transformers import AutoTokenizer
 
-    from evident.tools.towers import minilm_path
-
     return AutoTokenizer.from_pretrained(str(minilm_path()), local_files_only=True)
 
 
@@ -224,8 +225,6 @@ class Trainer:
         step number, so a resumed run sees exactly the batches it would have)."""
         import torch
 
-        from evident.tools.towers import grid_coverage
-
         s = self.s
         rng = random.Random(s["train_seed"] * 1_000_003 + step)
         chosen = rng.sample(range(len(self.records)), s["batch"])
@@ -252,8 +251,6 @@ class Trainer:
     def step(self, step: int) -> tuple[float, float]:
         import torch
         import torch.nn.functional as F
-
-        from evident.tools.towers import patch_features
 
         x, ids, labels, dense, keep = self.batch(step)
         with torch.autocast(
@@ -344,8 +341,6 @@ def build_model(out: Path, settings: dict | None = None) -> dict:
     """Run (or resume) every stage into `out`; returns the recipe."""
     import torch
 
-    from evident.tools import towers
-
     s = DEFAULTS | (settings or {})
     out.mkdir(parents=True, exist_ok=True)
     recipe_path = out / "recipe.json"
@@ -412,8 +407,6 @@ def build_model(out: Path, settings: dict | None = None) -> dict:
 def export(out: Path, model, config: dict) -> None:
     from safetensors.torch import save_file
 
-    from evident.tools import towers
-
     (out / towers.CONFIG_FILE).write_text(json.dumps(config, indent=1) + "\n")
     tmp = out / (towers.WEIGHTS_FILE + ".tmp")
     save_file(towers.shipped_state(model), str(tmp))
@@ -426,9 +419,6 @@ def check(model, pixels: np.ndarray, records: list[dict], size: int) -> dict:
     (`evident eval` on a fresh benchmark is)."""
     import torch
     import torch.nn.functional as F
-
-    from evident.eval.metrics import pointing_game
-    from evident.tools.towers import patch_features
 
     mean, std = torch.tensor(MEAN).view(1, 3, 1, 1), torch.tensor(STD).view(1, 3, 1, 1)
     with torch.inference_mode():

@@ -27,6 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from evident.eval.training.clip import STATE_FILE, train_clip
+from evident.tools.encoders import default_device, register_configs
 from evident.tools.errors import InputError
 
 log = logging.getLogger(__name__)
@@ -108,9 +110,6 @@ def train_from_pairs(
 ) -> TrainReport:
     """Train (`arch`, from scratch) or fine-tune (`init` spec) on `pairs` into `out_dir`."""
     import torch
-
-    from evident.eval.training.clip import STATE_FILE, train_clip
-    from evident.tools.encoders import default_device
 
     _check_numbers(steps=steps, batch_size=batch_size, checkpoint_every=checkpoint_every)
     if not lr > 0:
@@ -202,8 +201,6 @@ def _check_numbers(**values: int) -> None:
 def _check_arch(arch: str) -> None:
     import open_clip
 
-    from evident.tools.encoders import register_configs
-
     register_configs()
     if arch not in open_clip.list_models():
         ours = [m for m in open_clip.list_models() if m.startswith("evident-")]
@@ -260,53 +257,3 @@ def _versions() -> dict[str, str]:
         "torch": torch.__version__,
         "open_clip": open_clip.__version__,
     }
-
-
-def cmd_train(args) -> int:
-    """The CLI command: progress bar on a terminal, one summary line (or `--json`)."""
-    from rich.console import Console
-
-    show = not getattr(args, "json", False) and sys.stderr.isatty()
-    bar = None
-    if show:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=args.steps, desc="training", unit="step", file=sys.stderr)
-
-    def on_step(step: int, loss: float) -> None:
-        if bar is not None:
-            bar.n = step
-            bar.set_postfix(loss=f"{loss:.3f}", refresh=True)
-
-    try:
-        report = train_from_pairs(
-            Path(args.pairs),
-            Path(args.out),
-            arch=args.model,
-            init=args.init,
-            steps=args.steps,
-            batch_size=args.batch_size,
-            lr=args.lr,
-            seed=args.seed,
-            device=args.device,
-            fp16=args.fp16,
-            checkpoint_every=args.checkpoint_every,
-            on_step=on_step,
-        )
-    finally:
-        if bar is not None:
-            bar.close()
-    if getattr(args, "json", False):
-        sys.stdout.write(json.dumps(report.to_dict(), indent=2) + "\n")
-        return 0
-    r = report.recipe
-    what = "already trained" if report.already_done else f"trained {r['steps']} steps"
-    if report.resumed_from and not report.already_done:
-        what += f" (resumed at step {report.resumed_from})"
-    Console(stderr=True).print(
-        f"{what} on {r['n_pairs']} pairs in {r['wall_seconds']:.0f} s on {r['device']}; "
-        f"use --model {report.spec}",
-        markup=False,
-        highlight=False,
-    )
-    return 0

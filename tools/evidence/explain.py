@@ -1,11 +1,11 @@
-"""Explain search results: the one call behind `evident search --cam ... --rerank ... --out`.
+"""Explain search results: the evidence engine behind `tools.pipeline.explain`.
 
-Given the query embedding, the hits and their images, in order: rerank (optional), one
-batched heatmap pass, regions, one batched counterfactual pass (every region plus the
-deletion/insertion curves), query-word attribution, and PNGs when `out_dir` is given.
-Each stage is timed (`timings_ms`: rerank, cam, regions, counterfactual, attribution,
-render). Region ids follow the final ranks, so `R1.1` is always the top result's
-strongest region.
+Given the query embedding, the hits and their images, in order: one batched heatmap
+pass, regions, one batched counterfactual pass (every region plus the deletion/insertion
+curves), query-word attribution, and PNGs when `out_dir` is given (the folder keeps the
+newest `overlays.KEEP` of them). Each stage is timed (`timings_ms`: cam, regions,
+counterfactual, attribution, render). Region ids follow the final ranks, so `R1.1` is
+always the top result's strongest region.
 
 `rank_after` takes the cosine's drop off the hit's final score: exact for first-stage
 cosine ranking, an approximation after a reranker fuses other signals.
@@ -29,10 +29,9 @@ from evident.tools.errors import InputError
 from evident.tools.evidence.attribution import Estimator, query_terms
 from evident.tools.evidence.counterfactuals import Removal, verify
 from evident.tools.evidence.heatmaps import Heatmap, as_rgb, compute_heatmaps, query_rows
-from evident.tools.evidence.overlays import write_pngs
+from evident.tools.evidence.overlays import prune, write_pngs
 from evident.tools.evidence.regions import find_regions
 from evident.tools.records import Evidence, Hit, Query
-from evident.tools.rerank import Reranker
 
 
 @dataclass(frozen=True)
@@ -70,7 +69,6 @@ def explain_results(
     *,
     query: Query | None = None,
     method: str | None = None,
-    reranker: Reranker | None = None,
     max_regions: int = 3,
     removal: Removal = "mean",
     curve_steps: int = 5,
@@ -90,11 +88,6 @@ def explain_results(
     if not hits:
         heat = compute_heatmaps(encoder, [], query_embedding, method=method)
         return Explained((), (), heat, timings)
-    if reranker is not None:
-        with _timed(timings, "rerank"):
-            final = reranker.rerank(query or Query(), query_embedding, hits, images)
-            by_id = {h.id: im for h, im in zip(hits, images, strict=True)}
-            hits, images = list(final), [by_id[h.id] for h in final]
     with _timed(timings, "cam"):
         pixels = encoder.pixels(images)
         heat = compute_heatmaps(encoder, images, query_embedding, method=method, pixels=pixels)
@@ -127,6 +120,7 @@ def explain_results(
                 write_pngs(out_dir, _stem(h), im, heat.at_image_size(i), regions[i])
                 for i, (h, im) in enumerate(zip(hits, images, strict=True))
             ]
+            prune(out_dir)
     return Explained(tuple(hits), _evidence(hits, heat, regions, faith, terms, pngs), heat, timings)
 
 
@@ -140,7 +134,6 @@ def _evidence(hits, heat: Heatmap, regions, faith, terms, pngs) -> tuple[Evidenc
             regions=regions[i],
             query_terms=terms[i],
             faithfulness=faith[i] if faith else None,
-            first_stage=h.first_stage,
             png=pngs[i][0],
             overlay=pngs[i][1],
         )

@@ -108,3 +108,19 @@ def write_pngs(
     render_heatmap(heat).save(png)
     render_overlay(image, heat, regions).save(overlay)
     return str(png), str(overlay)
+
+
+KEEP = 400  # overlay and heatmap files kept per folder: about the last 40 queries' worth
+
+
+def prune(out_dir: str | Path, keep: int = KEEP) -> int:
+    """Delete all but the `keep` newest evident PNGs in `out_dir`; returns how many went.
+    Only files this module writes (`*.heatmap.png`, `*.overlay.png`) are touched."""
+    out = Path(out_dir)
+    if not out.is_dir():
+        return 0
+    files = [p for p in out.iterdir() if p.name.endswith((".heatmap.png", ".overlay.png"))]
+    files.sort(key=lambda p: p.stat().st_mtime, reverse=True)
+    for p in files[keep:]:
+        p.unlink(missing_ok=True)
+    return max(0, len(files) - keep)

@@ -22,6 +22,7 @@ import torch
 
 from evident.tools.encoders import Encoder
 from evident.tools.errors import InputError
+from evident.tools.ingest.documents import discover_with_documents
 from evident.tools.ingest.images import ImageFile, content_id, discover, read_image
 from evident.tools.records import IndexReport, Skipped
 from evident.tools.store import Store, iter_metadata
@@ -115,7 +116,6 @@ def find_files(paths: Iterable[str | Path], documents_cache: Path | None = None)
     roots = [Path(p).expanduser().resolve() for p in paths]
     if documents_cache is None:
         return list(discover(roots))
-    from evident.tools.ingest.documents import discover_with_documents
 
     return list(discover_with_documents(roots, cache_dir=Path(documents_cache)))
 

@@ -1,0 +1,161 @@
+"""Terminal output: every table, summary and answer the CLI and the REPL print.
+
+Library code returns records; this module turns them into rich renderables or JSON on
+stdout. File names, captions and answers are data: they are printed as `Text`, never
+parsed as rich markup.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+CITATION = r"\[R\d+\.\d+(?:,\s*R\d+\.\d+)*\]"
+
+
+def emit_json(obj: Any) -> None:
+    json.dump(obj, sys.stdout, indent=2, ensure_ascii=False)
+    sys.stdout.write("\n")
+
+
+def plain(console: Console, text: str) -> None:
+    """One line of data (a path, a caption) printed as it is."""
+    console.print(Text(text), soft_wrap=True)
+
+
+@contextmanager
+def progress(enabled: bool, desc: str, unit: str = "img") -> Iterator[tuple[Callable, Callable]]:
+    """`(advance, set_total)` callbacks that drive a tqdm bar on an interactive stderr,
+    and do nothing otherwise (a pipe, `--json`)."""
+    if not enabled or not sys.stderr.isatty():
+        yield (lambda n=1: None), (lambda n: None)
+        return
+    from tqdm.auto import tqdm
+
+    bar = tqdm(desc=desc, unit=unit, file=sys.stderr)
+
+    def set_total(n: int) -> None:
+        bar.total = n
+        bar.refresh()
+
+    try:
+        yield bar.update, set_total
+    finally:
+        bar.close()
+
+
+def index_summary(console: Console, report, collection: str) -> None:
+    r = report
+    line = Text.assemble(
+        (collection, "bold"),
+        f": {r.indexed} indexed, {r.unchanged} unchanged, {r.moved} moved, {r.pruned} pruned, "
+        f"{len(r.skipped)} skipped (model {r.model})",
+    )
+    console.print(line)
+    for s in r.skipped:
+        plain(console, f"  skipped {s.path}: {s.reason}")
+    for w in getattr(r, "warnings", ()):
+        console.print(Text.assemble(("  warning: ", "yellow"), w))
+
+
+def results_table(title: str, result: dict) -> Table:
+    """`evident search`'s table, from the search JSON (`QueryResult.to_dict()`)."""
+    table = Table(title=Text(title))
+    for col in ("#", "score", "image", "caption", "evidence"):
+        table.add_column(col)
+    for r in result["results"]:
+        regions = " ".join(
+            g["id"] + ("" if (g.get("counterfactual") or {}).get("supported") else "?")
+            for g in r["regions"]
+        )
+        overlay = (r["heatmap"] or {}).get("overlay") or ""
+        evidence = "\n".join(x for x in (regions, overlay, r.get("evidence_error") or "") if x)
+        table.add_row(
+            str(r["rank"]), f"{r['score']:.3f}", Text(r["uri"]), Text(r["caption"] or ""),
+            Text(evidence),
+        )  # fmt: skip
+    return table
+
+
+def collections_table(db: str, infos: list) -> Table:
+    table = Table(title=Text(str(db)))
+    for col in ("collection", "images", "captions", "model", "dim"):
+        table.add_column(col)
+    for i in infos:
+        table.add_row(Text(i.name), str(i.count), str(i.captions), Text(i.model), str(i.dim))
+    return table
+
+
+def render_answer(console: Console, answer) -> None:
+    """The results, the answer with citations highlighted, grounding and any note."""
+    if answer.results:
+        table = Table(box=None, pad_edge=False)
+        for col in ("#", "score", "image", "evidence"):
+            table.add_column(col)
+        for r in answer.results:
+            regions = " ".join(
+                g["id"] + ("" if (g.get("counterfactual") or {}).get("supported") else "?")
+                for g in r.get("regions", [])
+            )
+            name = Text(Path(r["uri"]).name)  # a file name is data, never markup
+            table.add_row(str(r["rank"]), f"{r['score']:.3f}", name, regions)
+        console.print(table)
+    text = Text(answer.answer)
+    text.highlight_regex(CITATION, "bold cyan")
+    console.print(text)
+    g = answer.grounding
+    console.print(
+        f"[dim]grounding: {g.get('sentences', 0)} sentences, {g.get('cited', 0)} cited, "
+        f"{g.get('supported', 0)} supported, {len(g.get('removed', []))} removed[/]"
+    )
+
+
+def bench_table(result: dict[str, Any]) -> Table:
+    """Each figure, its unit, and its target when it has one."""
+    table = Table(title=f"evident bench — {result['model']} on {result['machine']['device']}")
+    for col in ("figure", "value", "unit", "target"):
+        table.add_column(col)
+    for name, fig in result["figures"].items():
+        t = result["targets"].get(name)
+        target = f"{t['op']} {t['value']:g} {'✓' if t['met'] else '✗'}" if t else ""
+        table.add_row(name, f"{fig['value']:.4g}", fig["unit"], target)
+    return table
+
+
+def figures_summary(console: Console, report: dict, out_dir: str) -> None:
+    plain(console, f"{report['n_figures']} figures in {out_dir} ({report['seconds']:.1f} s)")
+    plain(console, f"  splits: {report['split_counts']}  queries: {report['query_counts']}")
+
+
+def eval_summary(console: Console, report) -> None:
+    data = report.data
+    r = data["retrieval"]
+    console.print(
+        f"{data['n_queries']} queries ({report.evaluated} run now, {report.seconds:.0f} s): "
+        f"R@1 {r['recall@1']:.3f}  R@5 {r['recall@5']:.3f}  P@5 {r['precision@5']:.3f}  "
+        f"MRR {r['mrr']:.3f}  nDCG@10 {r['ndcg@10']:.3f}"
+    )
+    for method, values in data["localization"].items():
+        if values["pointing_game"] is not None:
+            console.print(f"  {method:<12} pointing game {values['pointing_game']:.3f}")
+    plain(console, f"report: {report.files[1]}")
+
+
+def train_summary(console: Console, report) -> None:
+    r = report.recipe
+    what = "already trained" if report.already_done else f"trained {r['steps']} steps"
+    if report.resumed_from and not report.already_done:
+        what += f" (resumed at step {report.resumed_from})"
+    plain(
+        console,
+        f"{what} on {r['n_pairs']} pairs in {r['wall_seconds']:.0f} s on {r['device']}; "
+        f"use --model {report.spec}",
+    )
