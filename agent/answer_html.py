@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from PIL import Image, UnidentifiedImageError
+
 from evident.graphs.state import evidence_by_rank, latest_search
 
 THUMB = 256
@@ -151,7 +153,6 @@ def _thumbnail(path: str | None) -> str | None:
     enlarged by whole pixels so their boxes and labels can be read); None if unreadable."""
     if not path:
         return None
-    from PIL import Image, UnidentifiedImageError
 
     try:
         with Image.open(path) as im:

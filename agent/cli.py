@@ -26,9 +26,9 @@ from evident.tools.evidence.methods import HEATMAP_METHODS
 from evident.tools.limits import MAX_K
 
 COMMANDS = {  # command -> the module of `evident.agent` that holds `cmd_<command>`
-    "index": "commands", "search": "commands", "collections": "commands", "ask": "commands",
-    "chat": "commands", "bench": "lab", "figures": "lab", "eval": "lab", "train": "lab",
-    "demo": "lab",
+    "index": "commands", "search": "commands", "collections": "commands",
+    "ask": "conversation", "chat": "conversation",
+    "bench": "lab", "figures": "lab", "eval": "lab", "train": "lab", "demo": "lab",
 }  # fmt: skip
 
 

@@ -1,4 +1,4 @@
-"""The collection commands: `evident index`, `search`, `collections`, `ask` and `chat`.
+"""The collection commands: `evident index`, `search` and `collections`.
 
 Each builds what it needs from the parsed arguments, calls the library, and renders the
 records it gets back (`agent.render`); none of them holds retrieval logic.
@@ -11,9 +11,7 @@ from pathlib import Path
 from rich.console import Console
 
 from evident.agent import render
-from evident.agent.assistant import Assistant
 from evident.agent.config import Settings, documents_cache
-from evident.agent.repl import run_chat
 from evident.tools.encoders import bundled_model, load_encoder
 from evident.tools.errors import InputError, ModelLoadError
 from evident.tools.ingest.images import IMAGE_SUFFIXES
@@ -109,31 +107,3 @@ def cmd_collections(args) -> int:
     else:
         out.print(render.collections_table(args.db, infos))
     return 0
-
-
-def assistant_from(args) -> Assistant:
-    """The `Assistant` that `ask` and `chat` use, from their arguments."""
-    return Assistant(
-        db=args.db, model=args.model, llm=args.llm, collection=args.collection,
-        history=args.history, thread=args.thread,
-        out_dir=args.out, k=args.k, method=args.cam, rerank=args.rerank,
-        lock_timeout=args.lock_timeout,
-    )  # fmt: skip
-
-
-def cmd_ask(args) -> int:
-    """One question. Only a named `--thread` is worth keeping, so without one the
-    conversation lives in memory."""
-    if args.history is None and not args.thread:
-        args.history = ":memory:"
-    with assistant_from(args) as assistant:
-        answer = assistant.ask(args.question, image=args.image)
-    if args.json:
-        render.emit_json(answer.to_dict())
-    else:
-        render.render_answer(out, answer)
-    return 0
-
-
-def cmd_chat(args) -> int:
-    return run_chat(assistant_from(args))

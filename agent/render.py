@@ -17,6 +17,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
+from tqdm.auto import tqdm
 
 CITATION = r"\[R\d+\.\d+(?:,\s*R\d+\.\d+)*\]"
 
@@ -38,7 +39,6 @@ def progress(enabled: bool, desc: str, unit: str = "img") -> Iterator[tuple[Call
     if not enabled or not sys.stderr.isatty():
         yield (lambda n=1: None), (lambda n: None)
         return
-    from tqdm.auto import tqdm
 
     bar = tqdm(desc=desc, unit=unit, file=sys.stderr)
 

@@ -16,6 +16,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from prompt_toolkit import PromptSession
+from prompt_toolkit.history import FileHistory
 from rich.console import Console, Group
 from rich.live import Live
 from rich.text import Text
@@ -184,8 +186,6 @@ def save(session: Session, path: str) -> None:
 def prompted_lines(history: str | Path, **prompt_options) -> Iterator[str]:
     """Lines typed at a prompt_toolkit prompt with a persistent history; ends on Ctrl-D.
     `prompt_options` go to `PromptSession` (tests pass `input=` and `output=`)."""
-    from prompt_toolkit import PromptSession
-    from prompt_toolkit.history import FileHistory
 
     path = Path(history)
     path.parent.mkdir(parents=True, exist_ok=True)

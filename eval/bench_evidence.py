@@ -24,7 +24,9 @@ from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
+import pytorch_grad_cam.score_cam as score_cam
 import torch
+from pytorch_grad_cam import GradCAM
 from torch import nn
 
 from evident.eval.scenes import make_scenes
@@ -77,8 +79,6 @@ def params_requiring_grad(model: nn.Module) -> Iterator[None]:
 @contextmanager
 def quiet_library() -> Iterator[None]:
     """Silence ScoreCAM's tqdm bars (the only output on the paths used here)."""
-    import pytorch_grad_cam.score_cam as score_cam
-
     real = score_cam.tqdm
     score_cam.tqdm = type("NoBars", (), {"tqdm": staticmethod(lambda it, **kw: it)})
     try:
@@ -110,8 +110,6 @@ def library_cam(
 
 def naive_cam(encoder: Any, pixels: torch.Tensor, queries: Sequence[np.ndarray]) -> list:
     """The examples' way: a GradCAM object and a full backward per image."""
-    from pytorch_grad_cam import GradCAM
-
     return [
         library_cam(GradCAM, encoder, pixels[i : i + 1], queries[i : i + 1])
         for i in range(len(pixels))

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
+from matplotlib.figure import Figure
 
 from evident.eval.baselines import BASELINES
 
@@ -33,7 +34,6 @@ def _bars(ax, groups: list[str], series: dict[str, tuple[list, list]], *, hatch_
 
 
 def _retrieval(data: dict, path: Path) -> Path:
-    from matplotlib.figure import Figure
 
     levels = ["all", *data["retrieval_by_level"]]
     values = {"all": data["retrieval"], **data["retrieval_by_level"]}
@@ -51,7 +51,6 @@ def _retrieval(data: dict, path: Path) -> Path:
 
 
 def _localization(data: dict, path: Path) -> Path:
-    from matplotlib.figure import Figure
 
     methods = list(data["localization"])
     loc, cis = data["localization"], data["localization_ci"]
@@ -68,7 +67,6 @@ def _localization(data: dict, path: Path) -> Path:
 
 
 def _latency(records: Mapping[str, dict], path: Path) -> Path:
-    from matplotlib.figure import Figure
 
     fig = Figure(figsize=(6, 3))
     ax = fig.add_subplot()

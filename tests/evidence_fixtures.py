@@ -17,7 +17,7 @@ from PIL import Image, ImageDraw
 from evident.eval.scenes import BACKGROUNDS, COLOURS, SHAPES, draw_shape, make_scenes
 from evident.tools.encoders import Encoder, load_encoder
 
-ARCHS = ("evident-tiny-vit", "evident-tiny-rn")
+ARCHS = ("evident-tiny-vit", "evident-tiny-vit-avg", "evident-tiny-rn")
 # ~16k image-caption pairs: enough for the tiny ViT to tell colours apart and to localise
 # them (shapes stay near chance at this budget); about 30 s of CPU.
 TRAIN = {"n": 2000, "empty": 200, "steps": 250, "batch_size": 64, "lr": 2e-3}

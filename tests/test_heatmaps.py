@@ -9,6 +9,7 @@ from PIL import Image
 from evident.eval.bench_evidence import library_cam
 from evident.eval.scenes import make_scenes
 from evident.tools.errors import InputError
+from evident.tools.evidence.contribution import pools_by_mean
 from evident.tools.evidence.heatmaps import (
     CAM_METHODS,
     activations_and_gradients,
@@ -72,6 +73,10 @@ def test_scorecam_top_channels_match_library_on_those_channels(arch):
 @pytest.mark.parametrize("method", list(CAM_METHODS))
 def test_every_method_runs_and_explains_the_retrieval_score(arch, method):
     enc, queries, pixels = _setup(arch)
+    if method == "contribution" and not pools_by_mean(enc.model):
+        with pytest.raises(InputError, match="pools by the mean of its patch tokens"):
+            compute_heatmaps(enc, IMAGES, queries[0], method=method)
+        return
     heat = compute_heatmaps(enc, IMAGES, queries[0], method=method, top_n=8)
     assert heat.method == method
     assert heat.maps.shape == (3, enc.image_size, enc.image_size)
@@ -80,6 +85,18 @@ def test_every_method_runs_and_explains_the_retrieval_score(arch, method):
     expected = enc.encode_images(IMAGES) @ queries[0]
     np.testing.assert_allclose(heat.scores, expected, atol=1e-5)  # hooks change nothing
     _assert_clean(enc.model)
+
+
+def test_patch_contributions_add_up_to_the_cosine_exactly():
+    """The map of a mean-pooling tower is a decomposition of the score, not an estimate."""
+    enc, queries, pixels = _setup("evident-tiny-vit-avg")
+    q = query_rows(queries, 3, enc.device)
+    raw = CAM_METHODS["contribution"](enc, pixels, q)
+    np.testing.assert_allclose(raw.maps.sum((1, 2)).numpy(), raw.scores.numpy(), atol=1e-5)
+    expected = (enc.encode_images(IMAGES) * queries).sum(-1)
+    np.testing.assert_allclose(raw.scores.numpy(), expected, atol=1e-5)
+    assert default_method(enc) == "contribution"
+    assert default_method(tiny("evident-tiny-vit")) == "legrad"
 
 
 def _hook_counts(model):
@@ -127,6 +144,8 @@ def test_hooks_are_released_over_100_calls(arch):
     enc, queries, _ = _setup(arch)
     before = _hook_counts(enc.model)
     methods = [m for m in CAM_METHODS if m != "scorecam"] + ["scorecam"]
+    if not pools_by_mean(enc.model):
+        methods.remove("contribution")
     for i in range(100):
         compute_heatmaps(enc, IMAGES[:1], queries[0], method=methods[i % len(methods)], top_n=2)
     assert _hook_counts(enc.model) == before

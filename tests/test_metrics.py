@@ -252,7 +252,7 @@ def test_malformed_line_names_its_line(tmp_path, bad, message):
 
 
 def test_unknown_method():
-    with pytest.raises(InputError, match="'nocam'.*known: legrad"):
+    with pytest.raises(InputError, match="'nocam'.*known: contribution, legrad"):
         check_methods(["legrad", "nocam"])
     assert check_methods(None)[-2:] == ["random", "centre"]
 

@@ -25,7 +25,11 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
+import open_clip
 import torch
+from open_clip import image_transform
+from open_clip.model import CLIP
+from open_clip.transformer import text_global_pool
 from PIL import Image
 
 from evident.tools import towers
@@ -127,8 +131,6 @@ def encode_text_trimmed(model: torch.nn.Module, tokens: torch.Tensor) -> torch.T
     same embedding (a test checks it) about 10x faster for a short query at context 77.
     Other text towers (Hugging Face, non-causal) take the full path.
     """
-    from open_clip.model import CLIP
-    from open_clip.transformer import text_global_pool
 
     hf = getattr(getattr(model, "text", None), "config", None)
     if hf is not None:  # a Hugging Face tower masks its padding: cutting it changes nothing
@@ -158,7 +160,6 @@ CONFIG_DIR = Path(__file__).parent / "model_configs"
 
 def register_configs() -> None:
     """Make evident's own architectures (`tools/model_configs/*.json`) known to open_clip."""
-    import open_clip
 
     if "evident-tiny-vit" not in open_clip.list_models():
         open_clip.add_model_config(CONFIG_DIR)
@@ -178,7 +179,6 @@ def load_encoder(
     `offline` (the `HF_HUB_OFFLINE` setting) loads a pretrained tag from the local
     cache only. Folders whose config names evident's own parts (`tools.towers`) are
     assembled by `towers.build`."""
-    import open_clip
 
     register_configs()
     parsed = parse_spec(spec)
@@ -241,7 +241,6 @@ def _folder(parsed: Spec) -> Path | None:
 def _with_parts(parsed: Spec, folder: Path, config: dict, device: torch.device) -> Encoder:
     """A model with evident's own parts (a stem, the installed text tower), its
     preprocessing from the folder's `preprocess_cfg` and its tokenizer."""
-    from open_clip import image_transform
 
     model = towers.build(config)
     towers.load_weights(model, folder)
@@ -269,7 +268,6 @@ def _embed_dim(model: torch.nn.Module, device: torch.device, size: int) -> int:
 
 
 def _check_arch(arch: str | None) -> None:
-    import open_clip
 
     if arch not in open_clip.list_models():
         raise ModelLoadError(
@@ -279,7 +277,6 @@ def _check_arch(arch: str | None) -> None:
 
 
 def _check_tag(arch: str, tag: str, offline: bool) -> None:
-    import open_clip
 
     tags = open_clip.list_pretrained_tags_by_model(arch)
     if tag not in tags:

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from chromadb.errors import InvalidArgumentError
 
 from evident.tools.encoders import Encoder
 from evident.tools.errors import InputError, StoreError
@@ -134,7 +135,6 @@ def search_images(
 
 
 def _query(col, vec: np.ndarray, n: int, where: dict | None) -> tuple[dict, dict]:
-    from chromadb.errors import InvalidArgumentError
 
     try:
         got = col.query(

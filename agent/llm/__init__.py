@@ -66,9 +66,10 @@ def load_llm(spec: str, *, api_key: str = "not-needed", **opts: Any) -> BaseChat
     if backend == "none":
         return None
     if backend == "openai":
-        from evident.agent.llm.openai_chat import load_openai_chat
+        # noqa below: backends need optional extras; specs are parsed on the CLI's light path
+        from evident.agent.llm.openai_chat import load_openai_chat  # noqa: PLC0415
 
         return load_openai_chat(target, model or "", api_key=api_key, **opts)
-    from evident.agent.llm.loading import load_transformers_chat
+    from evident.agent.llm.loading import load_transformers_chat  # noqa: PLC0415
 
     return load_transformers_chat(target, **opts)

@@ -28,6 +28,7 @@ from typing import Any
 from urllib.parse import unquote, urlparse
 
 from langchain_core.messages import AIMessage, BaseMessage, SystemMessage, ToolMessage
+from PIL import Image
 
 log = logging.getLogger(__name__)
 
@@ -189,7 +190,6 @@ def _label(source: Any) -> str:
 
 def load_image(source: Any) -> Any:
     """A PIL RGB image from a data URL, a `file://` URL, a path or a PIL image."""
-    from PIL import Image
 
     if isinstance(source, Image.Image):
         return source.convert("RGB")

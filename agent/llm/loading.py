@@ -14,6 +14,11 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import torch
+import transformers
+from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES
+
+from evident.agent.llm.transformers_chat import TransformersChatModel
 from evident.tools.errors import ModelLoadError
 
 if TYPE_CHECKING:
@@ -40,7 +45,6 @@ def load_transformers_chat(
     `device_map` (e.g. "auto") spreads a model over several devices with accelerate; it is
     the default when more than one GPU is visible. `settings` are `TransformersChatModel`
     fields (`max_new_tokens`, `temperature`, `tool_protocol`, ...)."""
-    from evident.agent.llm.transformers_chat import TransformersChatModel
 
     unknown = sorted(set(settings) - set(TransformersChatModel.model_fields))
     if unknown:  # checked before the slow load
@@ -66,11 +70,6 @@ def load_pretrained(
     trust_remote_code: bool = False,
 ) -> tuple[Any, Any]:
     """`(model, tokenizer_or_processor)`, the model in eval mode on its device(s)."""
-    try:
-        import torch
-        import transformers
-    except ImportError as e:
-        raise ModelLoadError(f"the transformers backend needs {e.name!r}: {LLM_EXTRA}") from None
 
     if device_map is None and device is None and torch.cuda.device_count() > 1:
         device_map = "auto"
@@ -119,8 +118,6 @@ def _load_gguf(source: str, transformers: Any, dtype: Any, placement: dict, comm
 
 
 def _load_folder_or_id(source: str, transformers: Any, dtype: Any, placement: dict, common: dict):
-    from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES
-
     config = transformers.AutoConfig.from_pretrained(source, **common)
     if config.model_type in MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES:
         model_cls, proc_cls = transformers.AutoModelForImageTextToText, transformers.AutoProcessor

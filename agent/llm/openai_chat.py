@@ -27,7 +27,7 @@ def load_openai_chat(
             f"no model name for the server at {base_url!r}: write openai:<url>#<model>"
         )
     try:
-        from langchain_openai import ChatOpenAI
+        from langchain_openai import ChatOpenAI  # noqa: PLC0415 - the optional `openai` extra
     except ImportError:
         raise ModelLoadError(
             "the openai backend needs langchain-openai: pip install 'evident[openai]'"

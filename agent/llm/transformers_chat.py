@@ -26,6 +26,7 @@ import threading
 from collections.abc import Iterator, Sequence
 from typing import Any, Literal
 
+import torch
 from langchain_core.callbacks import CallbackManagerForLLMRun
 from langchain_core.language_models import BaseChatModel, LanguageModelInput
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
@@ -33,6 +34,7 @@ from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResu
 from langchain_core.runnables import Runnable
 from langchain_core.utils.function_calling import convert_to_openai_tool
 from pydantic import Field
+from transformers import StoppingCriteria, TextIteratorStreamer
 
 from evident.agent.llm.chat_inputs import escape_control_tokens, to_chat
 from evident.agent.llm.toolcalls import final_chunk, parse_tool_calls, tool_call_start
@@ -186,7 +188,6 @@ class TransformersChatModel(BaseChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
-        import torch
 
         tools = kwargs.get("tools")
         inputs, protocol = self._inputs(messages, tools)
@@ -212,7 +213,6 @@ class TransformersChatModel(BaseChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> Iterator[ChatGenerationChunk]:
-        from transformers import StoppingCriteria, TextIteratorStreamer
 
         tools = kwargs.get("tools")
         inputs, protocol = self._inputs(messages, tools)
@@ -221,7 +221,6 @@ class TransformersChatModel(BaseChatModel):
 
         class Cancelled(StoppingCriteria):
             def __call__(self, input_ids: Any, scores: Any, **kw: Any) -> Any:
-                import torch
 
                 return torch.full((input_ids.shape[0],), cancelled.is_set(), dtype=torch.bool)
 
@@ -264,7 +263,6 @@ class TransformersChatModel(BaseChatModel):
 
 
 def _generate_into(model: Any, inputs: Any, gen: dict, streamer: Any, errors: list) -> None:
-    import torch
 
     try:
         with torch.inference_mode():

@@ -17,8 +17,10 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
+import open_clip
 import torch
 from PIL import Image
+from safetensors.torch import save_file
 
 from evident.tools.encoders import Encoder, default_device, load_encoder, register_configs
 from evident.tools.errors import InputError
@@ -65,7 +67,6 @@ def train_clip(
     from the last checkpoint there; the final model is saved there too (as float16
     with `fp16`). `on_step(step, loss)` is called after each step, 1-based.
     """
-    import open_clip
 
     if len(images) != len(captions) or not images:
         raise ValueError("train_clip needs as many captions as images, and at least one pair")
@@ -136,8 +137,6 @@ def train_clip(
 
 def save_model(model: torch.nn.Module, arch: str, out_dir: Path, enc: Encoder, fp16=False) -> Path:
     """Write the `local-dir:` layout (config + safetensors) atomically enough: weights last."""
-    import open_clip
-    from safetensors.torch import save_file
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

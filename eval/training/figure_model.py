@@ -45,6 +45,11 @@ from functools import partial
 from pathlib import Path
 
 import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from safetensors.torch import save_file
+from transformers import AutoTokenizer
 
 from evident.eval.figures.queries import attribute_phrases, component_phrases
 from evident.eval.figures.render import render_figure
@@ -92,7 +97,6 @@ def model_config(s: dict) -> dict:
 
 def _render(job: tuple[int, int, int]) -> tuple[np.ndarray, dict]:
     """One figure at model resolution and its record (worker entry point)."""
-    from PIL import Image
 
     seed, index, size = job
     fig = render_figure(seed, index)
@@ -159,7 +163,6 @@ def texts_of(record: dict) -> list[str]:
 def pooled_phrases(model, texts: list[str], batch: int = 256):
     """MiniLM's mean-pooled output for each text (before the learned projection), padded
     per batch of similar lengths: the same vectors as the tower's own padded forward."""
-    import torch
 
     tower = model.text
     tokenizer = _hf_tokenizer()
@@ -180,7 +183,6 @@ def pooled_phrases(model, texts: list[str], batch: int = 256):
 
 
 def _hf_tokenizer():
-    from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(str(minilm_path()), local_files_only=True)
 
@@ -192,7 +194,6 @@ class Trainer:
     """The training state; `step()` runs one batch, `save()`/`resume()` checkpoint it."""
 
     def __init__(self, s: dict, model, pixels: np.ndarray, records: list[dict], phrases):
-        import torch
 
         self.s, self.model, self.pixels, self.records = s, model, pixels, records
         self.texts = phrases["texts"]
@@ -223,7 +224,6 @@ class Trainer:
     def batch(self, step: int):
         """The images, phrases, labels and dense targets of one step (a function of the
         step number, so a resumed run sees exactly the batches it would have)."""
-        import torch
 
         s = self.s
         rng = random.Random(s["train_seed"] * 1_000_003 + step)
@@ -249,8 +249,6 @@ class Trainer:
         return (x - self.mean) / self.std, ids, labels, dense, keep
 
     def step(self, step: int) -> tuple[float, float]:
-        import torch
-        import torch.nn.functional as F
 
         x, ids, labels, dense, keep = self.batch(step)
         with torch.autocast(
@@ -298,14 +296,12 @@ class Trainer:
         }  # fmt: skip
 
     def save(self, path: Path) -> None:
-        import torch
 
         tmp = path.with_suffix(".tmp")
         torch.save(self.state(), tmp)
         tmp.replace(path)
 
     def resume(self, path: Path) -> None:
-        import torch
 
         state = torch.load(path, map_location="cpu", weights_only=False)
         self.model.load_state_dict(state["model"], strict=False)
@@ -327,7 +323,6 @@ def _schedule(steps: int, k: int) -> float:
 
 
 def _bf16() -> bool:
-    import torch
 
     if torch.cuda.is_available():
         return True
@@ -339,7 +334,6 @@ def _bf16() -> bool:
 
 def build_model(out: Path, settings: dict | None = None) -> dict:
     """Run (or resume) every stage into `out`; returns the recipe."""
-    import torch
 
     s = DEFAULTS | (settings or {})
     out.mkdir(parents=True, exist_ok=True)
@@ -405,7 +399,6 @@ def build_model(out: Path, settings: dict | None = None) -> dict:
 
 
 def export(out: Path, model, config: dict) -> None:
-    from safetensors.torch import save_file
 
     (out / towers.CONFIG_FILE).write_text(json.dumps(config, indent=1) + "\n")
     tmp = out / (towers.WEIGHTS_FILE + ".tmp")
@@ -417,8 +410,6 @@ def check(model, pixels: np.ndarray, records: list[dict], size: int) -> dict:
     """Chart-type and attribute precision@5 and the pointing game of the patch
     contributions on the held-out figures: a sanity check, not the evaluation
     (`evident eval` on a fresh benchmark is)."""
-    import torch
-    import torch.nn.functional as F
 
     mean, std = torch.tensor(MEAN).view(1, 3, 1, 1), torch.tensor(STD).view(1, 3, 1, 1)
     with torch.inference_mode():
@@ -458,7 +449,6 @@ def check(model, pixels: np.ndarray, records: list[dict], size: int) -> dict:
 
 
 def _machine() -> str:
-    import torch
 
     if torch.cuda.is_available():
         return f"cuda ({torch.cuda.get_device_name()})"

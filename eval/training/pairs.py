@@ -27,6 +27,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import open_clip
+import torch
+
 from evident.eval.training.clip import STATE_FILE, train_clip
 from evident.tools.encoders import default_device, register_configs
 from evident.tools.errors import InputError
@@ -109,7 +112,6 @@ def train_from_pairs(
     on_step: Callable[[int, float], None] | None = None,
 ) -> TrainReport:
     """Train (`arch`, from scratch) or fine-tune (`init` spec) on `pairs` into `out_dir`."""
-    import torch
 
     _check_numbers(steps=steps, batch_size=batch_size, checkpoint_every=checkpoint_every)
     if not lr > 0:
@@ -199,7 +201,6 @@ def _check_numbers(**values: int) -> None:
 
 
 def _check_arch(arch: str) -> None:
-    import open_clip
 
     register_configs()
     if arch not in open_clip.list_models():
@@ -241,7 +242,6 @@ def _write_recipe(out_dir: Path, recipe: dict[str, Any]) -> None:
 
 
 def _device_name(dev) -> str:
-    import torch
 
     if dev.type == "cuda" and torch.cuda.is_available():
         return f"cuda ({torch.cuda.get_device_name(dev)})"
@@ -249,8 +249,6 @@ def _device_name(dev) -> str:
 
 
 def _versions() -> dict[str, str]:
-    import open_clip
-    import torch
 
     return {
         "python": sys.version.split()[0],

@@ -12,7 +12,8 @@ on a frozen model). The tests hold these maps to the library's, which is the ref
 ScoreCAM is restricted to the `top_n` channels with the largest first-order contribution
 `sum(grad * activation)` (full ScoreCAM costs one forward per channel). EigenCAM ignores
 the query and its sign is arbitrary (an SVD): kept for comparison, not recommended.
-`legrad` (`tools/relevance.py`) is the transformer-specific default for ViT towers.
+`legrad` (`relevance.py`) is the default for class-token ViTs, `contribution`
+(`contribution.py`, exact) for towers that pool by the mean of their patches.
 
 An image identical to the query (cosine 1, as the query image itself among the results of
 an image search) gets an all-zero map and so no regions: the cosine is at its maximum
@@ -38,6 +39,7 @@ from PIL import Image
 from torch import nn
 
 from evident.tools.errors import InputError
+from evident.tools.evidence.contribution import contribution, pools_by_mean
 from evident.tools.evidence.relevance import RawMaps, autograd_enabled, image_scores, legrad
 
 
@@ -92,8 +94,11 @@ def reshape_transform(model: nn.Module) -> Callable[[torch.Tensor], torch.Tensor
 
 
 def default_method(encoder: Any) -> str:
-    """`legrad` for ViT towers; `hirescam` for CNNs (element-wise, so it does not smear
-    the heat across the map the way Grad-CAM's averaged gradients can)."""
+    """`contribution` for towers that pool by the mean of their patches (exact, one
+    forward); `legrad` for other ViTs; `hirescam` for CNNs (element-wise, so it does not
+    smear the heat across the map the way Grad-CAM's averaged gradients can)."""
+    if pools_by_mean(encoder.model):
+        return "contribution"
     return "legrad" if tower_of(encoder.model).kind == "vit" else "hirescam"
 
 
@@ -199,6 +204,7 @@ def score_pixels(encoder: Any, pixels: torch.Tensor, queries: torch.Tensor) -> t
 
 
 CAM_METHODS: dict[str, Callable[..., RawMaps]] = {
+    "contribution": contribution,
     "legrad": legrad,
     **{name: _grad_method(name) for name in GRAD_FORMULAS},
     "scorecam": scorecam,

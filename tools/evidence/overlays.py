@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+import matplotlib
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
@@ -29,7 +30,6 @@ UNSUPPORTED = (170, 170, 170)
 
 def colorize(heat: np.ndarray) -> np.ndarray:
     """`(H, W)` heat in [0, 1] -> `(H, W, 3)` uint8 RGB through the colour map."""
-    import matplotlib
 
     lut = (matplotlib.colormaps[COLORMAP](np.linspace(0, 1, 256))[:, :3] * 255).astype(np.uint8)
     return lut[(np.clip(heat, 0, 1) * 255).astype(np.uint8)]

@@ -23,6 +23,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from scipy import ndimage
 
 from evident.tools.records import Region
 
@@ -44,7 +45,6 @@ def find_regions(
     >>> [(r.id, r.box) for r in find_regions(heat, (8, 8), rank=2)]
     [('R2.1', (0, 0, 2, 2)), ('R2.2', (4, 6, 8, 8))]
     """
-    from scipy import ndimage
 
     heat = np.asarray(heat, dtype=np.float64)
     top, total = float(heat.max(initial=0.0)), float(heat.clip(min=0).sum())

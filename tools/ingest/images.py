@@ -9,6 +9,7 @@ Not handled: animated frames beyond the first, EXIF rotation of the pixel grid
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import logging
 import warnings
@@ -56,7 +57,6 @@ def read_image(path: Path, data: bytes | None = None, *, max_pixels: int = MAX_P
             raise InputError(f"cannot read {str(path)!r}: {exc.strerror or exc}") from exc
     if not data:
         raise InputError("empty file (0 bytes)")
-    import io
 
     try:
         with warnings.catch_warnings():

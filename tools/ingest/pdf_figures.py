@@ -24,6 +24,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from pypdf import PdfReader
+from pypdf.errors import PyPdfError
+
 from evident.tools.ingest.images import ImageFile, content_id
 
 log = logging.getLogger(__name__)
@@ -53,8 +56,6 @@ def pdf_images(path: Path, *, cache_dir: Path, min_side: int = 32) -> Iterator[I
     image. Images smaller than `min_side` pixels on a side (rules, bullets, spacers) are
     skipped. A PDF that cannot be read is logged and yields nothing.
     """
-    from pypdf import PdfReader
-    from pypdf.errors import PyPdfError
 
     try:
         pages = list(PdfReader(path).pages)
