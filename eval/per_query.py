@@ -56,7 +56,6 @@ def search_record(ctx: RunContext, q: SuiteQuery) -> dict:
     start = time.perf_counter()
     result = run_query(
         query, ctx.k, ctx=ctx.retrieval, explain_top=ctx.explain_top, attribution=None,
-        curve_steps=CURVE_STEPS,
     )  # fmt: skip
     elapsed = _ms(start)
     timings = result.to_dict()["timings_ms"]

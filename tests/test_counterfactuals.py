@@ -36,7 +36,7 @@ def _regions(rank, size):
 
 
 @pytest.mark.parametrize("removal", ["mean", "blur"])
-def test_removing_the_evidence_lowers_the_score_and_elsewhere_does_not(removal):
+def test_the_evidence_beats_its_null_and_a_region_elsewhere_does_not(removal):
     enc, images, pixels, scores = _setup()
     regions = [_regions(i + 1, im.size) for i, im in enumerate(images)]
     checked, faith = verify(
@@ -44,12 +44,26 @@ def test_removing_the_evidence_lowers_the_score_and_elsewhere_does_not(removal):
     )
     for found in checked:
         evidence, elsewhere = found
-        assert evidence.supported and evidence.counterfactual.score_drop > 0.005
+        cf = evidence.counterfactual
+        assert evidence.supported and cf.score_drop > 0.005
+        assert len(cf.null_drops) == 8 and cf.score_drop > max(cf.null_drops)
+        assert cf.threshold == pytest.approx(max(1e-3, float(np.quantile(cf.null_drops, 0.9))))
+        assert cf.score_drop == cf.score_before - cf.score_after  # one scale, exactly
+        assert cf.to_dict()["scale"] == "cosine" and len(cf.to_dict()["null"]["drops"]) == 8
         assert not elsewhere.supported
         assert elsewhere.counterfactual.score_drop == pytest.approx(0.0, abs=1e-6)
-        assert evidence.counterfactual.removal == removal
+        assert cf.removal == removal
         assert evidence.id == found[0].id and evidence.box == found[0].box  # only cf added
     assert faith is None  # no maps, no curves
+
+
+def test_the_null_is_seeded_by_the_region_not_the_batch():
+    enc, images, pixels, scores = _setup()
+    regions = [_regions(i + 1, im.size) for i, im in enumerate(images)]
+    sizes = [im.size for im in images]
+    both, _ = verify(enc, pixels, QUERY, scores, regions, sizes, removal="mean")
+    again, _ = verify(enc, pixels, QUERY, scores, regions, sizes, removal="mean")
+    assert both == again
 
 
 def test_rank_after_reranks_within_the_returned_list():
@@ -65,7 +79,7 @@ def test_rank_after_reranks_within_the_returned_list():
     assert checked[1] == ()
 
 
-def test_curves_follow_the_heat_and_set_the_noise_floor():
+def test_curves_follow_the_heat():
     enc, images, pixels, scores = _setup(((32, 32),))
     good = np.zeros((1, 16, 16), np.float32)
     good[0, :8, :8] = 1.0  # heat on the evidence
@@ -74,15 +88,13 @@ def test_curves_follow_the_heat_and_set_the_noise_floor():
     regions = [_regions(1, images[0].size)]
     sizes = [images[0].size]
     _, (right,) = verify(enc, pixels, QUERY, scores, regions, sizes, maps=good, steps=4)
-    checked, (wrong,) = verify(enc, pixels, QUERY, scores, regions, sizes, maps=bad, steps=4)
+    _, (wrong,) = verify(enc, pixels, QUERY, scores, regions, sizes, maps=bad, steps=4)
     assert right.deletion_auc < wrong.deletion_auc
     assert right.insertion_auc > wrong.insertion_auc
     assert len(right.deletion) == len(right.insertion) == 5
     assert right.deletion[0] == pytest.approx(scores[0]) == right.insertion[-1]
     blank = right.deletion[-1]
     assert right.insertion[0] == blank
-    cf = checked[0][0].counterfactual
-    assert cf.min_drop == pytest.approx(max(1e-3, 0.05 * (scores[0] - blank)))
 
 
 def test_all_masked_images_go_in_as_few_forwards_as_possible():
@@ -90,9 +102,12 @@ def test_all_masked_images_go_in_as_few_forwards_as_possible():
     regions = [_regions(i + 1, im.size) for i, im in enumerate(images)]
     maps = np.random.default_rng(0).random((2, 16, 16)).astype(np.float32)
     enc.model.calls = 0
-    verify(enc, pixels, QUERY, scores, regions, [im.size for im in images], maps=maps, steps=3)
-    n_images = 2 * 2 + 2 * (2 * 3 - 1)  # 4 regions, 5 curve images per result
-    assert enc.model.calls == -(-n_images // enc.batch_size)
+    verify(enc, pixels, QUERY, scores, regions, [im.size for im in images], maps=maps, steps=3,
+           removal="mean")  # fmt: skip
+    variants = 4 * (1 + 8)  # 4 regions, each with its 8 null placements
+    curves = 2 * (2 * 3 - 1)  # 5 curve images per result
+    batches = [2, variants, curves]  # the unmasked scores, the variants, the curves
+    assert enc.model.calls == sum(-(-n // enc.batch_size) for n in batches)
 
 
 def test_removal_changes_only_the_box_and_unknown_removals_are_refused():
@@ -100,5 +115,5 @@ def test_removal_changes_only_the_box_and_unknown_removals_are_refused():
     pixels = enc.pixels([red_corner_image((64, 64))])
     for removal in ("mean", "blur"):
         assert removed(pixels, removal).shape == pixels.shape
-    with pytest.raises(InputError, match="mean, blur"):
+    with pytest.raises(InputError, match="tokens, mean, blur"):
         removed(pixels, "inpaint")

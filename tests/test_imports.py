@@ -4,6 +4,7 @@ our own modules hidden inside functions, a light CLI path, and one installed nam
 from __future__ import annotations
 
 import ast
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -122,10 +123,12 @@ def test_the_heatmap_names_the_cli_offers_are_the_implemented_ones():
 def test_installed_as_one_namespace(tmp_path):
     """`pip install .` puts `evident` (and only it) in site-packages, with the models and
     templates; `import evident.tools` works there and `import tools` does not."""
-    target = tmp_path / "site"
+    target, source = tmp_path / "site", tmp_path / "source"
+    junk = shutil.ignore_patterns(".*", "build", "dist", "*.egg-info", "__pycache__", "*-out")
+    shutil.copytree(ROOT, source, ignore=junk)  # setuptools builds in the source tree
     subprocess.run(
         [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
-         "--target", str(target), str(ROOT)],
+         "--target", str(target), str(source)],
         check=True, capture_output=True, text=True,
     )  # fmt: skip
     top = {p.name for p in target.iterdir() if not p.name.endswith(".dist-info")}

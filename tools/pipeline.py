@@ -142,12 +142,12 @@ def explain(
     method: str | None = None,
     out_dir: str | Path | None = None,
     attribution: str | None = "shapley",
-    curve_steps: int = 5,
+    curve_steps: int = 0,
 ) -> Explanation:
     """Evidence for `hits` in one batched pass: heatmaps by `method` (None: the encoder's
-    default), regions, counterfactual checks, the deletion/insertion curves
-    (`curve_steps=0` skips them), query-word attribution, PNGs in `out_dir`. `embedding`
-    is the query's (computed from `query` when not given)."""
+    default), regions, counterfactual checks, the deletion/insertion curves (`curve_steps
+    >= 2`; an evaluation measure), query-word attribution, PNGs in `out_dir`.
+    `embedding` is the query's (computed from `query` when not given)."""
     if embedding is None:
         embedding = embed_query(query, encoder)
     images, errors = load_images(hits)
@@ -207,7 +207,7 @@ def run_query(
     explain_top: int | None = None,
     out_dir: str | Path | None = None,
     attribution: str | None = "shapley",
-    curve_steps: int = 5,
+    curve_steps: int = 0,
 ) -> QueryResult:
     """`search`, then `explain` the top `explain_top` hits (default: all k; 0: none)."""
     found = search(query, k, where, ctx=ctx)

@@ -92,12 +92,15 @@ class IndexReport:
 
 @dataclass(frozen=True)
 class Counterfactual:
-    """What happened to the score when a region was removed from the image.
+    """What happened to the score when a region was removed from the image, against what
+    removing boxes of the same size elsewhere in the image does (the null).
 
-    `removal` names how ("mean": filled with the encoder's normalisation mean, a neutral
-    grey; "blur": replaced by a heavily blurred copy). `rank_after` is the hit's rank
-    among the returned hits had the region been missing; `supported` is true only if the
-    drop beats `min_drop`, the noise floor the check used."""
+    All scores are cosines of the image with the query (`scale` says so in the JSON):
+    `score_drop == score_before - score_after`. `removal` names how (dropping the region's
+    tokens from the last blocks, a mean fill, a blur). `supported` is true only if the drop
+    beats `threshold`: the 90th percentile of `null_drops`, and at least 0.001.
+    `rank_after` is the result's rank among the returned results had the region been
+    missing."""
 
     removal: str
     score_before: float
@@ -105,16 +108,23 @@ class Counterfactual:
     score_drop: float
     rank_after: int
     supported: bool
-    min_drop: float
+    threshold: float
+    null_drops: tuple[float, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return {
+            "scale": "cosine",
+            "score_before": round(self.score_before, 6),
             "score_after": round(self.score_after, 6),
             "score_drop": round(self.score_drop, 6),
             "rank_after": self.rank_after,
             "supported": self.supported,
             "removal": self.removal,
-            "min_drop": round(self.min_drop, 6),
+            "null": {
+                "placements": len(self.null_drops),
+                "drops": [round(d, 6) for d in self.null_drops],
+                "threshold": round(self.threshold, 6),
+            },
         }
 
 

@@ -23,8 +23,8 @@ from typing import Any
 import torch
 
 from evident.tools.errors import InputError
+from evident.tools.evidence import tokens
 from evident.tools.evidence.relevance import RawMaps
-from evident.tools.towers import patch_features
 
 
 def pools_by_mean(model: Any) -> bool:
@@ -33,15 +33,24 @@ def pools_by_mean(model: Any) -> bool:
 
 
 @torch.inference_mode()
-def contribution(encoder: Any, pixels: torch.Tensor, query: torch.Tensor) -> RawMaps:
-    """`(B, h, w)` maps whose cells sum to each image's cosine with its query row."""
+def contribution(
+    encoder: Any, pixels: torch.Tensor, query: torch.Tensor, *, hidden: torch.Tensor | None = None
+) -> RawMaps:
+    """`(B, h, w)` maps whose cells sum to each image's cosine with its query row.
+
+    `hidden` is the batch's `tokens.prefix` at `tokens.split(model)`, when the caller
+    has it already (the counterfactual check reuses the same tensor)."""
     visual = encoder.model.visual
     if not pools_by_mean(encoder.model):
         raise InputError(
             "the contribution map needs a tower that pools by the mean of its patch tokens; "
             "this one does not: use legrad or a Grad-CAM method"
         )
-    feats = patch_features(visual, pixels).float()  # (B, n, dim)
+    start = tokens.split(encoder.model)
+    if hidden is None:
+        hidden = tokens.prefix(visual, pixels, start)
+    _, feats = tokens.finish(visual, hidden, start)
+    feats = feats.float()  # (B, n, dim)
     pooled = feats.mean(1)
     norm = pooled.norm(dim=-1, keepdim=True).clamp(min=1e-12)
     emb = pooled / norm

@@ -26,9 +26,16 @@ import numpy as np
 from PIL import Image
 
 from evident.tools.errors import InputError
+from evident.tools.evidence import tokens
 from evident.tools.evidence.attribution import Estimator, query_terms
-from evident.tools.evidence.counterfactuals import Removal, verify
-from evident.tools.evidence.heatmaps import Heatmap, as_rgb, compute_heatmaps, query_rows
+from evident.tools.evidence.counterfactuals import Removal, default_removal, verify
+from evident.tools.evidence.heatmaps import (
+    Heatmap,
+    as_rgb,
+    compute_heatmaps,
+    default_method,
+    query_rows,
+)
 from evident.tools.evidence.overlays import prune, write_pngs
 from evident.tools.evidence.regions import find_regions
 from evident.tools.records import Evidence, Hit, Query
@@ -70,15 +77,17 @@ def explain_results(
     query: Query | None = None,
     method: str | None = None,
     max_regions: int = 3,
-    removal: Removal = "mean",
-    curve_steps: int = 5,
+    removal: Removal | None = None,
+    curve_steps: int = 0,
     attribution: Estimator | None = "shapley",
     out_dir: str | Path | None = None,
 ) -> Explained:
     """Explain `hits` (with their PIL `images`, same order) for a normalised query embedding.
 
     `query.text` drives the query-word attribution (skipped when there is no text or
-    `attribution=None`); `curve_steps=0` skips the deletion/insertion curves.
+    `attribution=None`); `removal` is how regions are taken out for their check (default:
+    the tower's, `counterfactuals.default_removal`); `curve_steps >= 2` adds the
+    deletion/insertion curves (an evaluation measure, off by default).
     """
     timings: dict[str, float] = {}
     images = [as_rgb(im) for im in images]
@@ -88,9 +97,16 @@ def explain_results(
     if not hits:
         heat = compute_heatmaps(encoder, [], query_embedding, method=method)
         return Explained((), (), heat, timings)
+    method = method or default_method(encoder)
+    removal = removal or default_removal(encoder)
     with _timed(timings, "cam"):
         pixels = encoder.pixels(images)
-        heat = compute_heatmaps(encoder, images, query_embedding, method=method, pixels=pixels)
+        hidden = None
+        if method == "contribution" and removal == "tokens":  # one prefix serves both
+            hidden = tokens.prefix(encoder.model.visual, pixels, tokens.split(encoder.model))
+        heat = compute_heatmaps(
+            encoder, images, query_embedding, method=method, pixels=pixels, hidden=hidden
+        )
     with _timed(timings, "regions"):
         regions = [
             find_regions(heat.maps[i], im.size, rank=h.rank, max_regions=max_regions)
@@ -108,6 +124,7 @@ def explain_results(
             steps=curve_steps,
             removal=removal,
             ranking_scores=[h.score for h in hits],
+            hidden=hidden,
         )
     terms: list[tuple] = [() for _ in hits]
     if attribution and query is not None and query.text:

@@ -272,17 +272,23 @@ def compute_heatmaps(
     pixels: torch.Tensor | None = None,
     top_n: int = 32,
     layers: int | None = None,
+    hidden: torch.Tensor | None = None,
 ) -> Heatmap:
     """Heatmaps of `cos(image, query)` for all `images` in one batched pass.
 
     `top_n` is the number of channels scorecam scores, `layers` the number of last blocks
-    legrad explains (default: `relevance.default_layers`). Pass `pixels` when the images
-    are already preprocessed, to skip doing it twice.
+    legrad explains (default: `relevance.default_layers`), `hidden` the tokens the
+    contribution map may start from (`tokens.prefix`). Pass `pixels` when the images are
+    already preprocessed, to skip doing it twice.
     """
     method = method or default_method(encoder)
     if method not in CAM_METHODS:
         raise InputError(f"Unknown CAM method {method!r}; known: {', '.join(CAM_METHODS)}.")
-    options = {"scorecam": {"top_n": top_n}, "legrad": {"layers": layers}}.get(method, {})
+    options = {
+        "scorecam": {"top_n": top_n},
+        "legrad": {"layers": layers},
+        "contribution": {"hidden": hidden},
+    }.get(method, {})
     if not images and pixels is None:
         size = (0, encoder.image_size, encoder.image_size)
         empty = np.zeros((0,), np.float32)
