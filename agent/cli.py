@@ -171,6 +171,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prune", action="store_true", help="drop entries whose files are gone")
     p.add_argument("--no-documents", action="store_true",
                    help="ignore images inside HTML pages and PDFs")  # fmt: skip
+    p.add_argument("--ocr", choices=("auto", "on", "off"), default="auto",
+                   help="read the words in images: auto reads figures, charts, documents and "
+                   "screenshots, not photos")  # fmt: skip
     _common(p, s, model_help="encoder spec (default: the collection's own, else the bundled "
             "figure model)")  # fmt: skip
 

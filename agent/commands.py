@@ -44,12 +44,13 @@ def cmd_index(args) -> int:
         if spec is None:
             raise ModelLoadError(NO_MODEL)
         encoder = load_encoder(spec, device=settings.device, offline=settings.offline)
-        text = load_text_embedder() if any(f.caption for f in files) else None
+        wanted = args.ocr != "off" or any(f.caption for f in files)
+        text = load_text_embedder() if wanted else None
         with render.progress(not args.json, "indexing") as (advance, set_total):
             report = index_paths(
                 args.paths, store=store, encoder=encoder, collection=args.collection,
                 text_embedder=text, prune=args.prune, files=files, progress=advance,
-                total=set_total,
+                total=set_total, ocr=args.ocr,
             )  # fmt: skip
     if args.json:
         render.emit_json(report.to_dict())

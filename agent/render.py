@@ -73,7 +73,7 @@ def results_table(title: str, result: dict) -> Table:
         table.add_column(col)
     for r in result["results"]:
         regions = " ".join(
-            g["id"] + ("" if (g.get("counterfactual") or {}).get("supported") else "?")
+            g["id"] + ("" if g.get("supported") else "?")
             for g in r["regions"]
         )
         overlay = (r["heatmap"] or {}).get("overlay") or ""
@@ -87,10 +87,11 @@ def results_table(title: str, result: dict) -> Table:
 
 def collections_table(db: str, infos: list) -> Table:
     table = Table(title=Text(str(db)))
-    for col in ("collection", "images", "captions", "model", "dim"):
+    for col in ("collection", "images", "captions", "with words", "model", "dim"):
         table.add_column(col)
     for i in infos:
-        table.add_row(Text(i.name), str(i.count), str(i.captions), Text(i.model), str(i.dim))
+        row = (str(i.count), str(i.captions), str(i.words))
+        table.add_row(Text(i.name), *row, Text(i.model), str(i.dim))
     return table
 
 
@@ -102,7 +103,7 @@ def render_answer(console: Console, answer) -> None:
             table.add_column(col)
         for r in answer.results:
             regions = " ".join(
-                g["id"] + ("" if (g.get("counterfactual") or {}).get("supported") else "?")
+                g["id"] + ("" if g.get("supported") else "?")
                 for g in r.get("regions", [])
             )
             name = Text(Path(r["uri"]).name)  # a file name is data, never markup

@@ -163,8 +163,8 @@ def _explain(runtime, search_art: dict, ranks: list[int], method: str | None) ->
         runtime.stream_writer({"status": f"explaining {', '.join(f'#{r}' for r in ranks)}"})
     with ctx.model_lock:
         done = explain(
-            Query(**search_art["query"]), hits, encoder=ctx.retrieval.encoder,
-            method=method or ctx.method, out_dir=ctx.out_dir,
+            Query(**search_art["query"]), hits, ctx=ctx.retrieval,
+            method=method or ctx.method, out_dir=ctx.out_dir, fusion=search_art.get("fusion"),
         )  # fmt: skip
     if not done.evidence:
         raise InputError("; ".join(done.errors.values()))
@@ -246,11 +246,18 @@ def _evidence_content(ev: dict) -> str:
     lines = [f"#{ev['rank']} (score {ev['score']:.4f}; cosine {ev['cosine']:.4f}; {ev['method']})"]
     for r in ev["regions"]:
         cf = r.get("counterfactual") or {}
-        where = f"{r['id']} box {r['box']}, {100 * r['mass']:.0f}% of the heat"
-        if cf.get("supported"):
+        if r.get("kind") == "text":
+            where = f"{r['id']} box {r['box']}, words read there: " + fence(r["text"], "words")
+        else:
+            where = f"{r['id']} box {r['box']}, {100 * r['mass']:.0f}% of the heat"
+            if r.get("text"):
+                where += ", words read there: " + fence(r["text"], "words")
+        if r.get("supported"):
+            null = max(cf.get("null", {}).get("drops") or [0.0])
             lines.append(
                 f"{where}: supported: removing it lowers the cosine by {cf['score_drop']:.4f} "
-                f"(rank {ev['rank']} -> {cf['rank_after']})"
+                f"(boxes of its size elsewhere: at most {null:.4f}; "
+                f"rank {ev['rank']} -> {cf['rank_after']})"
             )
         else:
             drop = cf.get("score_drop", float("nan"))

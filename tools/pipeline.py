@@ -29,10 +29,12 @@ from evident.tools.errors import InputError
 from evident.tools.evidence.explain import explain_results
 from evident.tools.fusion import Fusion, LearnedReranker
 from evident.tools.ingest.images import read_image
+from evident.tools.ingest.ocr import Reading
+from evident.tools.lexical import WordIndex
 from evident.tools.limits import check_k
 from evident.tools.records import Evidence, Hit, Query
 from evident.tools.rerank import MultiScaleReranker, Reranker
-from evident.tools.retrieve import SearchResult, embed_query, search_images
+from evident.tools.retrieve import SearchResult, Weights, embed_query, search_images
 from evident.tools.store import Store
 from evident.tools.text_embed import load_text_embedder
 
@@ -59,9 +61,11 @@ class Retrieval:
     store: Store
     collection: str
     encoder: Encoder
-    text_embedder: Any | None = None  # tools.text_embed.TextEmbedder, for captions
+    text_embedder: Any | None = None  # tools.text_embed.TextEmbedder: captions, words
     reranker: Reranker | None = None
     rerank_pool: int = RERANK_POOL
+    word_index: WordIndex | None = None  # BM25 over the words read in the images
+    weights: Weights = Weights()
 
 
 def open_retrieval(
@@ -73,14 +77,28 @@ def open_retrieval(
     rerank: str | None = None,
 ) -> Retrieval:
     """The `Retrieval` for `collection`: `model` is an encoder or a spec (None: the
-    collection's own); `text_embedder="auto"` loads the caption embedder only when the
-    collection has captions; `rerank` names a reranker (`make_reranker`)."""
+    collection's own); `text_embedder="auto"` loads the text embedder only when the
+    collection has captions or words; `rerank` names a reranker (`make_reranker`)."""
     encoder = model if isinstance(model, Encoder) else None
     if encoder is None:
         encoder = load_encoder(model or store.model_of(collection))
+    texts = store.captions(collection) is not None or store.words(collection) is not None
     if text_embedder == "auto":
-        text_embedder = load_text_embedder() if store.captions(collection) is not None else None
-    return Retrieval(store, collection, encoder, text_embedder, make_reranker(rerank, encoder))
+        text_embedder = load_text_embedder() if texts else None
+    reranker = make_reranker(rerank, encoder)
+    index = word_index(store, collection)
+    return Retrieval(store, collection, encoder, text_embedder, reranker, word_index=index)
+
+
+def word_index(store: Store, collection: str, have: WordIndex | None = None) -> WordIndex | None:
+    """The collection's lexical index: `have` if it is still current (same count), else
+    built anew; None when no words were read in the collection."""
+    words = store.words(collection)
+    if words is None:
+        return None
+    if have is not None and have.count == words.count():
+        return have
+    return WordIndex.build(words)
 
 
 def search(
@@ -101,7 +119,8 @@ def search(
     pool = max(k, ctx.rerank_pool) if ctx.reranker else k
     first = search_images(
         query, pool + extra, where, store=ctx.store, collection=ctx.collection,
-        encoder=ctx.encoder, text_embedder=ctx.text_embedder,
+        encoder=ctx.encoder, text_embedder=ctx.text_embedder, word_index=ctx.word_index,
+        weights=ctx.weights,
     )  # fmt: skip
     hits, timings = [h for h in first.hits if h.id != leave_out], dict(first.timings_ms)
     if ctx.reranker is not None:
@@ -137,29 +156,58 @@ def explain(
     query: Query,
     hits: Sequence[Hit],
     *,
-    encoder: Encoder,
+    ctx: Retrieval,
     embedding=None,
     method: str | None = None,
     out_dir: str | Path | None = None,
     attribution: str | None = "shapley",
     curve_steps: int = 0,
+    fusion: dict | None = None,
 ) -> Explanation:
     """Evidence for `hits` in one batched pass: heatmaps by `method` (None: the encoder's
-    default), regions, counterfactual checks, the deletion/insertion curves (`curve_steps
-    >= 2`; an evaluation measure), query-word attribution, PNGs in `out_dir`.
-    `embedding` is the query's (computed from `query` when not given)."""
+    default), regions (compact heat peaks, and the words read in the image that the query
+    names), counterfactual checks, the deletion/insertion curves (`curve_steps >= 2`; an
+    evaluation measure), query-word attribution, PNGs in `out_dir`. `embedding` is the
+    query's (computed from `query` when not given); `fusion` is the search's (`rank_after`
+    then counts in the ranking's own units)."""
+    encoder = ctx.encoder
     if embedding is None:
         embedding = embed_query(query, encoder)
     images, errors = load_images(hits)
     shown = [h for h in hits if h.id in images]
     if not shown:
         return Explanation(method, {}, errors)
+    readings = readings_of(ctx, [h.id for h in shown]) if query.text else {}
     done = explain_results(
         encoder, embedding, shown, [images[h.id] for h in shown], query=query, method=method,
         out_dir=out_dir, attribution=attribution, curve_steps=curve_steps,
+        readings=readings, word_index=ctx.word_index, ranking_scale=ranking_scale(fusion),
     )  # fmt: skip
     evidence = {e.hit_id: e for e in done.evidence}
     return Explanation(done.heatmap.method, evidence, errors, done.timings_ms)
+
+
+def readings_of(ctx: Retrieval, ids: list[str]) -> dict[str, Reading]:
+    """The words read in these images (those that have any)."""
+    words = ctx.store.words(ctx.collection)
+    if words is None or not ids:
+        return {}
+    got = words.get(ids=ids, include=["metadatas"])
+    return {
+        i: Reading.from_json(m["lines"])
+        for i, m in zip(got["ids"], got["metadatas"], strict=True)
+        if m and m.get("lines")
+    }
+
+
+def ranking_scale(fusion: dict | None) -> float:
+    """How much a hybrid score moves per unit of image cosine: the image signal's weight
+    over the cosine range it was normalised by (1 for plain cosine ranking)."""
+    image = (fusion or {}).get("image")
+    if not image or "range" not in image:
+        return 1.0
+    lo, hi = image["range"]
+    return image["weight"] / (hi - lo) if hi > lo else 0.0
 
 
 @dataclass(frozen=True)
@@ -215,8 +263,8 @@ def run_query(
     if not top:
         return QueryResult(found, Explanation(method))
     explained = explain(
-        query, top, encoder=ctx.encoder, embedding=found.query_embedding, method=method,
-        out_dir=out_dir, attribution=attribution, curve_steps=curve_steps,
+        query, top, ctx=ctx, embedding=found.query_embedding, method=method, out_dir=out_dir,
+        attribution=attribution, curve_steps=curve_steps, fusion=dict(found.fusion),
     )  # fmt: skip
     return QueryResult(found, explained)
 

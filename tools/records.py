@@ -23,7 +23,9 @@ class Query:
 
 @dataclass(frozen=True)
 class Hit:
-    """One ranked result. `scores` holds the raw per-modality cosines behind `score`;
+    """One ranked result. `scores` holds the raw per-signal scores behind `score`
+    (cosines; `lexical` is BM25), `contributions` what each signal added to a hybrid
+    `score`;
     `first_stage` is set once a reranker has moved the hit: `{"rank": 2, "score": 0.29}`."""
 
     rank: int
@@ -34,6 +36,7 @@ class Hit:
     scores: Mapping[str, float] = field(default_factory=dict)
     metadata: Mapping[str, Any] = field(default_factory=dict)
     first_stage: Mapping[str, float] | None = None
+    contributions: Mapping[str, float] = field(default_factory=dict)  # signal -> share of score
 
     def with_rank(self, rank: int, score: float | None = None) -> Hit:
         return replace(self, rank=rank, score=self.score if score is None else score)
@@ -46,6 +49,7 @@ class Hit:
             "score": round(float(self.score), 6),
             "caption": self.caption,
             "scores": {k: round(float(v), 6) for k, v in self.scores.items()},
+            "contributions": dict(self.contributions),
             "metadata": dict(self.metadata),
         }
         out["first_stage"] = None if self.first_stage is None else dict(self.first_stage)
@@ -129,30 +133,81 @@ class Counterfactual:
 
 
 @dataclass(frozen=True)
-class Region:
-    """An evidence region: `box` is `(x0, y0, x1, y1)` in original-image pixels, x1/y1
-    exclusive; `peak` is the highest heat inside it, `mass` the share of all heat inside
-    the box. `id` is `R<rank>.<n>`: `R1.1` is the strongest region of result 1."""
+class WordsCheck:
+    """What happened to a result's lexical score (BM25 of the query against the words read
+    in the image) when one region's words were taken out, against taking out each of up to
+    eight other lines of the same image (the null)."""
 
-    id: str
-    box: tuple[int, int, int, int]
-    peak: float
-    mass: float
-    counterfactual: Counterfactual | None = None
+    score_before: float
+    score_after: float
+    null_drops: tuple[float, ...] = ()
+
+    @property
+    def score_drop(self) -> float:
+        return self.score_before - self.score_after
 
     @property
     def supported(self) -> bool:
-        return self.counterfactual is not None and self.counterfactual.supported
+        threshold = max(self.null_drops, default=0.0)
+        return self.score_drop > 0 and self.score_drop > threshold
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "scale": "bm25",
+            "score_before": round(self.score_before, 6),
+            "score_after": round(self.score_after, 6),
+            "score_drop": round(self.score_drop, 6),
+            "null": {
+                "lines": len(self.null_drops),
+                "drops": [round(d, 6) for d in self.null_drops],
+            },
+            "supported": self.supported,
+        }
+
+
+@dataclass(frozen=True)
+class Region:
+    """An evidence region: `box` is `(x0, y0, x1, y1)` in original-image pixels, x1/y1
+    exclusive. `kind` is "heat" (a compact peak of the heatmap: `peak` its highest heat,
+    `mass` its share of all heat) or "text" (words read in the image that the query names:
+    `text` holds them, `role` their place in the figure). `id` is `R<rank>.<n>`: `R1.1` is
+    the first region of result 1; text regions are numbered after the heat regions.
+
+    A region is `supported` when its counterfactual check passed: removing it lowers the
+    image's cosine more than removing boxes of its size elsewhere does; for text, also when
+    removing its words lowers the lexical score more than removing other lines does."""
+
+    id: str
+    box: tuple[int, int, int, int]
+    peak: float = 0.0
+    mass: float = 0.0
+    counterfactual: Counterfactual | None = None
+    kind: str = "heat"
+    text: str | None = None
+    role: str | None = None
+    words_check: WordsCheck | None = None
+
+    @property
+    def supported(self) -> bool:
+        image = self.counterfactual is not None and self.counterfactual.supported
+        words = self.words_check is not None and self.words_check.supported
+        return image or words
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
             "id": self.id,
+            "kind": self.kind,
             "box": list(self.box),
             "peak": round(self.peak, 4),
             "mass": round(self.mass, 4),
+            "supported": self.supported,
         }
+        if self.kind == "text" or self.text:
+            out |= {"text": self.text, "role": self.role}
         if self.counterfactual is not None:
             out["counterfactual"] = self.counterfactual.to_dict()
+        if self.words_check is not None:
+            out["words_check"] = self.words_check.to_dict()
         return out
 
 

@@ -1,11 +1,17 @@
 """First-stage retrieval: a query (words, an image, or both) -> ranked `Hit`s.
 
-Image side: the encoder's query embedding against the image collection (cosine).
-Caption side, when the collection has captions and the query has words: the text
-embedder against the caption collection. Hybrid score = weighted sum of the two,
-each min-max normalised over the union of candidates, because raw cosines of two
-different models live on different scales. A candidate without a caption scores 0
-on the caption side. With one modality, `score` is that modality's raw cosine.
+Signals, each used when the collection and the query have it:
+- image: the encoder's query embedding against the image embeddings (cosine);
+- caption: the text embedder's query embedding against the captions (cosine);
+- words: what was read in the images (OCR) — a blend of BM25 over the words
+  (`tools.lexical`, exact tokens such as "Struve" or "968") and the text embedder's
+  cosine with them (paraphrases), `Weights.lexical` of the first.
+With one signal, `score` is that signal's raw cosine (`scoring: "cosine"`). With several,
+each is min-max normalised over the union of the candidates (raw cosines of different
+models live on different scales; BM25 has none) and `score` is their weighted sum, the
+weights summing to 1 (`Weights`; the JSON's `fusion` gives each signal's weight and range,
+every hit's `contributions` what each added). A candidate without a caption or words
+scores 0 on that side.
 """
 
 from __future__ import annotations
@@ -21,11 +27,10 @@ from chromadb.errors import InvalidArgumentError
 from evident.tools.encoders import Encoder
 from evident.tools.errors import InputError, StoreError
 from evident.tools.ingest.images import read_image
+from evident.tools.lexical import WordIndex
 from evident.tools.limits import check_k
 from evident.tools.records import Hit, Query
 from evident.tools.store import Store
-
-CAPTION_WEIGHT = 0.5
 
 
 @dataclass(frozen=True)
@@ -38,6 +43,7 @@ class SearchResult:
     query_embedding: np.ndarray = field(repr=False, compare=False)
     timings_ms: Mapping[str, float] = field(default_factory=dict)
     reranker: str | None = None  # the reranker that ordered `hits`, if any
+    fusion: Mapping[str, Any] = field(default_factory=dict)  # per signal: weight, range
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -45,6 +51,7 @@ class SearchResult:
             "model": self.model,
             "collection": self.collection,
             "scoring": self.scoring,
+            "fusion": dict(self.fusion),
             "results": [h.to_dict() for h in self.hits],
             "rerank": self.reranker,
             "timings_ms": {k: round(v, 2) for k, v in self.timings_ms.items()},
@@ -68,6 +75,17 @@ def embed_query(query: Query, encoder: Encoder) -> np.ndarray:
     return (q / max(np.linalg.norm(q), 1e-12)).astype(np.float32)
 
 
+@dataclass(frozen=True)
+class Weights:
+    """How much each signal counts in a hybrid score (renormalised over the signals a
+    query has), and the share of the words signal that is lexical."""
+
+    image: float = 0.5
+    caption: float = 0.5
+    words: float = 0.5
+    lexical: float = 0.5
+
+
 def search_images(
     query: Query,
     k: int = 5,
@@ -77,9 +95,11 @@ def search_images(
     collection: str,
     encoder: Encoder,
     text_embedder=None,
-    caption_weight: float = CAPTION_WEIGHT,
+    word_index: WordIndex | None = None,
+    weights: Weights = Weights(),
 ) -> SearchResult:
-    """Rank the collection's images for `query`; `where` is a Chroma metadata filter."""
+    """Rank the collection's images for `query`; `where` is a Chroma metadata filter.
+    `word_index` is the collection's lexical index (`tools.lexical`), when it has words."""
     try:
         check_k(k)
     except ValueError as exc:
@@ -89,48 +109,117 @@ def search_images(
     images = store.images(collection, model=encoder.spec, dim=encoder.dim)
     t0 = time.perf_counter()
     q = embed_query(query, encoder)
-    captions = store.captions(collection) if query.text and text_embedder else None
-    qt = text_embedder.encode([query.text])[0] if captions is not None else None
+    texty = bool(query.text) and text_embedder is not None
+    captions = store.captions(collection) if texty else None
+    words = store.words(collection) if texty else None
+    qt = text_embedder.encode([query.text])[0] if captions or words else None
     t1 = time.perf_counter()
     # Chroma returns what it has when asked for more, so no count() on the hot path
     # (about 12 ms at 100k entries); an empty answer without a filter means an empty collection.
-    pool = max(4 * k, 32) if captions is not None else k
-    img_scores, metas = _query(images, q, pool, where)
-    if not img_scores and not where:
+    hybrid = captions is not None or words is not None
+    pool = max(4 * k, 32) if hybrid else k
+    img, metas = _query(images, q, pool, where)
+    if not img and not where:
         raise StoreError(f"collection {collection!r} is empty; index some images into it first.")
-    if captions is None:
-        order = sorted(img_scores, key=lambda i: -img_scores[i])[:k]
+    if not hybrid:
+        order = sorted(img, key=lambda i: -img[i])[:k]
         hits = [
-            _hit(r, i, img_scores[i], metas[i], {"image": img_scores[i]})
-            for r, i in enumerate(order, 1)
+            _hit(r, i, img[i], metas[i], {"image": img[i]}, None) for r, i in enumerate(order, 1)
         ]
-        scoring = "cosine"
-    else:
-        cap_scores, cap_metas = _query(captions, qt, pool, where)
-        for i, m in cap_metas.items():
-            metas.setdefault(i, m)
-        missing = [i for i in cap_scores if i not in img_scores]
-        img_scores.update(_exact(images, q, missing))
-        cap_scores.update(_exact(captions, qt, [i for i in img_scores if i not in cap_scores]))
-        ids = list(img_scores)
-        fused = (1 - caption_weight) * _minmax(
-            [img_scores[i] for i in ids]
-        ) + caption_weight * _minmax([cap_scores.get(i, np.nan) for i in ids])
-        order = np.argsort(-fused, kind="stable")[:k]
-        hits = [
-            _hit(r, ids[j], float(fused[j]), metas[ids[j]], _both(img_scores, cap_scores, ids[j]))
-            for r, j in enumerate(order, 1)
-        ]
-        scoring = f"hybrid: min-max per modality, caption weight {caption_weight:g}"
+        return _result(query, encoder, collection, hits, "cosine", q, t0, t1, {})
+    raw: dict[str, dict[str, float]] = {"image": img}
+    if captions is not None:
+        raw["caption"], cap_metas = _query(captions, qt, pool, where)
+        metas |= {i: m for i, m in cap_metas.items() if i not in metas}
+    if words is not None:
+        raw["embedding"], _ = _query(words, qt, pool, None)
+        raw["lexical"] = word_index.scores(query.text) if word_index is not None else {}
+    ids = _candidates(images, raw, where)
+    raw["image"] |= _exact(images, q, [i for i in ids if i not in img])
+    if captions is not None:
+        have = raw["caption"]
+        have |= _exact(captions, qt, [i for i in ids if i not in have])
+    if words is not None:
+        have = raw["embedding"]
+        have |= _exact(words, qt, [i for i in ids if i not in have])
+    metas |= _metadatas(images, [i for i in ids if i not in metas])
+    fused, parts, fusion = _fuse(ids, raw, weights)
+    order = np.argsort(-fused, kind="stable")[:k]
+    hits = [
+        _hit(r, ids[j], float(fused[j]), metas.get(ids[j], {}), _scores(raw, ids[j]), parts[j])
+        for r, j in enumerate(order, 1)
+    ]
+    return _result(query, encoder, collection, hits, "hybrid", q, t0, t1, fusion)
+
+
+def _candidates(images, raw: dict, where: dict | None) -> list[str]:
+    """The union of every signal's candidates (image ones first), filtered by `where`."""
+    ids = list(dict.fromkeys(i for scores in raw.values() for i in scores))
+    if where and ids:
+        allowed = set(images.get(ids=ids, where=where, include=[])["ids"])
+        ids = [i for i in ids if i in allowed]
+    return ids
+
+
+def _fuse(ids: list[str], raw: dict, w: Weights):
+    """`(fused scores, per-candidate contributions, the fusion record)`."""
+    signals = {"image": w.image}
+    if "caption" in raw:
+        signals["caption"] = w.caption
+    if "embedding" in raw:
+        signals["words"] = w.words
+    total = sum(signals.values())
+    columns = {
+        "image": _minmax([raw["image"].get(i, np.nan) for i in ids]),
+        "caption": _minmax([raw.get("caption", {}).get(i, np.nan) for i in ids]),
+    }
+    if "words" in signals:
+        lex = _minmax([raw["lexical"].get(i, 0.0) for i in ids])
+        emb = _minmax([raw["embedding"].get(i, np.nan) for i in ids])
+        columns["words"] = w.lexical * lex + (1 - w.lexical) * emb
+    fused = np.zeros(len(ids))
+    parts = [{} for _ in ids]
+    for name, weight in signals.items():
+        share = weight / total * columns[name]
+        fused += share
+        for j, v in enumerate(share):
+            parts[j][name] = round(float(v), 6)
+    fusion = {
+        name: {"weight": round(weight / total, 4)} | _range(raw, name)
+        for name, weight in signals.items()
+    }
+    if "words" in signals:
+        fusion["words"]["lexical_share"] = w.lexical
+    return fused, parts, fusion
+
+
+def _range(raw: dict, name: str) -> dict:
+    """The raw range a signal was normalised over (image and caption: cosines)."""
+    values = [v for v in raw.get(name, {}).values() if np.isfinite(v)]
+    return (
+        {"range": [round(min(values), 6), round(max(values), 6)]}
+        if values and name != "words"
+        else {}
+    )
+
+
+def _scores(raw: dict, i: str) -> dict[str, float]:
+    names = {"image": "image", "caption": "caption", "embedding": "words", "lexical": "lexical"}
+    return {names[k]: v[i] for k, v in raw.items() if i in v}
+
+
+def _metadatas(col, ids: list[str]) -> dict[str, dict]:
+    if not ids:
+        return {}
+    got = col.get(ids=ids, include=["metadatas"])
+    return {i: m or {} for i, m in zip(got["ids"], got["metadatas"], strict=True)}
+
+
+def _result(query, encoder, collection, hits, scoring, q, t0, t1, fusion) -> SearchResult:
     t2 = time.perf_counter()
+    timings = {"encode_query": (t1 - t0) * 1e3, "search": (t2 - t1) * 1e3}
     return SearchResult(
-        query,
-        encoder.spec,
-        collection,
-        tuple(hits),
-        scoring,
-        q,
-        {"encode_query": (t1 - t0) * 1e3, "search": (t2 - t1) * 1e3},
+        query, encoder.spec, collection, tuple(hits), scoring, q, timings, fusion=fusion
     )
 
 
@@ -173,10 +262,8 @@ def _minmax(values: list[float]) -> np.ndarray:
     return out
 
 
-def _both(img: dict, cap: dict, i: str) -> dict[str, float]:
-    return {"image": img[i]} | ({"caption": cap[i]} if i in cap else {})
-
-
-def _hit(rank: int, id_: str, score: float, meta: dict, scores: dict) -> Hit:
-    extra = {k: v for k, v in meta.items() if k not in ("uri", "caption", "size", "mtime_ns")}
-    return Hit(rank, id_, meta.get("uri", ""), float(score), meta.get("caption"), scores, extra)
+def _hit(rank: int, id_: str, score: float, meta: dict, scores: dict, parts: dict | None) -> Hit:
+    hidden = ("uri", "caption", "size", "mtime_ns", "ocr")
+    extra = {k: v for k, v in meta.items() if k not in hidden}
+    uri, caption = meta.get("uri", ""), meta.get("caption")
+    return Hit(rank, id_, uri, float(score), caption, scores, extra, contributions=parts or {})

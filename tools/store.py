@@ -1,7 +1,9 @@
 """The image store: ChromaDB, embedded on a folder or a `chroma run` server over HTTP.
 
-Each evident collection is a pair: `NAME` holds image embeddings (cosine space) and
-`NAME-captions` holds caption embeddings from the text embedder, under the same ids.
+Each evident collection is up to three Chroma collections under the same ids: `NAME`
+holds image embeddings (cosine space), `NAME-captions` caption embeddings from the text
+embedder, and `NAME-words` the words read in each image (the lines as JSON in the
+metadata, their text as the document, the text embedder's embedding of it).
 The image collection's metadata records the encoder spec and dimension; using it
 with another encoder is an `EncoderMismatchError`, never a silent mix.
 
@@ -32,6 +34,7 @@ log = logging.getLogger(__name__)
 LOCK_FILE = ".evident.lock"
 SCHEMA = 1
 CAPTIONS_SUFFIX = "-captions"
+WORDS_SUFFIX = "-words"  # the words read in the images (OCR), under the images' ids
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{1,400}[A-Za-z0-9]$")
 PAGE = 5000
 
@@ -43,6 +46,7 @@ class CollectionInfo:
     dim: int
     count: int
     captions: int
+    words: int = 0  # images with words read in them
 
     def to_dict(self) -> dict[str, Any]:
         return self.__dict__.copy()
@@ -152,9 +156,24 @@ class Store:
 
     def captions(self, name: str):
         """The caption collection of `name`, or None when nothing in it has a caption."""
+        return self._side(name + CAPTIONS_SUFFIX)
+
+    def words(self, name: str, *, create: bool = False):
+        """The words collection of `name` (None when nothing was read in its images,
+        unless `create`)."""
+        if create:
+            return self.client.get_or_create_collection(
+                name + WORDS_SUFFIX,
+                embedding_function=None,
+                configuration={"hnsw": {"space": "cosine"}},
+                metadata={"evident_role": "words"},
+            )
+        return self._side(name + WORDS_SUFFIX)
+
+    def _side(self, full: str):
         try:
-            col = self.client.get_collection(name + CAPTIONS_SUFFIX, embedding_function=None)
-        except Exception:  # absent: a collection indexed without captions
+            col = self.client.get_collection(full, embedding_function=None)
+        except Exception:  # absent: a collection indexed without captions or words
             return None
         return col if col.count() else None
 
@@ -163,12 +182,14 @@ class Store:
 
     def collection_names(self) -> list[str]:
         return [
-            c.name for c in self.client.list_collections() if not c.name.endswith(CAPTIONS_SUFFIX)
+            c.name
+            for c in self.client.list_collections()
+            if not c.name.endswith((CAPTIONS_SUFFIX, WORDS_SUFFIX))
         ]
 
     def info(self, name: str) -> CollectionInfo:
         col = self.images(name)
-        caps = self.captions(name)
+        caps, words = self.captions(name), self.words(name)
         meta = col.metadata
         return CollectionInfo(
             name,
@@ -176,6 +197,7 @@ class Store:
             meta["evident_dim"],
             col.count(),
             caps.count() if caps else 0,
+            words.count() if words else 0,
         )
 
     def batch_size(self) -> int:
@@ -192,6 +214,18 @@ def iter_metadata(col, page: int = PAGE) -> Iterator[tuple[str, dict]]:
         got = col.get(include=["metadatas"], limit=page, offset=offset)
         for i, m in zip(got["ids"], got["metadatas"], strict=True):
             yield i, m or {}
+        if len(got["ids"]) < page:
+            return
+        offset += page
+
+
+def iter_documents(col, page: int = PAGE) -> Iterator[tuple[str, str]]:
+    """Every (id, document) of a collection, page by page."""
+    offset = 0
+    while True:
+        got = col.get(include=["documents"], limit=page, offset=offset)
+        for i, d in zip(got["ids"], got["documents"], strict=True):
+            yield i, d or ""
         if len(got["ids"]) < page:
             return
         offset += page

@@ -70,13 +70,15 @@ def check_regions(
     blocks: int = tokens.BLOCKS,
     seed: int = 0,
     ranking_scores: Sequence[float] | None = None,
+    ranking_scale: float = 1.0,
     hidden: torch.Tensor | None = None,
 ) -> list[tuple[Region, ...]]:
     """Every region of every image checked against its null, in one batched scoring.
 
     `query` is `(1 | B, dim)`; `ranking_scores` are what the returned list is ranked by
-    (default: the cosines), used for `rank_after`; `hidden` the batch's
-    `tokens.prefix` at `tokens.split(model, blocks)` when the caller has it."""
+    (default: the cosines) and `ranking_scale` how far they move per unit of cosine (a
+    hybrid score: the image weight over its cosine range), used for `rank_after`; `hidden`
+    the batch's `tokens.prefix` at `tokens.split(model, blocks)` when the caller has it."""
     removal = removal or default_removal(encoder)
     if removal not in REMOVALS:
         raise InputError(f"unknown removal {removal!r}; known: {', '.join(REMOVALS)}")
@@ -101,7 +103,7 @@ def check_regions(
             score_before=float(before[i]),
             score_after=float(drops_after[0]),
             score_drop=drop,
-            rank_after=1 + int((others > ranking[i] - drop).sum()),
+            rank_after=1 + int((others > ranking[i] - drop * ranking_scale).sum()),
             supported=bool(drop > threshold),
             threshold=threshold,
             null_drops=tuple(float(d) for d in null),

@@ -38,7 +38,10 @@ from evident.tools.evidence.heatmaps import (
 )
 from evident.tools.evidence.overlays import prune, write_pngs
 from evident.tools.evidence.regions import find_regions
-from evident.tools.records import Evidence, Hit, Query
+from evident.tools.evidence.text_regions import text_regions, words_checks
+from evident.tools.ingest.ocr import Reading
+from evident.tools.lexical import WordIndex
+from evident.tools.records import Evidence, Hit, Query, Region
 
 
 @dataclass(frozen=True)
@@ -81,13 +84,19 @@ def explain_results(
     curve_steps: int = 0,
     attribution: Estimator | None = "shapley",
     out_dir: str | Path | None = None,
+    readings: Mapping[str, Reading] | None = None,
+    word_index: WordIndex | None = None,
+    ranking_scale: float = 1.0,
 ) -> Explained:
     """Explain `hits` (with their PIL `images`, same order) for a normalised query embedding.
 
     `query.text` drives the query-word attribution (skipped when there is no text or
     `attribution=None`); `removal` is how regions are taken out for their check (default:
     the tower's, `counterfactuals.default_removal`); `curve_steps >= 2` adds the
-    deletion/insertion curves (an evaluation measure, off by default).
+    deletion/insertion curves (an evaluation measure, off by default). `readings` are the
+    words read in the images by hit id: lines the query names become text regions
+    (`text_regions`), checked on the words too when `word_index` is given.
+    `ranking_scale` converts a cosine drop into the hits' ranking units (`rank_after`).
     """
     timings: dict[str, float] = {}
     images = [as_rgb(im) for im in images]
@@ -112,6 +121,15 @@ def explain_results(
             find_regions(heat.maps[i], im.size, rank=h.rank, max_regions=max_regions)
             for i, (h, im) in enumerate(zip(hits, images, strict=True))
         ]
+        texts: list[tuple[Region, ...]] = [() for _ in hits]
+        readings = readings or {}
+        for i, h in enumerate(hits):
+            if query is not None and query.text and h.id in readings:
+                regions[i], texts[i] = text_regions(
+                    query.text, readings[h.id], rank=h.rank, first=len(regions[i]) + 1,
+                    heat=regions[i],
+                )  # fmt: skip
+        regions = [h + t for h, t in zip(regions, texts, strict=True)]
     with _timed(timings, "counterfactual"):
         regions, faith = verify(
             encoder,
@@ -124,8 +142,14 @@ def explain_results(
             steps=curve_steps,
             removal=removal,
             ranking_scores=[h.score for h in hits],
+            ranking_scale=ranking_scale,
             hidden=hidden,
         )
+        if word_index is not None and query is not None and query.text:
+            regions = [
+                _checked_words(query.text, readings.get(h.id), found, word_index)
+                for h, found in zip(hits, regions, strict=True)
+            ]
     terms: list[tuple] = [() for _ in hits]
     if attribution and query is not None and query.text:
         with _timed(timings, "attribution"):
@@ -139,6 +163,14 @@ def explain_results(
             ]
             prune(out_dir)
     return Explained(tuple(hits), _evidence(hits, heat, regions, faith, terms, pngs), heat, timings)
+
+
+def _checked_words(query: str, reading, found, index) -> tuple[Region, ...]:
+    text = [r for r in found if r.kind == "text"]
+    if reading is None or not text:
+        return found
+    checked = {r.id: r for r in words_checks(query, reading, text, index)}
+    return tuple(checked.get(r.id, r) for r in found)
 
 
 def _evidence(hits, heat: Heatmap, regions, faith, terms, pngs) -> tuple[Evidence, ...]:

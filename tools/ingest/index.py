@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
@@ -24,12 +24,22 @@ from evident.tools.encoders import Encoder
 from evident.tools.errors import InputError
 from evident.tools.ingest.documents import discover_with_documents
 from evident.tools.ingest.images import ImageFile, content_id, discover, read_image
+from evident.tools.ingest.ocr import (
+    Reader,
+    Reading,
+    load_reader,
+    looks_like_figure,
+    search_document,
+    words_text,
+)
 from evident.tools.records import IndexReport, Skipped
 from evident.tools.store import Store, iter_metadata
 
 log = logging.getLogger(__name__)
 
-RESERVED = ("uri", "caption", "size", "mtime_ns", "width", "height", "format")
+RESERVED = ("uri", "caption", "size", "mtime_ns", "width", "height", "format", "ocr", "words")
+OcrMode = Literal["auto", "on", "off"]
+OCR_MODES = ("auto", "on", "off")
 
 
 @dataclass(frozen=True)
@@ -38,6 +48,7 @@ class _Decoded:
     id: str
     pixels: torch.Tensor | None  # None: content already in the collection
     meta: dict[str, Any]
+    reading: Reading | None = None  # words read in it now (None: not read this run)
 
 
 def index_paths(
@@ -53,20 +64,33 @@ def index_paths(
     batch_size: int = 32,
     progress: Callable[[int], None] | None = None,
     total: Callable[[int], None] | None = None,
+    ocr: OcrMode = "off",
+    reader: Reader | None = None,
 ) -> IndexReport:
     """Index every image under `paths` into `collection` and report what happened.
 
-    `text_embedder` (see `evident.tools.text_embed`) embeds captions for hybrid search; it is
-    required only when some file has a caption. `progress(n)` is called as files finish.
+    `text_embedder` (see `evident.tools.text_embed`) embeds captions and words for hybrid
+    search; it is required when some file has a caption or `ocr` is not "off".
+    `ocr` reads the words in the images (`tools.ingest.ocr`): "on" every image, "auto"
+    those that look like figures or documents (`looks_like_figure`), "off" none; an image
+    read before (same bytes, same OCR version) is not read again. `reader` is the OCR
+    engine (loaded when needed). `progress(n)` is called as files finish.
     With `documents_cache`, images referenced by HTML pages get the page's caption and
     images inside PDFs are extracted there and indexed too (`evident.tools.ingest.documents`).
     """
     roots = [Path(p).expanduser().resolve() for p in paths]
     if files is None:
         files = find_files(roots, documents_cache)
+    if ocr not in OCR_MODES:
+        raise InputError(f"ocr must be one of {', '.join(OCR_MODES)}, not {ocr!r}")
     if any(f.caption for f in files) and text_embedder is None:
         raise InputError("some files have captions but no text embedder was given")
+    if ocr != "off" and text_embedder is None:
+        raise InputError("reading words (ocr) needs a text embedder to embed them")
+    if ocr != "off" and reader is None:
+        reader = load_reader()
     images, captions = store.ensure(collection, model=encoder.spec, dim=encoder.dim)
+    words = store.words(collection, create=ocr != "off")
     by_uri: dict[str, tuple[str, dict]] = {}
     known: dict[str, dict] = {}
     for id_, meta in iter_metadata(images):
@@ -79,7 +103,7 @@ def index_paths(
     skipped: list[Skipped] = []
     todo: list[ImageFile] = []
     for f in files:
-        if _unchanged(f, by_uri.get(str(f.path))):
+        if _unchanged(f, by_uri.get(str(f.path)), ocr):
             counts["unchanged"] += 1
             if progress:
                 progress(1)
@@ -89,7 +113,7 @@ def index_paths(
     with ThreadPoolExecutor(max_workers=2, thread_name_prefix="evident-decode") as pool:
 
         def submit(chunk: Sequence[ImageFile]) -> list[Future]:
-            return [pool.submit(_decode, f, encoder, known) for f in chunk]
+            return [pool.submit(_decode, f, encoder, known, ocr, reader) for f in chunk]
 
         chunks = [todo[i : i + batch_size] for i in range(0, len(todo), batch_size)]
         ahead = submit(chunks[0]) if chunks else []
@@ -101,13 +125,13 @@ def index_paths(
                     done.append(fut.result())
                 except InputError as exc:
                     skipped.append(Skipped(str(f.path), str(exc)))
-            _write(done, images, captions, encoder, text_embedder, known, counts, skipped)
+            _write(done, images, captions, words, encoder, text_embedder, known, counts, skipped)
             log.info("wrote batch %d/%d", n + 1, len(chunks))
             if progress:
                 progress(len(chunks[n]))
 
     if prune:
-        counts["pruned"] = _prune(images, captions, roots)
+        counts["pruned"] = _prune(images, captions, words, roots)
     return IndexReport(collection, encoder.spec, skipped=tuple(skipped), **counts)
 
 
@@ -120,10 +144,12 @@ def find_files(paths: Iterable[str | Path], documents_cache: Path | None = None)
     return list(discover_with_documents(roots, cache_dir=Path(documents_cache)))
 
 
-def _unchanged(f: ImageFile, existing: tuple[str, dict] | None) -> bool:
+def _unchanged(f: ImageFile, existing: tuple[str, dict] | None, ocr: OcrMode) -> bool:
     if existing is None:
         return False
     _, meta = existing
+    if ocr != "off" and "ocr" not in meta:  # never looked at for words: look now
+        return False
     try:
         st = f.path.stat()
     except OSError:
@@ -136,7 +162,9 @@ def _unchanged(f: ImageFile, existing: tuple[str, dict] | None) -> bool:
     )
 
 
-def _decode(f: ImageFile, encoder: Encoder, known: dict[str, dict]) -> _Decoded:
+def _decode(
+    f: ImageFile, encoder: Encoder, known: dict[str, dict], ocr: OcrMode, reader: Reader | None
+) -> _Decoded:
     try:
         data = f.path.read_bytes()
         st = f.path.stat()
@@ -148,15 +176,32 @@ def _decode(f: ImageFile, encoder: Encoder, known: dict[str, dict]) -> _Decoded:
     if f.caption:
         meta["caption"] = f.caption
     if id_ in known:  # same bytes already embedded: only the record changes
-        meta.update({k: known[id_][k] for k in ("width", "height", "format") if k in known[id_]})
-        return _Decoded(f, id_, None, meta)
+        kept = ("width", "height", "format", "ocr", "words")
+        meta.update({k: known[id_][k] for k in kept if k in known[id_]})
+        if ocr == "off" or meta.get("ocr") is not None:
+            return _Decoded(f, id_, None, meta)
+        reading = _read_words(read_image(f.path, data), ocr, reader, meta)
+        return _Decoded(f, id_, None, meta, reading)
     image = read_image(f.path, data)
     meta.update({"width": image.width, "height": image.height, "format": f.path.suffix[1:].lower()})
-    return _Decoded(f, id_, encoder.preprocess(image), meta)
+    reading = _read_words(image, ocr, reader, meta) if ocr != "off" else None
+    return _Decoded(f, id_, encoder.preprocess(image), meta, reading)
 
 
-def _write(done, images, captions, encoder, text_embedder, known, counts, skipped) -> None:
-    """Upsert one batch: captions first, images last (an image entry marks completion)."""
+def _read_words(image, ocr: OcrMode, reader: Reader, meta: dict) -> Reading:
+    """The words in `image` ("auto": only if it looks like a figure), recorded in `meta`:
+    `ocr` is the reader's version ("skipped" when auto passed it by), `words` the lines."""
+    if ocr == "auto" and not looks_like_figure(image):
+        meta |= {"ocr": "skipped", "words": 0}
+        return Reading()
+    reading = reader.read(image)
+    meta |= {"ocr": reading.version, "words": len(reading.lines)}
+    return reading
+
+
+def _write(done, images, captions, words, encoder, text_embedder, known, counts, skipped) -> None:
+    """Upsert one batch: captions and words first, images last (an image entry marks
+    completion)."""
     fresh: dict[str, _Decoded] = {}
     for d in done:
         old = known.get(d.id)
@@ -183,6 +228,7 @@ def _write(done, images, captions, encoder, text_embedder, known, counts, skippe
     stale = [i for i in ids if not fresh[i].meta.get("caption") and known.get(i, {}).get("caption")]
     if stale:
         captions.delete(ids=stale)
+    _write_words(words, text_embedder, {i: fresh[i].reading for i in ids if fresh[i].reading})
     new = [i for i in ids if fresh[i].pixels is not None]
     if new:
         vecs = encoder.embed_pixels(torch.stack([fresh[i].pixels for i in new])).cpu().numpy()
@@ -198,7 +244,23 @@ def _write(done, images, captions, encoder, text_embedder, known, counts, skippe
         known[i] = m
 
 
-def _prune(images, captions, roots: list[Path]) -> int:
+def _write_words(words, text_embedder, readings: dict[str, Reading]) -> None:
+    """The words of freshly read images: the lines as JSON, a search document, and the
+    embedding of what the lines say. Images without words get no entry."""
+    found = {i: r for i, r in readings.items() if r.lines}
+    if not found:
+        return
+    ids = list(found)
+    texts = [words_text(found[i]) for i in ids]
+    words.upsert(
+        ids=ids,
+        embeddings=text_embedder.encode(texts),
+        documents=[search_document(found[i]) for i in ids],
+        metadatas=[{"lines": found[i].to_json()} for i in ids],
+    )
+
+
+def _prune(images, captions, words, roots: list[Path]) -> int:
     gone = [
         id_
         for id_, meta in iter_metadata(images)
@@ -206,6 +268,8 @@ def _prune(images, captions, roots: list[Path]) -> int:
     ]
     for i in range(0, len(gone), 1000):
         captions.delete(ids=gone[i : i + 1000])
+        if words is not None:
+            words.delete(ids=gone[i : i + 1000])
         images.delete(ids=gone[i : i + 1000])
     return len(gone)
 

@@ -1,0 +1,264 @@
+"""Words in images: text lines read by PP-OCRv4 (rapidocr-onnxruntime, offline), with their
+boxes, confidences and layout roles.
+
+Reading. The detector runs on the image scaled so its longer side is at most `max_side`
+pixels (figures are rarely larger; the library's default scales *up* to 736 px on the
+shorter side, which costs 3-6x more and reads tick labels no better); recognition runs in
+one batch per image; the 180-degree direction classifier is off (figure text is upright,
+or turned 90 degrees, which the recogniser handles by rotating tall crops). An image where
+the detector finds nothing costs only the detector. Lines under `min_confidence` are
+dropped.
+
+Roles, from geometry alone (a figure's layout, not a parse of its drawing):
+- `tick`: text that is a number, a short numeric expression or a unit power ("10²", "-0.5");
+- `ylabel`: a box taller than wide near the left edge (rotated text);
+- `title`: non-number text in the top band, the widest there;
+- `xlabel`: non-number text in the bottom band;
+- `legend`: lines inside the figure stacked under each other at the same left edge;
+- `label`: any other text (annotations, panel letters, cell values).
+The role decides a line's weight in search (titles, labels and legends say what a figure
+is about; tick labels rarely do) and lets a query that names a part ("the title of ...")
+cite that part's words.
+
+Not handled: handwriting, text in photos beyond what the detector finds, languages other
+than those PP-OCRv4's Chinese-English recogniser reads, vertical CJK text.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+from PIL import Image
+
+from evident.tools.errors import ModelLoadError
+
+log = logging.getLogger(__name__)
+
+Role = Literal["title", "xlabel", "ylabel", "legend", "tick", "label"]
+ROLES = ("title", "xlabel", "ylabel", "legend", "tick", "label")
+OCR_VERSION = "ppocrv4-1"  # recorded with each reading; a new one means read again
+MAX_SIDE = 960
+MIN_CONFIDENCE = 0.5
+_NUMBERISH = re.compile(r"^[\s\d.,:%+\-−–×x*^eE()\[\]²³¹⁰⁴⁵⁶⁷⁸⁹⁻/$°]*$")
+Box = tuple[int, int, int, int]
+
+
+@dataclass(frozen=True)
+class TextLine:
+    """One line of text read in an image: its words, its box in original pixels (x1/y1
+    exclusive), the recogniser's confidence and its layout role."""
+
+    text: str
+    box: Box
+    confidence: float
+    role: Role = "label"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "text": self.text,
+            "box": list(self.box),
+            "confidence": round(self.confidence, 3),
+            "role": self.role,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TextLine:
+        return cls(d["text"], tuple(int(v) for v in d["box"]), float(d["confidence"]), d["role"])
+
+
+@dataclass(frozen=True)
+class Reading:
+    """Everything read in one image."""
+
+    lines: tuple[TextLine, ...] = ()
+    size: tuple[int, int] = (0, 0)
+    seconds: float = 0.0
+    version: str = OCR_VERSION
+
+    def text(self, roles: Sequence[str] = ROLES) -> str:
+        """The lines of the given roles, in reading order, one per line."""
+        return "\n".join(line.text for line in self.lines if line.role in roles)
+
+    def to_json(self) -> str:
+        lines = [x.to_dict() for x in self.lines]
+        data = {"v": self.version, "size": list(self.size), "lines": lines}
+        return json.dumps(data, ensure_ascii=False, separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, text: str) -> Reading:
+        d = json.loads(text)
+        lines = tuple(TextLine.from_dict(x) for x in d.get("lines", []))
+        return cls(lines, tuple(d.get("size", (0, 0))), 0.0, d.get("v", OCR_VERSION))
+
+
+@dataclass
+class Reader:
+    """A loaded OCR engine; `read(image)` is thread-safe for one caller at a time."""
+
+    engine: Any
+    max_side: int = MAX_SIDE
+    min_confidence: float = MIN_CONFIDENCE
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def read(self, image: Image.Image) -> Reading:
+        t0 = time.perf_counter()
+        image = image.convert("RGB")
+        width, height = image.size
+        scale = min(1.0, self.max_side / max(width, height))
+        if scale < 1.0:
+            image = image.resize((round(width * scale), round(height * scale)), Image.BILINEAR)
+        found, _ = self.engine(np.asarray(image))
+        lines = []
+        for points, text, confidence in found or []:
+            text = " ".join(str(text).split())
+            if not text or float(confidence) < self.min_confidence:
+                continue
+            box = _box(points, scale, (width, height))
+            lines.append(TextLine(text, box, float(confidence)))
+        lines.sort(key=lambda x: (x.box[1], x.box[0]))
+        roles = assign_roles(lines, (width, height))
+        return Reading(tuple(roles), (width, height), time.perf_counter() - t0)
+
+
+def load_reader(*, max_side: int = MAX_SIDE, threads: int | None = None) -> Reader:
+    """The OCR engine, from the models inside the installed rapidocr-onnxruntime wheel."""
+    try:
+        from rapidocr_onnxruntime import RapidOCR  # noqa: PLC0415 - onnxruntime loads in seconds
+    except ImportError as exc:
+        raise ModelLoadError(
+            "reading words in images needs rapidocr-onnxruntime: pip install rapidocr-onnxruntime"
+        ) from exc
+    options = {
+        "use_cls": False,
+        "det_limit_type": "max",
+        "det_limit_side_len": max_side,
+        "rec_batch_num": 64,
+        "print_verbose": False,
+    }
+    if threads:
+        options |= {"intra_op_num_threads": threads, "inter_op_num_threads": 1}
+    return Reader(RapidOCR(**options), max_side=max_side)
+
+
+def _box(points, scale: float, size: tuple[int, int]) -> Box:
+    pts = np.asarray(points, dtype=np.float64) / scale
+    x0, y0 = np.floor(pts.min(0)).astype(int)
+    x1, y1 = np.ceil(pts.max(0)).astype(int)
+    w, h = size
+    x0, y0 = min(max(x0, 0), w - 1), min(max(y0, 0), h - 1)
+    return (int(x0), int(y0), int(max(x0 + 1, min(x1, w))), int(max(y0 + 1, min(y1, h))))
+
+
+def is_numberish(text: str) -> bool:
+    """Tick-label-like text: numbers, signs, powers, units of one or two letters.
+
+    >>> [is_numberish(t) for t in ("10²", "-0.5", "1e-3", "45%", "time (s)", "x")]
+    [True, True, True, True, False, True]
+    """
+    return bool(_NUMBERISH.match(text)) or len(text.strip()) <= 1
+
+
+def assign_roles(lines: Sequence[TextLine], size: tuple[int, int]) -> list[TextLine]:
+    """Each line with its layout role (see the module notes); order kept."""
+    w, h = size
+    roles: list[str] = []
+    for line in lines:
+        x0, y0, x1, y1 = line.box
+        bw, bh = x1 - x0, y1 - y0
+        if is_numberish(line.text):
+            roles.append("tick")
+        elif bh > 1.5 * bw and x1 <= 0.25 * w:
+            roles.append("ylabel")
+        elif y1 <= 0.16 * h:
+            roles.append("title")
+        elif y0 >= 0.8 * h:
+            roles.append("xlabel")
+        else:
+            roles.append("label")
+    titles = [i for i, r in enumerate(roles) if r == "title"]
+    if len(titles) > 1:  # the widest line up top is the title; the others are labels
+        widest = max(titles, key=lambda i: lines[i].box[2] - lines[i].box[0])
+        for i in titles:
+            roles[i] = "title" if i == widest else "label"
+    for i, j in _stacked([i for i, r in enumerate(roles) if r == "label"], lines):
+        roles[i] = roles[j] = "legend"
+    return [TextLine(x.text, x.box, x.confidence, r) for x, r in zip(lines, roles, strict=True)]
+
+
+def _stacked(candidates: list[int], lines: Sequence[TextLine]):
+    """Pairs of lines one under the other at the same left edge: legend entries."""
+    for a in candidates:
+        for b in candidates:
+            if b <= a:
+                continue
+            la, lb = lines[a].box, lines[b].box
+            height = max(la[3] - la[1], lb[3] - lb[1])
+            same_left = abs(la[0] - lb[0]) <= max(6, 0.6 * height)
+            close = 0 <= lb[1] - la[3] <= 1.5 * height
+            if same_left and close:
+                yield a, b
+
+
+def words(text: str) -> list[str]:
+    """Lower-case word tokens for matching, with identifiers split as people say them.
+
+    >>> words("plot_circmean vs. halfLogistic PDF n=2")
+    ['plot', 'circmean', 'vs', 'half', 'logistic', 'pdf', 'n', '2']
+    """
+    spaced = re.sub(r"([a-z])([A-Z])", r"\1 \2", text)
+    return re.findall(r"[^\W_]+", spaced.lower())
+
+
+# --- what the words become in the index ----------------------------------------------------
+
+WEIGHTS = {"title": 3, "legend": 2, "xlabel": 2, "ylabel": 2, "label": 1, "tick": 1}
+"""How many times a line's words count in the search document: what a figure is about
+is in its title, labels and legend; its tick labels rarely say."""
+
+
+def search_document(reading: Reading) -> str:
+    """The words of a reading as a space-delimited token string, each line's tokens
+    repeated by its role's weight (`WEIGHTS`), padded with spaces so that a token is found
+    as " token ".
+
+    >>> title = TextLine("Run 12", (0, 0, 9, 9), 1.0, "title")
+    >>> tick = TextLine("3", (0, 9, 9, 19), 1.0, "tick")
+    >>> search_document(Reading((title, tick)))
+    ' run 12 run 12 run 12 3 '
+    """
+    tokens = [t for line in reading.lines for t in words(line.text) * WEIGHTS[line.role]]
+    return " " + " ".join(tokens) + " "
+
+
+def words_text(reading: Reading) -> str:
+    """What the text embedder embeds: the lines that say what the figure is about (titles,
+    labels, legend entries; tick labels only when nothing else was read), most telling first.
+    """
+    order = {role: n for n, role in enumerate(("title", "xlabel", "ylabel", "legend", "label"))}
+    telling = sorted((x for x in reading.lines if x.role != "tick"), key=lambda x: order[x.role])
+    chosen = telling or list(reading.lines)
+    return ". ".join(x.text for x in chosen)
+
+
+def looks_like_figure(image: Image.Image) -> bool:
+    """Charts, diagrams, documents and screenshots: a few flat colours cover most of the
+    picture (a photo's colours spread). The four commonest of 512 colour bins cover at
+    least 60% of a 64x64 thumbnail.
+
+    >>> looks_like_figure(Image.new("RGB", (300, 200), "white"))
+    True
+    >>> noise = (np.random.default_rng(0).random((64, 64, 3)) * 255).astype(np.uint8)
+    >>> looks_like_figure(Image.fromarray(noise))
+    False
+    """
+    small = np.asarray(image.convert("RGB").resize((64, 64), Image.BILINEAR)) // 32
+    codes = (small[..., 0] * 64 + small[..., 1] * 8 + small[..., 2]).ravel()
+    counts = np.bincount(codes, minlength=512)
+    return float(np.sort(counts)[-4:].sum()) / codes.size >= 0.6

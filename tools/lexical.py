@@ -1,0 +1,102 @@
+"""Lexical search over the words read in a collection's images: BM25 (Robertson et al.).
+
+The words collection keeps each image's search document (`ingest.ocr.search_document`:
+tokens, repeated by the role of their line). Chroma has no ranked lexical search on a local
+database, so `WordIndex.build` reads every document once (a page at a time) into a sparse
+matrix of BM25 term weights; a query is then one sparse column sum. At 100k images the
+build takes a second or two and the index a few tens of MB; a `Retrieval` keeps it for all
+its queries and rebuilds it when the collection's count changes.
+
+Tokens are `ingest.ocr.words`: lower case, identifiers split ("halfLogistic" -> "half
+logistic"), so a query and a figure's text meet however either is written.
+Not handled: stemming, synonyms (the embedding half of the words signal covers those).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import sparse
+
+from evident.tools.ingest.ocr import words
+from evident.tools.store import iter_documents
+
+K1, B = 1.2, 0.75
+_STOP = """a an the of in on at to for with and or by from as is are was were be this that
+these those it its into over under vs show shows showing figure plot chart image"""
+STOP = frozenset(_STOP.split())
+
+
+@dataclass(frozen=True)
+class WordIndex:
+    ids: tuple[str, ...]
+    vocab: dict[str, int]
+    weights: sparse.csc_matrix  # (documents, vocabulary): BM25 weight of each term there
+    count: int  # the words collection's size when built
+    idf: np.ndarray  # per vocabulary term
+    mean_length: float
+
+    @classmethod
+    def build(cls, collection) -> WordIndex:
+        ids, docs = [], []
+        for id_, doc in iter_documents(collection):
+            ids.append(id_)
+            docs.append(Counter(t for t in (doc or "").split() if t))
+        vocab: dict[str, int] = {}
+        rows, cols, tfs = [], [], []
+        for r, counts in enumerate(docs):
+            for term, tf in counts.items():
+                rows.append(r)
+                cols.append(vocab.setdefault(term, len(vocab)))
+                tfs.append(tf)
+        n = max(1, len(docs))
+        tf = sparse.csr_matrix((np.asarray(tfs, np.float32), (rows, cols)), (len(docs), len(vocab)))
+        lengths = np.asarray(tf.sum(1)).ravel()
+        norm = K1 * (
+            1 - B + B * lengths / max(1e-9, float(lengths.mean()) if len(lengths) else 1.0)
+        )
+        df = np.bincount(np.asarray(cols, dtype=np.int64), minlength=len(vocab))
+        idf = np.log(1 + (n - df + 0.5) / (df + 0.5)).astype(np.float32)
+        tf = tf.tocoo()
+        w = idf[tf.col] * tf.data * (K1 + 1) / (tf.data + norm[tf.row])
+        weights = sparse.csc_matrix((w, (tf.row, tf.col)), tf.shape)
+        mean = float(lengths.mean()) if len(lengths) else 1.0
+        return cls(tuple(ids), vocab, weights, len(ids), idf, mean)
+
+    def scores(self, text: str, top: int = 200) -> dict[str, float]:
+        """The `top` documents' BM25 scores for `text` (only documents with a match)."""
+        terms = [self.vocab[t] for t in dict.fromkeys(query_tokens(text)) if t in self.vocab]
+        if not terms or not self.ids:
+            return {}
+        total = np.asarray(self.weights[:, terms].sum(1)).ravel()
+        hits = np.flatnonzero(total > 0)
+        best = hits[np.argsort(-total[hits], kind="stable")[:top]]
+        return {self.ids[i]: float(total[i]) for i in best}
+
+    def score(self, text: str, tokens: list[str]) -> float:
+        """BM25 of `text` against a document of `tokens`, with this index's statistics
+        (how a result's lexical score changes when some of its words are taken out)."""
+        counts = Counter(tokens)
+        norm = K1 * (1 - B + B * len(tokens) / max(1e-9, self.mean_length))
+        total = 0.0
+        for t in dict.fromkeys(query_tokens(text)):
+            if t in self.vocab and counts[t]:
+                tf = counts[t]
+                total += float(self.idf[self.vocab[t]]) * tf * (K1 + 1) / (tf + norm)
+        return total
+
+    def matched(self, text: str, document: str) -> list[str]:
+        """The query's tokens that occur in `document` (a search document)."""
+        present = set(document.split())
+        return [t for t in dict.fromkeys(query_tokens(text)) if t in present]
+
+
+def query_tokens(text: str) -> list[str]:
+    """The tokens of a query that can match words in an image (no stop words).
+
+    >>> query_tokens("the halfLogistic pdf of a figure")
+    ['half', 'logistic', 'pdf']
+    """
+    return [t for t in words(text) if t not in STOP]
