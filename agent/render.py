@@ -72,10 +72,7 @@ def results_table(title: str, result: dict) -> Table:
     for col in ("#", "score", "image", "caption", "evidence"):
         table.add_column(col)
     for r in result["results"]:
-        regions = " ".join(
-            g["id"] + ("" if g.get("supported") else "?")
-            for g in r["regions"]
-        )
+        regions = " ".join(g["id"] + ("" if g.get("supported") else "?") for g in r["regions"])
         overlay = (r["heatmap"] or {}).get("overlay") or ""
         evidence = "\n".join(x for x in (regions, overlay, r.get("evidence_error") or "") if x)
         table.add_row(
@@ -103,8 +100,7 @@ def render_answer(console: Console, answer) -> None:
             table.add_column(col)
         for r in answer.results:
             regions = " ".join(
-                g["id"] + ("" if g.get("supported") else "?")
-                for g in r.get("regions", [])
+                g["id"] + ("" if g.get("supported") else "?") for g in r.get("regions", [])
             )
             name = Text(Path(r["uri"]).name)  # a file name is data, never markup
             table.add_row(str(r["rank"]), f"{r['score']:.3f}", name, regions)
