@@ -44,13 +44,18 @@ class Call:
     tokens: int | None = None
     constrained: bool = False
     finish: str | None = None
+    calls: tuple[str, ...] = ()  # the tools a tool step called ("answer": none)
+    invalid: int = 0  # malformed calls in the reply
 
     def to_step(self) -> dict[str, Any]:
-        return {
+        out = {
             "kind": self.kind, "prompt_tokens": self.prompt_tokens, "tokens": self.tokens,
             "seconds": round(self.seconds, 3), "constrained": self.constrained,
             "finish": self.finish,
         }  # fmt: skip
+        if self.kind == "tool":
+            out |= {"calls": list(self.calls) or ["answer"], "invalid": self.invalid}
+        return out
 
 
 def remaining(ctx: Ctx, started: float) -> float:
@@ -101,4 +106,5 @@ def _record(reply: AIMessage, kind: Kind, seconds: float) -> Call:
     return Call(
         kind, seconds, usage.get("input_tokens"), usage.get("output_tokens"),
         bool(meta.get("constrained")), meta.get("finish_reason"),
+        tuple(c["name"] for c in reply.tool_calls), len(reply.invalid_tool_calls),
     )  # fmt: skip

@@ -52,6 +52,8 @@ def search_images(
         where: metadata filter, e.g. {"kind": "bar"}.
     """
     t0 = time.perf_counter()
+    if where:
+        _check_where(where, metadata_fields(runtime.context.retrieval))
     image = (runtime.state or {}).get("image")
     art = _search(runtime.context, Query(text=query or None, image=image), k, where)
     return _search_content(art), art | {"ms": _ms(t0)}
@@ -194,6 +196,18 @@ def tool_specs(*, results: int, fields: dict[str, list], k_max: int) -> list[dic
             else:
                 del props["where"]
     return specs
+
+
+def _check_where(where: dict, fields: dict[str, list]) -> None:
+    """Refuse a filter that names no metadata field of the collection (a model that
+    copied a schema into `where`, say); Chroma's `$and`/`$or` are looked into."""
+    for key, value in where.items():
+        if key in ("$and", "$or") and isinstance(value, list):
+            for part in value:
+                _check_where(part if isinstance(part, dict) else {}, fields)
+        elif key not in fields:
+            known = ", ".join(sorted(fields)) or "none"
+            raise InputError(f"no metadata field {key!r} to filter on; fields: {known}")
 
 
 def _where(fields: dict[str, list]) -> dict:

@@ -28,6 +28,7 @@ settings beyond `n_gpu_layers`.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -77,10 +78,15 @@ def load_gguf_chat(
     n_gpu_layers: int = 0,
     mmproj: str | None = None,
     seed: int = 0,
+    extra_buffers: bool = False,
     **settings: Any,
 ) -> GGUFChatModel:
     """Load a GGUF file with llama.cpp; `settings` are `GGUFChatModel` fields
-    (`max_new_tokens`, `temperature`, `constrain`)."""
+    (`max_new_tokens`, `temperature`, `constrain`).
+
+    `extra_buffers` turns on llama.cpp's extra CPU buffer types (weight repacking, AMX).
+    Off by default: on the reference machine (a VM whose CPU reports AMX) they crash the
+    first decode with a segmentation fault; without them SmolLM2 runs normally."""
     unknown = sorted(set(settings) - set(GGUFChatModel.model_fields))
     if unknown:
         raise ModelLoadError(f"unknown option(s) for the gguf backend: {unknown}")
@@ -99,15 +105,35 @@ def load_gguf_chat(
             clip_model_path=str(projector), verbose=False
         )
     try:
-        llama = llama_cpp.Llama(
-            model_path=str(file), n_ctx=n_ctx, n_threads=threads, n_threads_batch=threads,
-            n_gpu_layers=n_gpu_layers, seed=seed, chat_handler=handler, verbose=False,
-        )  # fmt: skip
+        with _extra_buffers(llama_cpp, extra_buffers):
+            llama = llama_cpp.Llama(
+                model_path=str(file), n_ctx=n_ctx, n_threads=threads, n_threads_batch=threads,
+                n_gpu_layers=n_gpu_layers, seed=seed, chat_handler=handler, verbose=False,
+            )  # fmt: skip
     except (ValueError, RuntimeError) as e:
         raise ModelLoadError(f"llama.cpp cannot load {str(file)!r}: {e}") from None
     log.info("loaded %s with llama.cpp, %d threads, context %d", file.name, threads, n_ctx)
     return GGUFChatModel(llama=llama, model_name=file.name, multimodal=handler is not None,
                          **settings)  # fmt: skip
+
+
+@contextlib.contextmanager
+def _extra_buffers(llama_cpp: Any, enabled: bool) -> Iterator[None]:
+    """llama-cpp-python has no argument for `use_extra_bufts`: set it in the defaults
+    `Llama` starts from, for the time of the load."""
+    lib = llama_cpp.llama.llama_cpp
+    original = lib.llama_model_default_params
+
+    def defaults() -> Any:
+        params = original()
+        params.use_extra_bufts = enabled
+        return params
+
+    lib.llama_model_default_params = defaults
+    try:
+        yield
+    finally:
+        lib.llama_model_default_params = original
 
 
 def _projector(model: Path, mmproj: str | None) -> Path | None:
@@ -325,8 +351,10 @@ class GGUFChatModel(BaseChatModel):
 
 
 def enumerate_ranges(schema: Any) -> Any:
-    """`schema` with each bounded integer range up to `MAX_ENUM` wide written as an `enum`:
-    llama.cpp's schema converter ignores `minimum`/`maximum`, but enforces an enum.
+    """`schema` made for llama.cpp's schema converter: each bounded integer range up to
+    `MAX_ENUM` wide written as an `enum` (the converter ignores `minimum`/`maximum`), and
+    string lengths dropped (a `maxLength` of 100 becomes 100 nested optional rules, which
+    slows every sampled token; the token budget bounds a string anyway).
 
     >>> enumerate_ranges({"type": "integer", "minimum": 1, "maximum": 3})
     {'enum': [1, 2, 3]}
@@ -335,6 +363,8 @@ def enumerate_ranges(schema: Any) -> Any:
         return [enumerate_ranges(s) for s in schema]
     if not isinstance(schema, dict):
         return schema
+    if schema.get("type") == "string":
+        return {k: v for k, v in schema.items() if k not in ("minLength", "maxLength")}
     low, high = schema.get("minimum"), schema.get("maximum")
     bounded = schema.get("type") == "integer" and low is not None and high is not None
     if bounded and high - low < MAX_ENUM:
