@@ -110,6 +110,7 @@ def _measures(answers: list[dict]) -> dict:
     }
 
 
+@pytest.mark.timeout(1800)
 def test_three_questions_in_one_thread(smollm2, figures_db, tmp_path):
     with Assistant(db=figures_db, collection="figs", llm=smollm2, history=":memory:",
                    out_dir=tmp_path / "out") as assistant:  # fmt: skip
@@ -124,6 +125,7 @@ def test_three_questions_in_one_thread(smollm2, figures_db, tmp_path):
     print(json.dumps(_measures(answers), indent=1))
 
 
+@pytest.mark.timeout(7200)  # 20 answers, each up to the 300 s budget on a busy CPU
 def test_twenty_questions(smollm2, figures_db, tmp_path):
     answers = []
     with Assistant(db=figures_db, collection="figs", llm=smollm2, history=":memory:",
