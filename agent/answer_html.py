@@ -106,7 +106,7 @@ def render_html(a: Answer) -> str:
     rows = "".join(
         f"<tr><td>{e(str(s.get('node')))}</td><td>{e(str(s.get('tool') or ''))}</td>"
         f"<td><code>{e(str(s.get('arguments') or ''))}</code></td>"
-        f"<td>{s.get('ms') or 0:.0f}</td></tr>"
+        f"<td>{s.get('ms') or 0:.0f}</td><td>{e(_llm_cell(s))}</td></tr>"
         for s in a.steps
     )
     total = sum(s.get("ms") or 0 for s in a.steps)
@@ -117,9 +117,21 @@ def render_html(a: Answer) -> str:
         f'<p class="evident-grounding">Grounding: {ground}.</p>'
         + (f"<ul>{removed}</ul>" if removed else "")
         + f"<details><summary>{len(a.steps)} steps, {total:.0f} ms (llm: {e(a.llm)})</summary>"
-        "<table><tr><th>node</th><th>tool</th><th>arguments</th><th>ms</th></tr>"
+        "<table><tr><th>node</th><th>tool</th><th>arguments</th><th>ms</th><th>llm</th></tr>"
         f"{rows}</table></details></div>"
     )
+
+
+def _llm_cell(step: Mapping[str, Any]) -> str:
+    """The step's LLM calls (tokens in and out, seconds, constrained) and any take-over."""
+    parts = [
+        f"{c.get('prompt_tokens')}→{c.get('tokens')} tok, {c.get('seconds') or 0:.1f} s"
+        + (", constrained" if c.get("constrained") else "")
+        for c in step.get("llm") or []
+    ]
+    if step.get("takeover"):
+        parts.append(f"policy took over: {step['takeover']}")
+    return "; ".join(parts)
 
 
 def _mark(rid: str, cited: Mapping[str, Mapping]) -> str:

@@ -138,7 +138,9 @@ def _cam(p: argparse.ArgumentParser, *, none: bool = False) -> None:
 
 def _agent(p: argparse.ArgumentParser, s: Settings) -> None:
     p.add_argument("--llm", type=llm_spec, default=s.llm, metavar="SPEC",
-                   help="none | transformers:MODEL | openai:URL#MODEL")  # fmt: skip
+                   help="none | gguf:FILE | transformers:MODEL | openai:URL#MODEL")  # fmt: skip
+    p.add_argument("--llm-timeout", type=float, default=120.0, metavar="S",
+                   help="seconds one LLM call may take (within the answer's 300 s)")  # fmt: skip
     p.add_argument("--k", type=k_value, default=s.k, help="results per search")
     _cam(p)
     p.add_argument("--rerank", type=rerank_spec, default="none", metavar="NAME",

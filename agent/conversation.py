@@ -10,6 +10,7 @@ from rich.console import Console
 from evident.agent import render
 from evident.agent.assistant import Assistant
 from evident.agent.repl import run_chat
+from evident.graphs.context import Budgets
 
 out = Console(highlight=False)
 
@@ -20,7 +21,7 @@ def assistant_from(args) -> Assistant:
         db=args.db, model=args.model, llm=args.llm, collection=args.collection,
         history=args.history, thread=args.thread,
         out_dir=args.out, k=args.k, method=args.cam, rerank=args.rerank,
-        lock_timeout=args.lock_timeout,
+        lock_timeout=args.lock_timeout, budgets=Budgets(call_seconds=args.llm_timeout),
     )  # fmt: skip
 
 

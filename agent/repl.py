@@ -238,7 +238,24 @@ def _step_line(step: dict) -> str:
     what = tool_summary(step["tool"], step["arguments"] or {}) if step.get("tool") else step["node"]
     extra = "".join(f" {k}={step[k]}" for k in ("intent", "problems", "stopped") if step.get(k))
     failed = " (failed)" if step.get("error") else ""
-    return f"  · {what}{extra}{failed} {step.get('ms') or 0:.0f} ms"
+    calls = "".join(_llm_call(c) for c in step.get("llm") or [])
+    why = f" — policy took over: {step['takeover']}" if step.get("takeover") else ""
+    if step.get("writer") == "template":
+        why += f" — template writer: {step.get('why')}"
+    return f"  · {what}{extra}{failed} {step.get('ms') or 0:.0f} ms{calls}{why}"
+
+
+def _llm_call(call: dict) -> str:
+    """One LLM call in a step line.
+
+    >>> _llm_call({"prompt_tokens": 540, "tokens": 23, "seconds": 3.2, "constrained": True})
+    ' [llm 540→23 tokens, 3.2 s, constrained]'
+    """
+    how = "constrained" if call.get("constrained") else "free"
+    return (
+        f" [llm {call.get('prompt_tokens')}→{call.get('tokens')} tokens, "
+        f"{call.get('seconds') or 0:.1f} s, {how}]"
+    )
 
 
 def _inline_image(console: Console, path: str) -> bool:

@@ -89,6 +89,7 @@ def _grounding(out: dict, hits: list[dict], relevant: set[str]) -> dict:
     g = out.get("grounding") or {}
     by_rank = {h.get("rank"): h.get("uri") for h in hits}
     cites = out.get("citations") or []
+    steps = out.get("steps") or []
     return {
         "sentences": int(g.get("sentences", 0)),
         "cited": int(g.get("cited", 0)),
@@ -96,6 +97,9 @@ def _grounding(out: dict, hits: list[dict], relevant: set[str]) -> dict:
         "supported": int(g.get("supported", 0)),
         "removed": len(g.get("removed") or []),
         "relevant_cited": sum(by_rank.get(c.get("rank")) in relevant for c in cites),
+        # the LLM's side: did the deterministic policy have to take over, and why
+        "takeover": next((s["takeover"] for s in steps if s.get("takeover")), None),
+        "llm_calls": sum(len(s.get("llm") or []) for s in steps),
     }
 
 

@@ -42,7 +42,10 @@ from evident.eval.suite import SuiteQuery
 
 N_BOOT = 1000
 LOWER_IS_BETTER = frozenset({"deletion_auc"})
-ASK_KEYS = ("citation_validity", "citation_support", "citation_coverage", "citation_relevance")
+ASK_KEYS = (
+    "citation_validity", "citation_support", "citation_coverage", "citation_relevance",
+    "takeover_rate",
+)  # fmt: skip
 
 
 def _r(x: float | None) -> float | None:
@@ -182,6 +185,8 @@ def _ask(done: Sequence[dict], seed: int) -> tuple[dict, dict]:
         "citation_coverage": ([float(x["supported"] > 0) for x in a], None),
         "citation_relevance": ([x["relevant_cited"] for x in a], [x["valid"] for x in a]),
         "removed_share": ([x["removed"] for x in a], [x["sentences"] + x["removed"] for x in a]),
+        # answers in which the deterministic policy took the turn over from the LLM
+        "takeover_rate": ([float(bool(x.get("takeover"))) for x in a], None),
     }
     return _block(cols, idx)
 

@@ -130,6 +130,7 @@ def run_eval(
             "collection_count": count, "encoder": enc.spec, "methods": methods, "k": k,
             "explain_top": explain_top, "mode": mode, "rerank": rerank, "per_query": per_query,
             "seed": seed, "curve_steps": CURVE_STEPS,
+            "llm": getattr(assistant, "llm_name", None) if mode == "ask" else None,
         }  # fmt: skip
         results = ResultsLog(out_dir / RESULTS, config, resume=resume)
         todo = [q for q in queries if q.id not in results.records]

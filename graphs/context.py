@@ -26,12 +26,19 @@ class Budgets:
     """Limits of one answer. On exhaustion the graph answers with what it has and says so.
 
     `repeats` is how many identical tool calls (same name and arguments within one turn)
-    are run again before the run stops; `repairs` the verifier's repair rounds."""
+    are run again before the policy takes over; `repairs` the verifier's repair rounds.
+    Each LLM call gets a token budget for its kind (a tool step is one short JSON value,
+    an answer a few sentences) and at most `call_seconds`, never past the turn's
+    `seconds`: a call still running then is abandoned and the turn goes on without it."""
 
     tool_calls: int = 8
     seconds: float = 300.0
     repeats: int = 1
     repairs: int = 1
+    tool_tokens: int = 100
+    writer_tokens: int = 300
+    repair_tokens: int = 200
+    call_seconds: float = 120.0
 
     @property
     def recursion_limit(self) -> int:

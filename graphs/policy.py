@@ -19,10 +19,11 @@ import uuid
 from dataclasses import dataclass
 from typing import Literal
 
-from langchain_core.messages import AIMessage
+from langchain_core.messages import AIMessage, ToolMessage
 
 from evident.graphs.state import (
     artifacts,
+    call_key,
     calls_this_turn,
     errors_this_turn,
     evidence_by_rank,
@@ -115,10 +116,17 @@ def plan(intent: Intent, *, k: int, evidence: dict[int, dict]) -> list[dict]:
 
 
 def next_calls(messages: list, first: list[dict], *, explain_top: int) -> list[dict]:
-    """The policy's next tool calls: the plan, then one call explaining a new search's top
-    results not yet explained (or tried) this turn, then nothing."""
+    """The policy's next tool calls: the plan (unless nothing it did this turn worked and
+    the plan itself was tried), then one call explaining a new search's top results not
+    yet explained (or tried) this turn, then nothing. A model's refused calls before a
+    take-over do not count as the plan done."""
     made = calls_this_turn(messages)
     if not made:
+        return first
+    worked = [m for m in turn_messages(messages) if isinstance(m, ToolMessage) and
+              m.status != "error"]  # fmt: skip
+    tried = {call_key(c["name"], c["args"]) for c in made}
+    if not worked and not tried & {call_key(c["name"], c["args"]) for c in first}:
         return first
     new = latest_search(turn_messages(messages))
     if new is None:

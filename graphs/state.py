@@ -34,6 +34,7 @@ class State(TypedDict, total=False):
     turn: int  # 1 for the first question of a thread
     started: float  # time.time() when this turn began (wall-clock budget)
     plan: list[dict]  # the policy's first tool calls for this turn: [{"name", "args"}]
+    fields: dict[str, list]  # the collection's metadata fields, for `where` (LLM mode)
     mode: Mode  # "policy" once the deterministic policy has taken over
     retried: int  # invalid tool calls fed back to the model this turn
     repeats: int  # identical tool calls asked for again this turn

@@ -24,9 +24,10 @@ from evident.graphs.state import (
     turn_messages,
 )
 from evident.graphs.verify import is_supported
-from evident.prompts.render import render
+from evident.prompts.render import fence, render
 
-EARLIER = 6  # earlier questions and answers the model sees
+EARLIER = 4  # earlier questions and answers the model sees
+COMPLAINTS = 6  # repair complaints listed; more are counted
 
 
 def system(ctx: Ctx) -> SystemMessage:
@@ -82,10 +83,11 @@ def for_writer(state: State, ctx: Ctx) -> list:
             "rank": r["rank"], "name": Path(r["uri"]).name, "score": r["score"],
             "regions": regions, "caption": r.get("caption"), "metadata": r.get("metadata"),
         })  # fmt: skip
-    failed = [f"a step failed: {e}" for e in errors_this_turn(state["messages"])]
-    task = "; ".join(["answer the question", *failed])
-    text = render("write", question=state["question"], results=results, task=task,
-                  note=state.get("note") or "")  # fmt: skip
+    # a refusal can quote a file name, text a stranger chose: data, fenced like the rest
+    failed = [fence(e, "failed_step") for e in errors_this_turn(state["messages"])]
+    passed = [g["id"] for r in results for g in r["regions"] if g["supported"]]
+    text = render("write", question=state["question"], results=results, failed=failed,
+                  example=passed[0] if passed else "", note=state.get("note") or "")  # fmt: skip
     content: list = [{"type": "text", "text": text}]
     if getattr(ctx.llm, "multimodal", False):
         content += _overlays(evidence)
@@ -95,16 +97,36 @@ def for_writer(state: State, ctx: Ctx) -> list:
 def for_repair(state: State, ctx: Ctx) -> list:
     evidence = evidence_by_rank(state["messages"])
     ok = [g["id"] for ev in evidence.values() for g in ev["regions"] if is_supported(g)]
-    complaints = [f"sentence {p['sentence'] + 1}: {p['why']}" for p in state["problems"]]
-    prompt = render("repair", answer=state["draft"], complaints=complaints, valid_ids=ok)
+    prompt = render("repair", answer=state["draft"], complaints=complaints(state["problems"]),
+                    valid_ids=ok)  # fmt: skip
     return [system(ctx), HumanMessage(prompt)]
+
+
+def complaints(problems: list[dict], cap: int = COMPLAINTS) -> list[str]:
+    """The verifier's problems as lines for the repair prompt: each reason once (with the
+    sentences it concerns), at most `cap` lines, then how many more there were.
+
+    >>> complaints([{"sentence": i, "why": "R9.9 is not a region"} for i in range(3)])
+    ['sentences 1, 2, 3: R9.9 is not a region']
+    """
+    by_why: dict[str, list[int]] = {}
+    for p in problems:
+        by_why.setdefault(p["why"], []).append(p["sentence"] + 1)
+    lines = [
+        f"sentence{'s' if len(n) > 1 else ''} {', '.join(map(str, dict.fromkeys(n)))}: {why}"
+        for why, n in by_why.items()
+    ]
+    if len(lines) > cap:
+        lines = [*lines[:cap], f"... and {len(lines) - cap} more problems of the same kinds"]
+    return lines
 
 
 def feedback(reply: AIMessage) -> list[ToolMessage]:
     """An error result for each malformed call, so the model can try again."""
     return [
         ToolMessage(
-            f"Your call to {c.get('name')!r} could not be used: {c.get('error') or 'invalid'}. "
+            f"Your call to {c.get('name')!r} could not be used:\n"
+            f"{fence(c.get('error') or 'invalid', 'error')}\n"
             "Call the tool again with valid JSON arguments.",
             tool_call_id=c["id"],
             name=c.get("name") or "unknown",

@@ -13,6 +13,11 @@ Results are mentioned as `#2` or `result 2`. The rules, sentence by sentence:
 
 The graph gives the writer one repair round with the problems; whatever still fails is
 removed by `remove_failing` and reported in `grounding["removed"]`.
+Before any check, `clean_draft` takes markup off a model's draft: fence markers and the
+data they delimit, chat control tokens, tool-call tags and JSON, code fences, HTML tags,
+a citation cut off mid-way. None of it may reach an answer, or the conversation history
+that the next turn's prompt is made from.
+
 Not handled: claims a sentence makes beyond its citations (a cited sentence may still
 overstate what the region shows), pronouns ("it", "the second one") as mentions.
 """
@@ -33,6 +38,16 @@ DECLARES_ABSENCE = re.compile(
     re.I,
 )
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n+")
+_MARKUP = [  # (pattern, replacement), applied in order
+    (re.compile(r"(?:<<<|‹‹‹)data [^\n]*?(?:>>>|›››).*?(?:<<<|‹‹‹)end data(?:>>>|›››)", re.S), " "),
+    (re.compile(r"(?:<<<|‹‹‹)\s*(?:end )?data\b[^\n]*?(?:>>>|›››)"), " "),
+    (re.compile(r"<tool_call>.*?(?:</tool_call>|$)", re.S), " "),
+    (re.compile(r"[<‹]\|[^|\n]{0,40}\|[>›]"), " "),
+    (re.compile(r"</?[A-Za-z_][\w:-]*(?:\s[^<>\n]{0,200})?/?>"), " "),
+    (re.compile(r"```[\w-]*"), " "),
+    (re.compile(r"\[\s*R\d*(?:\.\d*)?\s*$"), ""),  # a citation cut off at the end
+    (re.compile(r"<<<|>>>|‹‹‹|›››"), " "),
+]
 
 
 @dataclass(frozen=True)
@@ -53,6 +68,47 @@ class Check:
     @property
     def ok(self) -> bool:
         return not self.problems
+
+
+def clean_draft(text: str) -> str:
+    r"""A model's draft without markup (see the module docstring), spaces tidied.
+
+    >>> clean_draft("<<<data draft_answer>>>\nold text\n<<<end data>>>")
+    ''
+    >>> clean_draft('#1 is red [R1.1]. <|im_end|>{"name": "answer"}\n<b>ok</b> [R1.')
+    '#1 is red [R1.1].\nok'
+    """
+    for pattern, replacement in _MARKUP:
+        text = pattern.sub(replacement, text)
+    text = _drop_json(text)
+    lines = (re.sub(r"[ \t]+", " ", line).strip() for line in text.splitlines())
+    return "\n".join(line for line in lines if line).strip()
+
+
+def _drop_json(text: str) -> str:
+    """`text` without JSON objects (`{"...` to its closing brace, or to the end): a tool
+    call or data written where prose belongs."""
+    out, i = [], 0
+    for m in re.finditer(r'\{\s*"', text):
+        if m.start() < i:
+            continue
+        depth, j, quoted = 0, m.start(), False
+        while j < len(text):
+            c = text[j]
+            if quoted:
+                quoted = not (c == '"' and text[j - 1] != "\\")
+            elif c == '"':
+                quoted = True
+            elif c == "{":
+                depth += 1
+            elif c == "}":
+                depth -= 1
+                if depth == 0:
+                    break
+            j += 1
+        out.append(text[i : m.start()])
+        i = j + 1
+    return "".join(out) + text[i:]
 
 
 def split_sentences(text: str) -> list[str]:

@@ -94,19 +94,16 @@ def test_bad_specs_are_model_load_errors(spec, message):
         load_llm(spec)
 
 
-def test_openai_backend_is_a_streaming_chat_openai(monkeypatch):
+def test_openai_backend_is_an_openai_client_that_constrains_steps(monkeypatch):
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     llm = load_llm("openai:http://localhost:11434/v1#qwen2.5", temperature=0.2)
-    assert type(llm).__name__ == "ChatOpenAI"
-    assert (llm.openai_api_base, llm.model_name, llm.streaming) == (
-        "http://localhost:11434/v1",
-        "qwen2.5",
-        True,
-    )
-    assert llm.temperature == 0.2 and llm.openai_api_key.get_secret_value() == "not-needed"
+    assert type(llm).__name__ == "OpenAIChatModel" and llm.constrain == "json_schema"
+    assert (str(llm.client.base_url), llm.model_name) == ("http://localhost:11434/v1/", "qwen2.5")
+    assert llm.temperature == 0.2 and llm.client.api_key == "not-needed"
+    assert llm.client.max_retries == 0
     monkeypatch.setenv("OPENAI_API_KEY", "sk-local")  # read by Settings, handed to the backend
     llm = load_llm("openai:https://example.invalid/v1#m", api_key=Settings().openai_api_key)
-    assert llm.openai_api_key.get_secret_value() == "sk-local"
+    assert llm.client.api_key == "sk-local"
 
 
 def test_importing_the_llm_package_stays_light():
@@ -274,12 +271,10 @@ def test_template_tool_support_is_used_where_the_template_has_it(tiny):
     assert '<tool_call>\n{"name": "search_images", "arguments": {"query": "cats"}}' in prompt
     assert '<tool_call>\n{"name": "<tool name>"' not in prompt  # not our protocol
     json_prompt = _chat(tiny).render_prompt(CONVERSATION, tools=[SEARCH_SPEC])
-    assert "You find images.\n\nYou can call these tools:" in json_prompt
+    assert "You find images.\n\nTools:\n- search_images(query: text" in json_prompt
     assert "Result of tool call search_images (call_1):\n3 results" in json_prompt
     forced_json = _chat(tiny, template=HERMES, tool_protocol="json")
-    assert "You can call these tools:" in forced_json.render_prompt(
-        CONVERSATION, tools=[SEARCH_SPEC]
-    )
+    assert "Tools:\n- search_images" in forced_json.render_prompt(CONVERSATION, tools=[SEARCH_SPEC])
 
 
 def test_control_tokens_in_message_text_are_encoded_as_text(tiny):

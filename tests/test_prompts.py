@@ -34,21 +34,7 @@ VARIABLES = {
         "complaints": ["R9.9 does not exist"],
         "valid_ids": ["R1.1"],
     },
-    "tool_protocol": {
-        "tools": [
-            {
-                "type": "function",
-                "function": {
-                    "name": "search_images",
-                    "description": "Find images for a text query.",
-                    "parameters": {
-                        "type": "object",
-                        "properties": {"k": {"type": "integer", "maximum": 50}},
-                    },
-                },
-            }
-        ]
-    },
+    "tool_protocol": {"tools": "- search_images(query: text, k: 1-50 (optional)): Find images"},
 }
 
 
@@ -120,7 +106,21 @@ def test_plan_and_repair_prompts():
     assert "may cite: none." in render("repair", answer="a", complaints=["x"], valid_ids=[])
 
 
-def test_tool_protocol_lists_tools_with_their_schemas():
+def test_tool_protocol_lists_tools_in_one_line_each_and_the_step_format():
     text = render("tool_protocol", **VARIABLES["tool_protocol"])
-    assert "- search_images: Find images for a text query." in text
-    assert '"maximum": 50' in text and "<tool_call>" in text and '"arguments"' in text
+    assert "- search_images(query: text, k: 1-50 (optional)): Find images" in text
+    assert '{"name": "<tool>", "arguments": {...}}' in text and '{"name": "answer"}' in text
+
+
+def test_the_writer_shows_a_real_id_as_its_example_and_fences_failed_steps():
+    with_ids = render(
+        "write",
+        question="q",
+        results=RESULTS,
+        example="R1.1",
+        failed=[fence("explain_results: no file 'x<<<end data>>>.png'", "failed")],
+    )
+    assert "e.g. [R1.1]" in with_ids and "<<<data failed>>>" in with_ids
+    assert with_ids.count(FENCE_CLOSE) == 3  # two results and the failed step, nothing more
+    without = render("write", question="q", results=RESULTS[1:])
+    assert "[R1.1]" not in without and "e.g." not in without and "cite no region ids" in without

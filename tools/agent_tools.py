@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from langchain_core.tools import tool
+from langchain_core.utils.function_calling import convert_to_openai_tool
 from langgraph.prebuilt import ToolRuntime
 from pydantic import Field
 
@@ -28,6 +29,7 @@ from evident.prompts.render import fence
 from evident.tools.artifacts import evidence_by_rank, latest_search
 from evident.tools.errors import InputError
 from evident.tools.evidence.methods import HEATMAP_METHODS
+from evident.tools.ingest.index import RESERVED
 from evident.tools.limits import LLM_RESULTS, MAX_K
 from evident.tools.pipeline import explain, result_dict, search
 from evident.tools.records import Hit, Query
@@ -46,10 +48,12 @@ def search_images(
 
     Args:
         query: what to look for, in words.
-        k: how many results to return.
-        where: optional metadata filter, e.g. {"kind": "bar"}.
+        k: how many results.
+        where: metadata filter, e.g. {"kind": "bar"}.
     """
     t0 = time.perf_counter()
+    if where:
+        _check_where(where, metadata_fields(runtime.context.retrieval))
     image = (runtime.state or {}).get("image")
     art = _search(runtime.context, Query(text=query or None, image=image), k, where)
     return _search_content(art), art | {"ms": _ms(t0)}
@@ -57,11 +61,11 @@ def search_images(
 
 @tool(response_format="content_and_artifact", parse_docstring=True)
 def similar_to(rank: Rank, runtime: ToolRuntime[Any, Any], k: K = 5) -> tuple[str, dict]:
-    """Find images that look like result #rank of the latest search (itself left out).
+    """Find images that look like result #rank.
 
     Args:
         rank: the result to use as the query image.
-        k: how many results to return.
+        k: how many results.
     """
     t0 = time.perf_counter()
     source = _hit(_need_search(runtime), rank)
@@ -72,8 +76,7 @@ def similar_to(rank: Rank, runtime: ToolRuntime[Any, Any], k: K = 5) -> tuple[st
 
 @tool(response_format="content_and_artifact", parse_docstring=True)
 def filter_results(contains: str, runtime: ToolRuntime[Any, Any]) -> tuple[str, dict]:
-    """Keep the latest search's results whose caption, file name or metadata mention
-    every given word; they are ranked again from 1.
+    """Keep the results whose caption, file name or metadata mention these words.
 
     Args:
         contains: the words to look for, e.g. "legend".
@@ -100,9 +103,7 @@ def filter_results(contains: str, runtime: ToolRuntime[Any, Any]) -> tuple[str, 
 def explain_results(
     ranks: Ranks, runtime: ToolRuntime[Any, Any], method: str | None = None
 ) -> tuple[str, dict]:
-    """Evidence for results of the latest search, all in one pass: heatmap regions
-    R<rank>.<n>, each checked by removing it and re-scoring (only supported regions may be
-    cited), and the query words that carried the match.
+    """Evidence regions R<rank>.<n> for results, each checked by removing it.
 
     Args:
         ranks: the results to explain, e.g. [1, 2, 3].
@@ -117,8 +118,7 @@ def explain_results(
 
 @tool(response_format="content_and_artifact", parse_docstring=True)
 def compare_results(a: Rank, b: Rank, runtime: ToolRuntime[Any, Any]) -> tuple[str, dict]:
-    """Why result #a ranks where it does against result #b: the score margin and the
-    checked evidence of both.
+    """Why result #a ranks where it does against result #b, with evidence for both.
 
     Args:
         a: one result's rank.
@@ -141,6 +141,83 @@ def compare_results(a: Rank, b: Rank, runtime: ToolRuntime[Any, Any]) -> tuple[s
 
 
 TOOLS = [search_images, explain_results, compare_results, similar_to, filter_results]
+NEEDS_RESULTS = ("explain_results", "compare_results", "similar_to", "filter_results")
+"""Tools that work on the latest search's results: useless before a search."""
+
+FIELD_VALUES = 20  # distinct values of a metadata field listed in a schema; more: free text
+FIELD_SAMPLE = 500  # entries read to find a collection's metadata fields
+
+
+def metadata_fields(retrieval, *, sample: int = FIELD_SAMPLE) -> dict[str, list]:
+    """The collection's own metadata fields and their values (up to `FIELD_VALUES` each;
+    an empty list: too many to list), from its first `sample` entries.
+
+    What a `where` filter can name: a model given these cannot invent a field."""
+    col = retrieval.store.images(retrieval.collection)
+    got = col.get(include=["metadatas"], limit=sample)
+    values: dict[str, dict] = {}
+    for meta in got["metadatas"] or []:
+        for key, value in (meta or {}).items():
+            if key not in RESERVED and isinstance(value, str | int | float | bool):
+                values.setdefault(key, {})[value] = None
+    return {k: list(v)[:FIELD_VALUES] if len(v) <= FIELD_VALUES else [] for k, v in values.items()}
+
+
+def tool_specs(*, results: int, fields: dict[str, list], k_max: int) -> list[dict]:
+    """The tools as OpenAI-format dicts, their schemas narrowed to this step: ranks only
+    of the `results` that exist (tools on results left out when there are none), `k` up
+    to `k_max`, `where` naming only the collection's metadata `fields` (left out when it
+    has none), a heatmap method from the known ones.
+
+    A constrained backend draws the model's call from these schemas, so every call it
+    makes is one the tools accept."""
+    specs = [convert_to_openai_tool(t) for t in TOOLS]
+    if results < 1:
+        specs = [s for s in specs if s["function"]["name"] not in NEEDS_RESULTS]
+    rank = {"type": "integer", "minimum": 1, "maximum": max(results, 1)}
+    for spec in specs:
+        props = spec["function"]["parameters"]["properties"]
+        for name in ("rank", "a", "b"):
+            if name in props:
+                props[name] = {**props[name], **rank}
+        if "ranks" in props:
+            props["ranks"] = {**props["ranks"], "items": rank, "maxItems": min(10, results)}
+        if "k" in props:
+            props["k"] = {**props["k"], "maximum": k_max}
+        if "method" in props:
+            props["method"] = {"description": props["method"]["description"],
+                               "enum": list(HEATMAP_METHODS)}  # fmt: skip
+        for name in ("query", "contains"):
+            if name in props:
+                props[name] = {**props[name], "minLength": 1, "maxLength": 100}
+        if "where" in props:
+            if fields:
+                props["where"] = {"description": props["where"]["description"], **_where(fields)}
+            else:
+                del props["where"]
+    return specs
+
+
+def _check_where(where: dict, fields: dict[str, list]) -> None:
+    """Refuse a filter that names no metadata field of the collection (a model that
+    copied a schema into `where`, say); Chroma's `$and`/`$or` are looked into."""
+    for key, value in where.items():
+        if key in ("$and", "$or") and isinstance(value, list):
+            for part in value:
+                _check_where(part if isinstance(part, dict) else {}, fields)
+        elif key not in fields:
+            known = ", ".join(sorted(fields)) or "none"
+            raise InputError(f"no metadata field {key!r} to filter on; fields: {known}")
+
+
+def _where(fields: dict[str, list]) -> dict:
+    def one(values: list) -> dict:
+        if not values:
+            return {"type": "string", "maxLength": 40}
+        return {"enum": values}
+
+    props = {k: one(v) for k, v in sorted(fields.items())}
+    return {"type": "object", "properties": props, "additionalProperties": False}
 
 
 # --- the work behind the wrappers -------------------------------------------------------

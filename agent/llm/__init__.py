@@ -1,7 +1,8 @@
 """Chat models for the agent, chosen by one spec string.
 
+    load_llm("gguf:/models/SmolLM2-135M-Instruct.Q4_1.gguf")       # llama.cpp, in-process
     load_llm("transformers:HuggingFaceTB/SmolLM2-360M-Instruct")   # cached id or folder
-    load_llm("transformers:/models/smollm2.Q4_1.gguf")             # a GGUF file
+    load_llm("transformers:/models/smollm2.Q4_1.gguf")             # a GGUF file, de-quantised
     load_llm("openai:http://localhost:11434/v1#qwen2.5:7b")        # any OpenAI-compatible server
     load_llm("none")                                               # None: deterministic policy
 
@@ -20,7 +21,7 @@ if TYPE_CHECKING:
 
 __all__ = ["BACKENDS", "load_llm", "parse_spec"]
 
-BACKENDS = ("transformers", "openai", "none")
+BACKENDS = ("gguf", "transformers", "openai", "none")
 """The spec prefixes `load_llm` knows."""
 
 
@@ -39,8 +40,8 @@ def parse_spec(spec: str) -> tuple[str, str, str | None]:
     backend = backend.strip().lower()
     if not sep or backend not in BACKENDS:
         raise ModelLoadError(
-            f"unknown LLM spec {spec!r}; use transformers:<model id, folder or .gguf file>, "
-            "openai:<base url>#<model>, or none"
+            f"unknown LLM spec {spec!r}; use gguf:<file.gguf>, transformers:<model id, folder "
+            "or .gguf file>, openai:<base url>#<model>, or none"
         )
     target = target.strip()
     if backend == "openai":
@@ -52,7 +53,7 @@ def parse_spec(spec: str) -> tuple[str, str, str | None]:
             )
         return backend, url.strip(), model.strip()
     if not target:
-        raise ModelLoadError(f"{spec!r} names no model: write transformers:<model id or path>")
+        raise ModelLoadError(f"{spec!r} names no model: write {backend}:<model id or path>")
     return backend, target, None
 
 
@@ -60,15 +61,24 @@ def load_llm(spec: str, *, api_key: str = "not-needed", **opts: Any) -> BaseChat
     """The chat model a spec names, or `None` for `none`; raises `ModelLoadError`.
 
     `api_key` is for openai servers that check one (local ones ignore it). `opts` go to
-    the backend: `max_new_tokens`, `temperature`, `device`, `device_map`,
-    `tool_protocol`, ... for transformers; `ChatOpenAI` settings for openai."""
+    the backend: `n_threads`, `n_ctx`, `mmproj`, `constrain`, ... for gguf;
+    `max_new_tokens`, `temperature`, `device`, `tool_protocol`, ... for transformers;
+    `constrain`, `multimodal` and `ChatOpenAI` settings for openai."""
     backend, target, model = parse_spec(spec)
     if backend == "none":
         return None
-    if backend == "openai":
-        # noqa below: backends need optional extras; specs are parsed on the CLI's light path
-        from evident.agent.llm.openai_chat import load_openai_chat  # noqa: PLC0415
+    # noqa below: backends need optional extras; specs are parsed on the CLI's light path
+    if backend == "gguf":
+        from evident.agent.llm.gguf_chat import load_gguf_chat  # noqa: PLC0415
 
+        return load_gguf_chat(target, **opts)
+    if backend == "openai":
+        try:
+            from evident.agent.llm.openai_chat import load_openai_chat  # noqa: PLC0415
+        except ImportError:
+            raise ModelLoadError(
+                "the openai backend needs langchain-openai: pip install 'evident[openai]'"
+            ) from None
         return load_openai_chat(target, model or "", api_key=api_key, **opts)
     from evident.agent.llm.loading import load_transformers_chat  # noqa: PLC0415
 

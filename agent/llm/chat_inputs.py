@@ -4,8 +4,9 @@
 dicts) and the images it shows, in order. It decides, per model:
 
 - Tools: with `template_tools`, assistant tool calls become `tool_calls` entries for the
-  template to render; otherwise they are written back as `<tool_call>{json}</tool_call>`
-  text, the protocol the model was taught in its system prompt (`protocol`).
+  template to render; otherwise they are written back as text in the protocol the model
+  was taught in its system prompt (`protocol`): `<tool_call>{json}</tool_call>`, or with
+  `calls_as="json"` the bare `{"name", "arguments"}` object a constrained step produces.
 - Tool results: a `tool` turn when the template knows that role, otherwise a user turn
   that names the tool and call id.
 - Images: content blocks with base64 data, a data URL, a `file://` URL or a file path.
@@ -24,7 +25,7 @@ import io
 import json
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import unquote, urlparse
 
 from langchain_core.messages import AIMessage, BaseMessage, SystemMessage, ToolMessage
@@ -43,6 +44,7 @@ def to_chat(
     tool_role: bool = False,
     multimodal: bool = False,
     max_image_side: int = 768,
+    calls_as: Literal["tagged", "json"] = "tagged",
 ) -> tuple[list[dict[str, Any]], list[Any]]:
     """The conversation for `apply_chat_template` and the images it refers to.
 
@@ -57,7 +59,7 @@ def to_chat(
         if isinstance(message, SystemMessage) and i == 0:
             chat.append({"role": "system", "parts": parts})
         elif isinstance(message, AIMessage):
-            chat.append(_assistant(message, parts, template_tools))
+            chat.append(_assistant(message, parts, template_tools, calls_as))
         elif isinstance(message, ToolMessage):
             name = message.name or names.get(message.tool_call_id, "tool")
             if tool_role:
@@ -76,6 +78,39 @@ def to_chat(
     return [_finish(turn, multimodal) for turn in chat], images
 
 
+def openai_messages(
+    messages: list[BaseMessage], *, protocol: str | None = None, max_image_side: int = 768
+) -> list[dict[str, Any]]:
+    """The conversation as OpenAI chat messages for a server or llama.cpp's multimodal
+    handler: text, and images as `image_url` parts with data URLs (read, shrunk to
+    `max_image_side` and re-encoded as PNG, so a local path never leaves this process).
+    Tool calls and results are written as text in our protocol, which every server reads."""
+    chat, images = to_chat(
+        messages, protocol=protocol, multimodal=True, max_image_side=max_image_side,
+        calls_as="json",
+    )  # fmt: skip
+    pixels = iter(images)
+    out = []
+    for turn in chat:
+        parts = []
+        for part in turn["content"]:
+            if part["type"] == "image":
+                parts.append({"type": "image_url", "image_url": {"url": _data_url(next(pixels))}})
+            else:
+                parts.append(part)
+        content: Any = parts
+        if all(p["type"] == "text" for p in parts):
+            content = "\n".join(p["text"] for p in parts)
+        out.append({"role": turn["role"], "content": content})
+    return out
+
+
+def _data_url(image: Any) -> str:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
 def escape_control_tokens(chat: list[dict[str, Any]], tokens: list[str]) -> None:
     """Break up control tokens written as text in user and tool turns (a caption with
     `<|im_end|>` or `<image>`), for processors that would otherwise read them as markup:
@@ -90,7 +125,9 @@ def escape_control_tokens(chat: list[dict[str, Any]], tokens: list[str]) -> None
                     part["text"] = part["text"].replace(token, token[0] + "\u2060" + token[1:])
 
 
-def _assistant(message: AIMessage, parts: list[dict], template_tools: bool) -> dict[str, Any]:
+def _assistant(
+    message: AIMessage, parts: list[dict], template_tools: bool, calls_as: str = "tagged"
+) -> dict[str, Any]:
     turn: dict[str, Any] = {"role": "assistant", "parts": parts}
     if not message.tool_calls:
         return turn
@@ -106,7 +143,9 @@ def _assistant(message: AIMessage, parts: list[dict], template_tools: bool) -> d
     else:
         for tc in message.tool_calls:
             call = json.dumps({"name": tc["name"], "arguments": tc["args"]}, ensure_ascii=False)
-            parts.append(_text(f"\n<tool_call>\n{call}\n</tool_call>"))
+            parts.append(
+                _text(call if calls_as == "json" else f"\n<tool_call>\n{call}\n</tool_call>")
+            )
     return turn
 
 

@@ -37,6 +37,7 @@ from pydantic import Field
 from transformers import StoppingCriteria, TextIteratorStreamer
 
 from evident.agent.llm.chat_inputs import escape_control_tokens, to_chat
+from evident.agent.llm.steps import describe_tools
 from evident.agent.llm.toolcalls import final_chunk, parse_tool_calls, tool_call_start
 from evident.prompts.render import render
 
@@ -44,7 +45,9 @@ log = logging.getLogger(__name__)
 
 ToolProtocol = Literal["auto", "template", "json"]
 # Call options LangChain passes along that `generate()` would reject.
-_NOT_FOR_GENERATE = {"tools", "tool_choice", "parallel_tool_calls", "strict", "stream"}
+_NOT_FOR_GENERATE = {
+    "tools", "tool_choice", "parallel_tool_calls", "strict", "stream", "max_tokens", "timeout",
+}  # fmt: skip
 
 
 class TransformersChatModel(BaseChatModel):
@@ -117,7 +120,9 @@ class TransformersChatModel(BaseChatModel):
         protocol = self._protocol(tools)
         chat, images = to_chat(
             messages,
-            protocol=render("tool_protocol", tools=tools) if protocol == "json" else None,
+            protocol=render("tool_protocol", tools=describe_tools(tools))
+            if protocol == "json"
+            else None,
             template_tools=protocol == "template",
             tool_role=bool(re.search(r"""['"]tool['"]""", self.chat_template)),
             multimodal=self.multimodal,
@@ -152,7 +157,10 @@ class TransformersChatModel(BaseChatModel):
     def _generate_kwargs(self, stop: list[str] | None, kwargs: dict[str, Any]) -> dict[str, Any]:
         tok = self.tokenizer
         pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
-        gen: dict[str, Any] = {"max_new_tokens": self.max_new_tokens, "pad_token_id": pad}
+        budget = int(kwargs.get("max_tokens") or self.max_new_tokens)  # the graph's, per step
+        gen: dict[str, Any] = {"max_new_tokens": budget, "pad_token_id": pad}
+        if kwargs.get("timeout") is not None:
+            gen["max_time"] = float(kwargs["timeout"])
         gen["do_sample"] = self.temperature > 0
         if gen["do_sample"]:
             gen.update(temperature=self.temperature, top_p=self.top_p)
@@ -196,7 +204,8 @@ class TransformersChatModel(BaseChatModel):
         new = out[0, inputs["input_ids"].shape[1] :]
         text = self.tokenizer.decode(new, skip_special_tokens=True)
         content, calls, invalid, meta = self._finish(text, stop, tools, protocol)
-        meta["finish_reason"] = "length" if len(new) >= self.max_new_tokens else "stop"
+        budget = int(kwargs.get("max_tokens") or self.max_new_tokens)
+        meta["finish_reason"] = "length" if len(new) >= budget else "stop"
         message = AIMessage(
             content=content,
             tool_calls=calls,
