@@ -95,16 +95,28 @@ def test_the_policy_answers_offline_with_checked_evidence(make_ctx):
 
 
 def mixed_support(monkeypatch):
-    """Every result's first region passes its check and the others fail, whatever the
-    random encoder does (the check itself is tested with the evidence engine)."""
+    """Every explained result has two regions, the first passing its check and the second
+    failing, whatever the random encoder's maps look like: these tests are about how the
+    graph handles evidence (the evidence engine is tested on trained models elsewhere)."""
     from evident.tools import agent_tools
+    from evident.tools.evidence import explain
+    from evident.tools.records import Region
+
+    def two_regions(heat, size, *, rank, **_):
+        w, h = size
+        return (
+            Region(f"R{rank}.1", (0, 0, w // 3, h // 3), 1.0, 0.5),
+            Region(f"R{rank}.2", (2 * w // 3, 2 * h // 3, w, h), 0.6, 0.2),
+        )
+
+    monkeypatch.setattr(explain, "find_regions", two_regions)
 
     real = agent_tools._evidence
 
     def mixed(hit, ev, scores):
         out = real(hit, ev, scores)
         for i, region in enumerate(out["regions"]):
-            region["counterfactual"]["supported"] = i == 0
+            region["counterfactual"]["supported"] = region["supported"] = i == 0
         return out
 
     monkeypatch.setattr(agent_tools, "_evidence", mixed)
