@@ -32,8 +32,10 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="session")
 def corpus(chroma_server, tmp_path_factory) -> dict[str, dict]:
-    out = tmp_path_factory.mktemp("hostile") / "results.jsonl"
-    cmd = [sys.executable, "-m", "tests.hostile.run_corpus", str(out), "--chroma", chroma_server]
+    base = tmp_path_factory.mktemp("hostile")
+    out = base / "results.jsonl"
+    cmd = [sys.executable, "-m", "tests.hostile.run_corpus", str(out), "--chroma", chroma_server,
+           "--base", str(base / "cases")]  # fmt: skip
     done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900)
     results = [json.loads(line) for line in out.read_text().splitlines()] if out.exists() else []
     if not results:

@@ -1,5 +1,5 @@
 """Run the hostile corpus in one process: `python -m tests.hostile.run_corpus OUT.jsonl
-[--chroma URL] [--only NAME,...]`, from the repository root.
+[--chroma URL] [--only NAME,...] [--base DIR]`, from the repository root.
 
 Each case calls `evident.agent.cli.main` in this process with its own stdin, stdout,
 stderr and environment, under an alarm (a hang is a result, not a stuck suite), and
@@ -175,11 +175,11 @@ def main() -> None:
     parser.add_argument("out")
     parser.add_argument("--chroma", help="URL of a real `chroma run` server")
     parser.add_argument("--only", help="comma-separated case names")
+    parser.add_argument("--base", help="an empty folder for the cases (default: a new temp one)")
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ["XDG_DATA_HOME"] = os.environ["XDG_CACHE_HOME"] = base = tempfile.mkdtemp(
-        prefix="evident-hostile-"
-    )
+    base = args.base or tempfile.mkdtemp(prefix="evident-hostile-")
+    os.environ["XDG_DATA_HOME"] = os.environ["XDG_CACHE_HOME"] = base
     cache_models()
     from chromadb.api.shared_system_client import SharedSystemClient
 
