@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-slow test-llm test-docs lint format bench clean figure-model
+.PHONY: demo test test-slow test-llm test-docs test-soak lint format bench clean figure-model
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -38,6 +38,10 @@ test-llm: $(STAMP)
 
 test-docs: $(STAMP)
 	$(BIN)/python -m pytest -q -m docs
+
+# An index and four searches against a chroma server stopped and restarted twice.
+test-soak: $(STAMP)
+	$(BIN)/python -m pytest -q -m soak
 
 format: $(STAMP)
 	$(BIN)/ruff check --fix .

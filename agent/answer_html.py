@@ -20,9 +20,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from evident.graphs.state import evidence_by_rank, latest_search
+from evident.tools.errors import InputError
+from evident.tools.ingest.images import read_image
 
 THUMB = 256
 ENGINE_KEYS = ("heatmap", "regions", "query_terms", "faithfulness")
@@ -165,15 +167,13 @@ def _thumbnail(path: str | None) -> str | None:
     enlarged by whole pixels so their boxes and labels can be read); None if unreadable."""
     if not path:
         return None
-
-    try:
-        with Image.open(path) as im:
-            im = im.convert("RGB")
-            im.thumbnail((THUMB, THUMB))
-            if (times := THUMB // 2 // max(im.size)) > 1:
-                im = im.resize((im.width * times, im.height * times), Image.Resampling.NEAREST)
-            buf = io.BytesIO()
-            im.save(buf, format="PNG")
-    except (OSError, UnidentifiedImageError):
+    try:  # the file may have changed since it was indexed: into a FIFO, a bomb, nothing
+        im = read_image(path)
+    except InputError:
         return None
+    im.thumbnail((THUMB, THUMB))
+    if (times := THUMB // 2 // max(im.size)) > 1:
+        im = im.resize((im.width * times, im.height * times), Image.Resampling.NEAREST)
+    buf = io.BytesIO()
+    im.save(buf, format="PNG")
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")

@@ -34,6 +34,8 @@ from evident.agent.llm import load_llm
 from evident.graphs.answer import run_config, with_checkpointer
 from evident.graphs.context import Budgets, Ctx
 from evident.tools.encoders import Encoder, load_encoder
+from evident.tools.errors import InputError, StoreError
+from evident.tools.ingest.files import check_file
 from evident.tools.pipeline import Retrieval, open_retrieval
 from evident.tools.store import Store
 
@@ -111,7 +113,13 @@ class Assistant:
         """Answer while it happens: `("step", dict)`, `("status", str)`, `("token", str)`
         for the draft as it is written, `("update", node)`, then `("answer", Answer)`."""
         thread = thread or self.thread
-        with Store.open(self.db, lock_timeout=self.lock_timeout) as store:
+        if image:  # a FIFO, a device or a huge file is refused before anything opens
+            try:
+                check_file(image, self.settings.max_image_bytes)
+            except InputError as exc:
+                raise InputError(f"cannot use query image {str(image)!r}: {exc}") from exc
+        timeout = self.settings.chroma_timeout
+        with Store.open(self.db, lock_timeout=self.lock_timeout, timeout=timeout) as store:
             ctx = Ctx(
                 retrieval=self._retrieval(store), llm=self._chat_model(),
                 llm_name=self.llm_name, out_dir=self.out_dir, k=k or self.k,
@@ -202,10 +210,21 @@ class Assistant:
 
     def _compiled(self):
         if self._graph is None:
-            if self.history != ":memory:":
-                Path(self.history).parent.mkdir(parents=True, exist_ok=True)
-            self._conn = sqlite3.connect(self.history, check_same_thread=False)
-            self._graph = with_checkpointer(SqliteSaver(self._conn))
+            conn = None
+            try:
+                if self.history != ":memory:":
+                    Path(self.history).expanduser().parent.mkdir(parents=True, exist_ok=True)
+                conn = sqlite3.connect(self.history, check_same_thread=False)
+                conn.execute("PRAGMA schema_version")  # a file that is not SQLite fails here
+            except (sqlite3.Error, OSError) as exc:
+                if conn is not None:
+                    conn.close()
+                raise StoreError(
+                    f"cannot keep the conversation in {self.history!r} ({exc}); pass another "
+                    "--history file, or ':memory:' to keep nothing."
+                ) from exc
+            self._conn = conn
+            self._graph = with_checkpointer(SqliteSaver(conn))
         return self._graph
 
 

@@ -23,6 +23,7 @@ from evident.agent.config import Settings
 from evident.agent.llm import parse_spec
 from evident.tools.errors import EvidentError
 from evident.tools.evidence.methods import HEATMAP_METHODS
+from evident.tools.ingest.files import check_file
 from evident.tools.limits import MAX_K
 
 COMMANDS = {  # command -> the module of `evident.agent` that holds `cmd_<command>`
@@ -85,13 +86,21 @@ def where_filter(text: str) -> dict:
     return where
 
 
-def image_file(text: str) -> str:
-    path = Path(text).expanduser()
-    if not path.exists():
-        raise argparse.ArgumentTypeError(f"no such file: {text!r}")
-    if not path.is_file():
-        raise argparse.ArgumentTypeError(f"not a regular file: {text!r}")
-    return str(path)
+def image_file(max_bytes: int):
+    """The type of `--image`: a regular file (never a FIFO or a device, which could block
+    or never end) of at most `max_bytes`, checked without opening it."""
+
+    def check(text: str) -> str:
+        path = Path(text).expanduser()
+        if not path.exists():
+            raise argparse.ArgumentTypeError(f"no such file: {text!r}")
+        try:
+            check_file(path, max_bytes)
+        except EvidentError as exc:
+            raise argparse.ArgumentTypeError(f"{text!r}: {exc}") from None
+        return str(path)
+
+    return check
 
 
 # --- the parser -----------------------------------------------------------------------------
@@ -181,7 +190,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("search", "rank a collection's images for words and/or an image")
     p.add_argument("query", nargs="?", default=None, metavar="QUERY")
-    p.add_argument("--image", type=image_file, metavar="PATH", help="query image")
+    p.add_argument(
+        "--image", type=image_file(s.max_image_bytes), metavar="PATH", help="query image"
+    )
     p.add_argument("--k", type=k_value, default=s.k, help="results")
     p.add_argument("--where", type=where_filter, metavar="JSON",
                    help='metadata filter, e.g. \'{"kind": "bar"}\'')  # fmt: skip
@@ -194,7 +205,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("ask", "one question, answered with cited evidence")
     p.add_argument("question", metavar="QUESTION")
-    p.add_argument("--image", type=image_file, metavar="PATH", help="query image")
+    p.add_argument(
+        "--image", type=image_file(s.max_image_bytes), metavar="PATH", help="query image"
+    )
     _agent(p, s)
     _common(p, s, model_help=searched)
 
@@ -258,7 +271,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     # The program, not the library, sets the process up; before torch loads, since
     # spinning OpenMP waits slow every op when decode threads run beside the model.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except EvidentError as exc:  # a setting in the environment that cannot be used
+        return fail(exc)
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING,
         format="evident: %(levelname)s: %(message)s",
@@ -268,11 +284,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return getattr(handlers, f"cmd_{args.command}")(args)
     except EvidentError as exc:
-        print(f"evident: error: {exc}", file=sys.stderr)
-        return 2
+        return fail(exc)
+    except OSError as exc:  # a file or folder the system refused (full disk, a file as --out)
+        where = f"{exc.filename!r}: " if exc.filename else ""
+        return fail(f"{where}{exc.strerror or exc}")
     except KeyboardInterrupt:
         print("evident: interrupted", file=sys.stderr)
         return 130
+
+
+def fail(message: object) -> int:
+    """Print `message` as the one error line (whatever newlines it held) and return 2."""
+    print(f"evident: error: {' '.join(str(message).split())}", file=sys.stderr)
+    return 2
 
 
 if __name__ == "__main__":

@@ -14,11 +14,13 @@ from evident.agent import render
 from evident.agent.config import Settings, documents_cache
 from evident.tools.encoders import bundled_model, load_encoder
 from evident.tools.errors import InputError, ModelLoadError
-from evident.tools.ingest.images import IMAGE_SUFFIXES
+from evident.tools.ingest.files import inside
+from evident.tools.ingest.images import IMAGE_SUFFIXES, ImageFile
 from evident.tools.ingest.index import find_files, index_paths
+from evident.tools.limits import Limits
 from evident.tools.pipeline import open_retrieval, run_query
-from evident.tools.records import Query
-from evident.tools.store import Store
+from evident.tools.records import Query, Skipped
+from evident.tools.store import Store, check_location
 from evident.tools.text_embed import load_text_embedder
 
 err = Console(stderr=True, highlight=False)
@@ -33,10 +35,12 @@ NO_MODEL = (
 
 
 def cmd_index(args) -> int:
-    cache = None if args.no_documents else documents_cache(args.db)
-    files = _files(args.paths, cache)  # a missing path or an empty folder: before any model
     settings = Settings()
-    with Store.open(args.db, create=True, lock_timeout=args.lock_timeout) as store:
+    check_location(args.db, create=True)  # another program's folder: before writing to it
+    cache = None if args.no_documents else documents_cache(args.db)
+    # a missing path or a folder without images: before any model loads
+    files = _files(args.paths, cache, settings.limits)
+    with _open(args, settings, create=True) as store:
         spec = args.model
         if spec is None and args.collection in store.collection_names():
             spec = store.model_of(args.collection)
@@ -44,13 +48,13 @@ def cmd_index(args) -> int:
         if spec is None:
             raise ModelLoadError(NO_MODEL)
         encoder = load_encoder(spec, device=settings.device, offline=settings.offline)
-        wanted = args.ocr != "off" or any(f.caption for f in files)
-        text = load_text_embedder() if wanted else None
+        captioned = any(isinstance(f, ImageFile) and f.caption for f in files)
+        text = load_text_embedder() if captioned or args.ocr != "off" else None
         with render.progress(not args.json, "indexing") as (advance, set_total):
             report = index_paths(
                 args.paths, store=store, encoder=encoder, collection=args.collection,
                 text_embedder=text, prune=args.prune, files=files, progress=advance,
-                total=set_total, ocr=args.ocr,
+                total=set_total, limits=settings.limits, ocr=args.ocr,
             )  # fmt: skip
     if args.json:
         render.emit_json(report.to_dict())
@@ -59,22 +63,42 @@ def cmd_index(args) -> int:
     return 0
 
 
-def _files(paths: list[str], cache: Path | None) -> list:
-    """The files to index; a path with no images is a warning, no images at all an error
-    (nothing is created, and `--prune` cannot empty a collection by accident)."""
-    files = []
+def _files(paths: list[str], cache: Path | None, limits: Limits) -> list[ImageFile | Skipped]:
+    """The files to index (and those refused, with reasons); a path with no images is a
+    warning, no images at all an error (nothing is created, and `--prune` cannot empty a
+    collection by accident). All paths are searched together: a page under one may show
+    an image under another."""
+    files = find_files(paths, cache, limits)
+    images = [f for f in files if isinstance(f, ImageFile)]
     for path in paths:
-        found = find_files([path], cache)
-        if not found:
+        root = [Path(path).expanduser().resolve()]
+        if not any(inside(f.path, root) or _shown_from(f, root) for f in images):
             err.print(f"warning: no images under {path!r}", markup=False)
-        files += found
-    if not files:
+    if not images:
         kinds = ", ".join(sorted(IMAGE_SUFFIXES))
+        refused = [f for f in files if isinstance(f, Skipped)]
+        why = (
+            f"; {len(refused)} refused, e.g. {refused[0].path}: {refused[0].reason}"
+            if refused
+            else ""
+        )
         raise InputError(
             f"no images found under {', '.join(map(repr, paths))} (looked for {kinds}, and "
-            "images in HTML pages and PDFs); nothing was indexed"
+            f"images in HTML pages and PDFs){why}; nothing was indexed"
         )
     return files
+
+
+def _shown_from(f: ImageFile, root: list[Path]) -> bool:
+    """Whether `f` came out of a document under `root` (a PDF's images live in a cache)."""
+    source = f.metadata.get("source")
+    return isinstance(source, str) and inside(Path(source), root)
+
+
+def _open(args, settings: Settings, *, create: bool = False) -> Store:
+    return Store.open(
+        args.db, create=create, lock_timeout=args.lock_timeout, timeout=settings.chroma_timeout
+    )
 
 
 def cmd_search(args) -> int:
@@ -83,7 +107,7 @@ def cmd_search(args) -> int:
         raise InputError("give words to search for, an image with --image PATH, or both")
     settings = Settings()
     out_dir = Path(args.out) if args.out else settings.overlay_dir(args.db)
-    with Store.open(args.db, lock_timeout=args.lock_timeout) as store:
+    with _open(args, settings) as store:
         model = args.model or store.model_of(args.collection)
         encoder = load_encoder(model, device=settings.device, offline=settings.offline)
         ctx = open_retrieval(store, args.collection, model=encoder, rerank=args.rerank)
@@ -101,7 +125,7 @@ def cmd_search(args) -> int:
 
 
 def cmd_collections(args) -> int:
-    with Store.open(args.db, lock_timeout=args.lock_timeout) as store:
+    with _open(args, Settings()) as store:
         infos = [store.info(n) for n in sorted(store.collection_names())]
     if args.json:
         render.emit_json([i.to_dict() for i in infos])

@@ -15,18 +15,49 @@ comes in as arguments (a device, an offline switch, a path).
 | `EVIDENT_OUT` | `out` | `overlays/` in an embedded db's folder, else the user's cache |
 | `HF_HUB_OFFLINE` | `offline` | off: a pretrained tag may be downloaded |
 | `OPENAI_API_KEY` | `openai_api_key` | `not-needed` (local servers ignore it) |
+| `EVIDENT_MAX_IMAGE_BYTES` | `max_image_bytes` | 134217728 (128 MiB): larger images are not read |
+| `EVIDENT_MAX_DOCUMENT_BYTES` | `max_document_bytes` | 67108864 (64 MiB): pages, PDFs, sidecars |
+| `EVIDENT_MAX_CAPTION_CHARS` | `max_caption_chars` | 2000: longer captions are cut (and say so) |
+| `EVIDENT_CHROMA_TIMEOUT` | `chroma_timeout` | 30 seconds for each request to a Chroma server |
+
+A value that is not a positive number is an `InputError` naming the variable.
 """
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from evident.tools.errors import InputError
+from evident.tools.limits import (
+    CHROMA_TIMEOUT,
+    MAX_CAPTION_CHARS,
+    MAX_DOCUMENT_BYTES,
+    MAX_IMAGE_BYTES,
+    Limits,
+)
 
 
 def _env(name: str, default: str | None = None) -> str | None:
     value = os.environ.get(name, "").strip()
     return value or default
+
+
+def _number(name: str, default: float, kind: type = int) -> float:
+    """A positive number from the environment (`kind` int or float), or `default`."""
+    text = _env(name)
+    if text is None:
+        return default
+    try:
+        value = kind(text)
+    except ValueError:
+        value = None
+    if value is None or not math.isfinite(value) or value <= 0:
+        what = "whole number" if kind is int else "number"
+        raise InputError(f"{name} must be a positive {what}, not {text!r}")
+    return value
 
 
 def _data_home() -> Path:
@@ -57,6 +88,23 @@ class Settings:
     openai_api_key: str = field(default_factory=lambda: _env("OPENAI_API_KEY", "not-needed"))
     lock_timeout: float = 10.0
     k: int = 5
+    max_image_bytes: int = field(
+        default_factory=lambda: _number("EVIDENT_MAX_IMAGE_BYTES", MAX_IMAGE_BYTES)
+    )
+    max_document_bytes: int = field(
+        default_factory=lambda: _number("EVIDENT_MAX_DOCUMENT_BYTES", MAX_DOCUMENT_BYTES)
+    )
+    max_caption_chars: int = field(
+        default_factory=lambda: _number("EVIDENT_MAX_CAPTION_CHARS", MAX_CAPTION_CHARS)
+    )
+    chroma_timeout: float = field(
+        default_factory=lambda: _number("EVIDENT_CHROMA_TIMEOUT", CHROMA_TIMEOUT, float)
+    )
+
+    @property
+    def limits(self) -> Limits:
+        """What indexing and queries may read and store."""
+        return Limits(self.max_image_bytes, self.max_document_bytes, self.max_caption_chars)
 
     def overlay_dir(self, db: str | None = None) -> Path:
         """Where overlays go without `--out`: in an embedded database's folder (found with

@@ -11,6 +11,7 @@ from rich.console import Console
 
 from evident.agent import render
 from evident.agent.assistant import Assistant
+from evident.agent.config import Settings
 from evident.agent.demo import run_demo
 from evident.eval.bench import run_bench
 from evident.eval.figures.generate import generate_figures
@@ -64,7 +65,7 @@ def cmd_eval(args) -> int:
                 k=args.k, explain_top=args.explain_top, mode=args.mode, rerank=args.rerank,
                 resume=not args.no_resume, images=args.images, limit=args.limit,
                 per_query=args.per_query or None, seed=args.seed, assistant=assistant,
-                progress=advance, total=set_total,
+                progress=advance, total=set_total, store_timeout=Settings().chroma_timeout,
             )  # fmt: skip
         finally:
             if assistant is not None:

@@ -62,7 +62,7 @@ def index_summary(console: Console, report, collection: str) -> None:
     console.print(line)
     for s in r.skipped:
         plain(console, f"  skipped {s.path}: {s.reason}")
-    for w in getattr(r, "warnings", ()):
+    for w in r.warnings:
         console.print(Text.assemble(("  warning: ", "yellow"), w))
 
 

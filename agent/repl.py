@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -29,7 +30,10 @@ from evident.agent.render import render_answer
 from evident.tools.agent_tools import tool_summary
 from evident.tools.errors import EvidentError
 from evident.tools.evidence.methods import HEATMAP_METHODS
-from evident.tools.limits import MAX_K
+from evident.tools.ingest.files import read_bounded
+from evident.tools.limits import MAX_IMAGE_BYTES, MAX_K
+
+log = logging.getLogger(__name__)
 
 HELP = """\
 Ask for images in words, then follow up: "why is #2 below #1?", "only the ones with a
@@ -101,7 +105,17 @@ def ask(session: Session, question: str) -> None:
         console.print("[yellow]cancelled[/] — the conversation is as it was before it.")
         return
     except EvidentError as exc:
-        console.print(Text.assemble(("error: ", "red"), str(exc)))
+        console.print(Text.assemble(("error: ", "red"), " ".join(str(exc).split())))
+        return
+    except Exception as exc:  # a bug, or a part failing in a way not foreseen: keep the session
+        log.info("the answer failed", exc_info=True)
+        console.print(
+            Text.assemble(
+                ("error: ", "red"),
+                f"unexpected {type(exc).__name__}: {' '.join(str(exc).split())[:300]} (a bug: "
+                "please report it; -v shows the traceback). The conversation is kept.",
+            )
+        )
         return
     session.last = answer
     render_answer(console, answer)
@@ -261,9 +275,12 @@ def _llm_call(call: dict) -> str:
 def _inline_image(console: Console, path: str) -> bool:
     """Draw `path` inline on terminals that can (iTerm2, WezTerm, kitty); False otherwise."""
     protocol = terminal_images()
-    if not console.is_terminal or protocol is None or not Path(path).is_file():
+    if not console.is_terminal or protocol is None:
         return False
-    data = base64.b64encode(Path(path).read_bytes()).decode("ascii")
+    try:
+        data = base64.b64encode(read_bounded(path, MAX_IMAGE_BYTES)).decode("ascii")
+    except EvidentError:  # gone, a FIFO, too large: the path is shown instead
+        return False
     if protocol == "iterm":
         console.file.write(f"\033]1337;File=inline=1;width=32;preserveAspectRatio=1:{data}\a\n")
     elif protocol == "kitty":

@@ -39,6 +39,7 @@ from evident.tools.errors import InputError, ModelLoadError
 from evident.tools.evidence.heatmaps import default_method
 from evident.tools.ingest.images import discover
 from evident.tools.ingest.index import index_paths
+from evident.tools.limits import CHROMA_TIMEOUT
 from evident.tools.pipeline import open_retrieval
 from evident.tools.store import Store
 from evident.tools.text_embed import load_text_embedder
@@ -100,6 +101,7 @@ def run_eval(
     assistant: Any = None,
     progress: Callable[[int], None] | None = None,
     total: Callable[[int], None] | None = None,
+    store_timeout: float = CHROMA_TIMEOUT,
 ) -> Report:
     """Evaluate `suite` on `collection` and write report.json, report.md and plots.
 
@@ -110,6 +112,7 @@ def run_eval(
     with `ask(question, image=None, thread=None)` whose answer has `to_dict()` (the CLI
     passes `evident.agent.Assistant`); each query is asked in its own thread.
     `progress(1)` is called after each query, `total(n)` once with the number to run.
+    `store_timeout` is the seconds a Chroma server may take per request.
     """
     started = time.perf_counter()
     queries = select(load_suite(suite), limit, seed)
@@ -118,7 +121,7 @@ def run_eval(
     if mode == "ask" and assistant is None:
         raise InputError("ask mode needs an assistant to ask (the CLI passes evident's own)")
     out_dir = Path(out_dir)
-    with Store.open(db, create=images is not None) as store:
+    with Store.open(db, create=images is not None, timeout=store_timeout) as store:
         spec = encoder or _collection_model(store, collection, images)
         enc = load_encoder(spec)
         if images is not None:
@@ -177,7 +180,7 @@ def _index(images, store, encoder, collection: str) -> None:
     if not Path(images).is_dir():
         raise InputError(f"--images {str(images)!r} is not a folder.")
     text = None
-    if any(f.caption for f in discover([images])):
+    if any(getattr(f, "caption", None) for f in discover([images])):  # Skipped ones have none
         text = load_text_embedder()
     report = index_paths(
         [images], store=store, encoder=encoder, collection=collection, text_embedder=text

@@ -55,20 +55,24 @@ def load_suite(path: str | Path) -> list[SuiteQuery]:
     if not path.is_file():
         raise InputError(f"suite file {str(path)!r} does not exist (expected a .jsonl file).")
     root = path.resolve().parent
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise InputError(
+            f"suite file {str(path)!r} is not UTF-8 text ({exc.reason} at byte {exc.start}); "
+            "save it as UTF-8."
+        ) from exc
     queries: list[SuiteQuery] = []
     seen: set[str] = set()
-    with path.open(encoding="utf-8") as lines:
-        for number, line in enumerate(lines, start=1):
-            if not line.strip():
-                continue
-            where = f"{path}:{number}"
-            query = _parse(line, where, root)
-            if query.id in seen:
-                raise InputError(
-                    f"{where}: query id {query.id!r} is used twice; ids must be unique."
-                )
-            seen.add(query.id)
-            queries.append(query)
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        where = f"{path}:{number}"
+        query = _parse(line, where, root)
+        if query.id in seen:
+            raise InputError(f"{where}: query id {query.id!r} is used twice; ids must be unique.")
+        seen.add(query.id)
+        queries.append(query)
     if not queries:
         raise InputError(f"suite file {str(path)!r} holds no queries.")
     return queries

@@ -61,6 +61,16 @@ def trained_model_dir(tmp_path_factory) -> Path:
 TRAIN_RECIPE = {"arch": "evident-tiny-rn", "steps": 300, "batch_size": 48, "lr": 3e-3, "seed": 0}
 
 
+@pytest.fixture(scope="session")
+def chroma_server(tmp_path_factory):
+    """A real `chroma run` on 127.0.0.1 for the whole session (its URL)."""
+    from tests.hostile.servers import start_chroma, stop
+
+    proc, url = start_chroma(tmp_path_factory.mktemp("chroma-data"))
+    yield url
+    stop(proc)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -1,45 +1,12 @@
-"""The HTTP path against a real `chroma run` server on 127.0.0.1, started here."""
+"""The HTTP path against a real `chroma run` server on 127.0.0.1 (conftest's
+`chroma_server`, shared by the session)."""
 
 import json
-import shutil
-import subprocess
-import sys
-import time
 from pathlib import Path
-
-import pytest
 
 from evident.agent.cli import main
 from evident.eval.scenes import make_scenes
-from tests.conftest import TINY_VIT, free_port, write_scenes
-
-
-@pytest.fixture(scope="module")
-def chroma_server(tmp_path_factory):
-    chroma = shutil.which("chroma") or str(Path(sys.executable).parent / "chroma")
-    port = free_port()
-    data = tmp_path_factory.mktemp("chroma-data")
-    proc = subprocess.Popen(
-        [chroma, "run", "--path", str(data), "--host", "127.0.0.1", "--port", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    import chromadb
-
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            chromadb.HttpClient(host="127.0.0.1", port=port).heartbeat()
-            break
-        except Exception:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                proc.kill()
-                pytest.fail(f"chroma run did not start on {url}")
-            time.sleep(0.3)
-    yield url
-    proc.terminate()
-    proc.wait(timeout=30)
+from tests.conftest import TINY_VIT, write_scenes
 
 
 def test_index_and_search_through_a_chroma_server(chroma_server, tmp_path, capsys):
@@ -55,5 +22,5 @@ def test_index_and_search_through_a_chroma_server(chroma_server, tmp_path, capsy
     assert len(res["results"]) == 4 and res["scoring"].startswith("hybrid")
     assert all(Path(r["uri"]).parent == tmp_path / "imgs" for r in res["results"])
     assert main(["collections", "--db", chroma_server, "--json"]) == 0
-    listed = json.loads(capsys.readouterr().out)
-    assert {"name": "served", "count": 9, "captions": 9}.items() <= listed[0].items()
+    listed = {c["name"]: c for c in json.loads(capsys.readouterr().out)}  # a shared server
+    assert {"name": "served", "count": 9, "captions": 9}.items() <= listed["served"].items()

@@ -168,7 +168,8 @@ def test_unreadable_pdf_is_logged_and_skipped(tmp_path, caplog):
     bad = tmp_path / "bad.pdf"
     bad.write_bytes(b"%PDF-1.4 not really")
     with caplog.at_level(logging.WARNING):
-        assert list(document_images(bad, cache_dir=tmp_path / "c")) == []
+        (skipped,) = document_images(bad, cache_dir=tmp_path / "c")
+    assert skipped.path == str(bad) and skipped.reason.startswith("unreadable PDF")
     assert "bad.pdf" in caplog.text
 
 

@@ -5,7 +5,8 @@ import pytest
 from PIL import Image
 
 from evident.tools.errors import InputError
-from evident.tools.ingest.images import discover, read_image
+from evident.tools.ingest.images import ImageFile, discover, read_image
+from evident.tools.records import Skipped
 
 
 def png_bytes(im: Image.Image, fmt: str = "PNG") -> bytes:
@@ -69,8 +70,12 @@ def test_discover_recurses_filters_and_reads_captions(tmp_path):
         + "\nnot json\n"
     )
     (tmp_path / "notes.md").write_text("not an image")
-    found = {f.path.name: f for f in discover([tmp_path])}
+    everything = list(discover([tmp_path]))
+    found = {f.path.name: f for f in everything if isinstance(f, ImageFile)}
     assert set(found) == {"one.png", "two.JPG", "three.webp"}
+    # the line that is not JSON is reported, with its number, not dropped in silence
+    (bad,) = [f for f in everything if isinstance(f, Skipped)]
+    assert bad.path.endswith("captions.jsonl") and bad.reason.startswith("line 2 ignored")
     assert found["one.png"].caption == "a red square"
     assert found["two.JPG"].caption == "a dark photo"
     assert found["two.JPG"].metadata == {"kind": "photo", "year": 2024}

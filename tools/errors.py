@@ -2,12 +2,17 @@
 
 Every message is written for the person who will read it: what went wrong, with
 identifiers quoted (`!r`), and what to do next. The CLI prints `EvidentError`
-as one line and exits non-zero; anything else is a bug and keeps its traceback.
+as one line and exits non-zero, and a notebook shows it as that one line too; anything
+else is a bug and keeps its traceback.
 """
 
 
 class EvidentError(Exception):
     """A problem the user can fix (bad input, missing model, locked database)."""
+
+    def _render_traceback_(self) -> list[str]:
+        """What IPython and Jupyter show instead of a traceback: the one line."""
+        return [f"{type(self).__name__}: {' '.join(str(self).split())}"]
 
 
 class InputError(EvidentError):

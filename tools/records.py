@@ -69,7 +69,8 @@ class Skipped:
 
 @dataclass(frozen=True)
 class IndexReport:
-    """What one `index_paths` run did."""
+    """What one `index_paths` run did. `warnings` are what was indexed with a change (a cut
+    caption, a renamed metadata key), each said once with how many files it concerns."""
 
     collection: str
     model: str
@@ -78,6 +79,7 @@ class IndexReport:
     moved: int = 0
     pruned: int = 0
     skipped: tuple[Skipped, ...] = ()
+    warnings: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -86,6 +88,7 @@ class IndexReport:
             "moved": self.moved,
             "pruned": self.pruned,
             "skipped": [s.to_dict() for s in self.skipped],
+            "warnings": list(self.warnings),
             "collection": self.collection,
             "model": self.model,
         }

@@ -7,6 +7,12 @@ preceding heading, its `<figcaption>` (or Sphinx's older `<div class="figure">` 
 remote URLs and site-absolute paths (`/img/x.png`) are skipped, `data:` URIs are decoded
 into `cache_dir` under their content hash. PDF: see `evident.tools.ingest.pdf_figures`.
 
+Confinement: a page is the stranger's text. A reference is followed only when it resolves
+(`..`, `%2e%2e`, `file:` URLs, links all followed first) to a file inside the folders
+indexed (`roots`); the others are not read, and the page gets one `Skipped` entry saying how
+many of its references left those folders. Pages and PDFs over the document size limit, or
+not regular files, are skipped with the reason too.
+
 `discover_with_documents` is `ingest.images.discover` plus what documents say: an image
 file that a page shows is yielded once, with the page's caption (a sidecar caption
 still wins), and images that exist only inside documents are added.
@@ -25,8 +31,11 @@ from pathlib import Path
 from urllib.parse import unquote, unquote_to_bytes, urlsplit
 
 from evident.tools.errors import InputError
+from evident.tools.ingest.files import inside, read_text
 from evident.tools.ingest.images import IMAGE_SUFFIXES, ImageFile, content_id, discover
 from evident.tools.ingest.pdf_figures import pdf_images
+from evident.tools.limits import MAX_DOCUMENT_BYTES
+from evident.tools.records import Skipped
 
 log = logging.getLogger(__name__)
 
@@ -40,19 +49,34 @@ DATA_URI_TYPES = {
     "image/bmp": ".bmp",
 }
 HEADINGS = frozenset({"h1", "h2", "h3", "h4", "h5", "h6"})
+SHOWN_REFS = 3
 
 
-def discover_with_documents(paths: Iterable[str | Path], *, cache_dir: Path) -> Iterator[ImageFile]:
-    """Image files under `paths` and images inside the HTML and PDF files there, each once.
+def discover_with_documents(
+    paths: Iterable[str | Path], *, cache_dir: Path, max_document_bytes: int = MAX_DOCUMENT_BYTES
+) -> Iterator[ImageFile | Skipped]:
+    """Image files under `paths` and images inside the HTML and PDF files there, each once,
+    and a `Skipped` for each file or page refused (see `discover` and `document_images`).
 
     An image shown by several pages takes the longest caption (the first page in path
     order on ties) and records how many pages show it (`pages`).
     """
     roots = [Path(p).expanduser() for p in paths]
-    on_disk = list(discover(roots))  # raises InputError for a missing path
+    found = list(discover(roots, max_document_bytes=max_document_bytes))  # InputError if missing
+    on_disk = [f for f in found if isinstance(f, ImageFile)]
+    yield from (f for f in found if isinstance(f, Skipped))
+    resolved = [r.resolve() for r in roots]
     shown: dict[Path, ImageFile] = {}
-    for doc in _documents(roots):
-        for ref in document_images(doc, cache_dir=cache_dir):
+    for doc in _documents(roots, resolved):
+        if isinstance(doc, Skipped):
+            yield doc
+            continue
+        for ref in document_images(
+            doc, cache_dir=cache_dir, roots=resolved, max_bytes=max_document_bytes
+        ):
+            if isinstance(ref, Skipped):
+                yield ref
+                continue
             old = shown.get(ref.path)
             best = ref if old is None or _richness(ref) > _richness(old) else old
             count = (old.metadata.get("pages", 1) if old else 0) + 1
@@ -62,35 +86,50 @@ def discover_with_documents(paths: Iterable[str | Path], *, cache_dir: Path) -> 
         if ref is None:
             yield f
         else:
-            yield ImageFile(f.path, f.caption or ref.caption, ref.metadata | f.metadata)
+            yield ImageFile(f.path, f.caption or ref.caption, ref.metadata | f.metadata, f.notes)
     yield from (shown[p] for p in sorted(shown))
 
 
-def document_images(path: Path, *, cache_dir: Path) -> Iterator[ImageFile]:
-    """Images that the document at `path` (`.html`, `.htm` or `.pdf`) shows, with captions.
+def document_images(
+    path: Path,
+    *,
+    cache_dir: Path,
+    roots: Iterable[Path] | None = None,
+    max_bytes: int = MAX_DOCUMENT_BYTES,
+) -> Iterator[ImageFile | Skipped]:
+    """Images that the document at `path` (`.html`, `.htm` or `.pdf`) shows, with captions,
+    then one `Skipped` for the page if it could not be read or referred outside `roots`
+    (resolved folders; default: the page's own folder).
 
     Each image path is yielded once per document. Metadata: `source` (the document),
     plus `page` for PDFs and `heading` / `alt` for HTML where present.
     """
     path = Path(path).resolve()
+    roots = [Path(r) for r in roots] if roots is not None else [path.parent]
     suffix = path.suffix.lower()
     if suffix == ".pdf":
-        yield from pdf_images(path, cache_dir=cache_dir)
+        yield from pdf_images(path, cache_dir=cache_dir, max_bytes=max_bytes)
         return
     if suffix not in HTML_SUFFIXES:
         raise InputError(f"not an HTML or PDF document: {str(path)!r}")
     try:
-        text = path.read_text(encoding="utf-8", errors="replace")
-    except OSError as exc:
-        log.warning("skipping unreadable page %s: %s", path, exc.strerror or exc)
+        text = read_text(path, max_bytes)
+    except InputError as exc:
+        yield Skipped(str(path), str(exc))
         return
     parser = _ImageRefs()
     parser.feed(text)
     parser.close()
     best: dict[Path, ImageFile] = {}
+    outside: list[str] = []
     for ref in parser.refs:
         image = _resolve(ref["src"], path, cache_dir)
         if image is None:
+            continue
+        if not inside(image, [*roots, Path(cache_dir).resolve()]):
+            outside.append(ref["src"])
+            continue
+        if not image.exists():
             continue
         alt = "" if _is_file_name(ref["alt"]) else ref["alt"]
         parts = [ref["page"], ref["heading"], ref.get("figcaption"), alt, ref["title"]]
@@ -100,6 +139,20 @@ def document_images(path: Path, *, cache_dir: Path) -> Iterator[ImageFile]:
         if image not in best or _richness(found) > _richness(best[image]):
             best[image] = found
     yield from best.values()
+    if outside:
+        yield Skipped(str(path), _outside(outside))
+
+
+def _outside(srcs: list[str]) -> str:
+    """The one reason a page gets for all its references that leave the indexed folders.
+
+    >>> _outside(["../a.png", "/b.png", "c", "d"])[-51:]
+    "were not read: '../a.png', '/b.png', 'c' and 1 more"
+    """
+    shown = ", ".join(repr(s[:80]) for s in srcs[:SHOWN_REFS])
+    more = f" and {len(srcs) - SHOWN_REFS} more" if len(srcs) > SHOWN_REFS else ""
+    what = "1 image reference leads" if len(srcs) == 1 else f"{len(srcs)} image references lead"
+    return f"{what} outside the folders indexed and were not read: {shown}{more}"
 
 
 def join_caption(parts: Iterable[str | None]) -> str | None:
@@ -128,17 +181,31 @@ def _richness(f: ImageFile) -> int:
     return len(f.caption or "")
 
 
-def _documents(roots: list[Path]) -> list[Path]:
+def _documents(roots: list[Path], resolved: list[Path]) -> list[Path | Skipped]:
+    """The pages and PDFs under `roots`, resolved; one that leads outside them is refused."""
     docs: set[Path] = set()
+    refused: list[Skipped] = []
     for root in roots:
-        files = [root] if root.is_file() else (p for p in root.rglob("*") if p.is_file())
-        docs.update(f.resolve() for f in files if f.suffix.lower() in DOCUMENT_SUFFIXES)
-    return sorted(docs)
+        files = [root] if not root.is_dir() else (p for p in root.rglob("*") if not p.is_dir())
+        for f in files:
+            if f.suffix.lower() not in DOCUMENT_SUFFIXES:
+                continue
+            if inside(real := f.resolve(), resolved):
+                docs.add(real)
+            else:
+                refused.append(
+                    Skipped(str(f), f"a link to {str(real)!r}, outside the folders named")
+                )
+    return [*refused, *sorted(docs)]
 
 
 def _resolve(src: str, page: Path, cache_dir: Path) -> Path | None:
-    """The local file an `<img src>` names, or None (remote, missing, not indexable)."""
-    parts = urlsplit(src.strip())
+    """The resolved local path an `<img src>` names (it may not exist, or lie outside the
+    folders indexed), or None (remote, site-absolute, not an image name)."""
+    try:
+        parts = urlsplit(src.strip())
+    except ValueError:  # e.g. "http://[::1": not a URL at all
+        return None
     if parts.scheme == "data":
         return _decode_data_uri(src.strip(), cache_dir)
     if parts.scheme not in ("", "file") or parts.netloc or not parts.path:
@@ -147,10 +214,11 @@ def _resolve(src: str, page: Path, cache_dir: Path) -> Path | None:
         log.debug("skipping site-absolute image %r in %s", src, page)
         return None
     target = Path(unquote(parts.path))
-    target = (target if target.is_absolute() else page.parent / target).resolve()
-    if target.suffix.lower() not in IMAGE_SUFFIXES or not target.is_file():
+    try:
+        target = (target if target.is_absolute() else page.parent / target).resolve()
+    except (ValueError, OSError):  # an embedded NUL, a link loop
         return None
-    return target
+    return target if target.suffix.lower() in IMAGE_SUFFIXES else None
 
 
 def _decode_data_uri(uri: str, cache_dir: Path) -> Path | None:
@@ -167,9 +235,13 @@ def _decode_data_uri(uri: str, cache_dir: Path) -> Path | None:
     if not data:
         return None
     out = Path(cache_dir) / f"{content_id(data)}{suffix}"
-    if not out.is_file():
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_bytes(data)
+    try:
+        if not out.is_file():
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_bytes(data)
+    except OSError as exc:
+        log.warning("cannot keep a data: URI image in %s: %s", cache_dir, exc.strerror or exc)
+        return None
     return out.resolve()
 
 

@@ -5,7 +5,10 @@ mtime and caption) are skipped without reading, moved files keep their id and ge
 new `uri`, and a run killed mid-way resumes where it stopped. For each new image the
 caption entry is written before the image entry, so an image entry always means a
 complete record. Reading, hashing and decoding run in threads while the model embeds
-the previous batch. Bad files are skipped with a reason and never stop the run.
+the previous batch. Bad files are skipped with a reason and never stop the run, and
+neither does an entry the database refuses (it is skipped with the database's reason
+and the rest of its batch written one by one). What was changed on the way in (a cut
+caption, a renamed metadata key: `ingest.metadata`) is in the report's `warnings`.
 """
 
 from __future__ import annotations
@@ -19,11 +22,13 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
+from chromadb.errors import InvalidArgumentError
 
 from evident.tools.encoders import Encoder
 from evident.tools.errors import InputError
 from evident.tools.ingest.documents import discover_with_documents
-from evident.tools.ingest.images import ImageFile, content_id, discover, read_image
+from evident.tools.ingest.images import ImageFile, content_id, discover, image_bytes, read_image
+from evident.tools.ingest.metadata import sanitize
 from evident.tools.ingest.ocr import (
     Reader,
     Reading,
@@ -32,12 +37,15 @@ from evident.tools.ingest.ocr import (
     search_document,
     words_text,
 )
+from evident.tools.limits import DEFAULT_LIMITS, Limits
 from evident.tools.records import IndexReport, Skipped
 from evident.tools.store import Store, iter_metadata
 
 log = logging.getLogger(__name__)
 
-RESERVED = ("uri", "caption", "size", "mtime_ns", "width", "height", "format", "ocr", "words")
+# What Chroma raises when it refuses an entry (as opposed to a server that went away,
+# which the store turns into a StoreError that ends the run).
+REFUSED = (ValueError, TypeError, InvalidArgumentError)
 OcrMode = Literal["auto", "on", "off"]
 OCR_MODES = ("auto", "on", "off")
 
@@ -60,10 +68,11 @@ def index_paths(
     text_embedder=None,
     prune: bool = False,
     documents_cache: Path | None = None,
-    files: list[ImageFile] | None = None,
+    files: Sequence[ImageFile | Skipped] | None = None,
     batch_size: int = 32,
     progress: Callable[[int], None] | None = None,
     total: Callable[[int], None] | None = None,
+    limits: Limits = DEFAULT_LIMITS,
     ocr: OcrMode = "off",
     reader: Reader | None = None,
 ) -> IndexReport:
@@ -77,10 +86,14 @@ def index_paths(
     engine (loaded when needed). `progress(n)` is called as files finish.
     With `documents_cache`, images referenced by HTML pages get the page's caption and
     images inside PDFs are extracted there and indexed too (`evident.tools.ingest.documents`).
+    `files` is what `find_files` found (found again when not given); `limits` bound what is
+    read and stored. Every file not indexed is in the report's `skipped` with its reason.
     """
     roots = [Path(p).expanduser().resolve() for p in paths]
     if files is None:
-        files = find_files(roots, documents_cache)
+        files = find_files(roots, documents_cache, limits)
+    skipped: list[Skipped] = [f for f in files if isinstance(f, Skipped)]
+    files = [sanitize(f, limits.max_caption_chars) for f in files if isinstance(f, ImageFile)]
     if ocr not in OCR_MODES:
         raise InputError(f"ocr must be one of {', '.join(OCR_MODES)}, not {ocr!r}")
     if any(f.caption for f in files) and text_embedder is None:
@@ -100,7 +113,6 @@ def index_paths(
         total(len(files))
 
     counts = {"indexed": 0, "unchanged": 0, "moved": 0, "pruned": 0}
-    skipped: list[Skipped] = []
     todo: list[ImageFile] = []
     for f in files:
         if _unchanged(f, by_uri.get(str(f.path)), ocr):
@@ -110,10 +122,11 @@ def index_paths(
         else:
             todo.append(f)
 
+    writer = _Writer(images, captions, words, encoder, text_embedder, known, counts, skipped)
     with ThreadPoolExecutor(max_workers=2, thread_name_prefix="evident-decode") as pool:
 
         def submit(chunk: Sequence[ImageFile]) -> list[Future]:
-            return [pool.submit(_decode, f, encoder, known, ocr, reader) for f in chunk]
+            return [pool.submit(_decode, f, encoder, known, limits, ocr, reader) for f in chunk]
 
         chunks = [todo[i : i + batch_size] for i in range(0, len(todo), batch_size)]
         ahead = submit(chunks[0]) if chunks else []
@@ -125,23 +138,33 @@ def index_paths(
                     done.append(fut.result())
                 except InputError as exc:
                     skipped.append(Skipped(str(f.path), str(exc)))
-            _write(done, images, captions, words, encoder, text_embedder, known, counts, skipped)
+            writer.write(done)
             log.info("wrote batch %d/%d", n + 1, len(chunks))
             if progress:
                 progress(len(chunks[n]))
 
     if prune:
         counts["pruned"] = _prune(images, captions, words, roots)
-    return IndexReport(collection, encoder.spec, skipped=tuple(skipped), **counts)
+    return IndexReport(
+        collection, encoder.spec, skipped=tuple(skipped), warnings=_warnings(files), **counts
+    )
 
 
-def find_files(paths: Iterable[str | Path], documents_cache: Path | None = None) -> list[ImageFile]:
-    """What `index_paths` would index under `paths` (pass the list back as `files=`)."""
+def find_files(
+    paths: Iterable[str | Path],
+    documents_cache: Path | None = None,
+    limits: Limits = DEFAULT_LIMITS,
+) -> list[ImageFile | Skipped]:
+    """What `index_paths` would index under `paths`, and what it would skip with a reason
+    (pass the list back as `files=`)."""
     roots = [Path(p).expanduser().resolve() for p in paths]
     if documents_cache is None:
-        return list(discover(roots))
-
-    return list(discover_with_documents(roots, cache_dir=Path(documents_cache)))
+        return list(discover(roots, max_document_bytes=limits.max_document_bytes))
+    return list(
+        discover_with_documents(
+            roots, cache_dir=Path(documents_cache), max_document_bytes=limits.max_document_bytes
+        )
+    )
 
 
 def _unchanged(f: ImageFile, existing: tuple[str, dict] | None, ocr: OcrMode) -> bool:
@@ -158,21 +181,26 @@ def _unchanged(f: ImageFile, existing: tuple[str, dict] | None, ocr: OcrMode) ->
         meta.get("size") == st.st_size
         and meta.get("mtime_ns") == st.st_mtime_ns
         and meta.get("caption", "") == (f.caption or "")
-        and all(meta.get(_key(k)) == v for k, v in f.metadata.items())
+        and all(meta.get(k) == v for k, v in f.metadata.items())
     )
 
 
 def _decode(
-    f: ImageFile, encoder: Encoder, known: dict[str, dict], ocr: OcrMode, reader: Reader | None
+    f: ImageFile,
+    encoder: Encoder,
+    known: dict[str, dict],
+    limits: Limits,
+    ocr: OcrMode,
+    reader: Reader | None,
 ) -> _Decoded:
+    data = image_bytes(f.path, max_bytes=limits.max_image_bytes)  # InputError says why not
     try:
-        data = f.path.read_bytes()
         st = f.path.stat()
     except OSError as exc:
         raise InputError(f"cannot read file: {exc.strerror or exc}") from exc
     id_ = content_id(data)
     meta = {"uri": str(f.path), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
-    meta.update({_key(k): v for k, v in f.metadata.items()})
+    meta.update(f.metadata)
     if f.caption:
         meta["caption"] = f.caption
     if id_ in known:  # same bytes already embedded: only the record changes
@@ -199,49 +227,94 @@ def _read_words(image, ocr: OcrMode, reader: Reader, meta: dict) -> Reading:
     return reading
 
 
-def _write(done, images, captions, words, encoder, text_embedder, known, counts, skipped) -> None:
-    """Upsert one batch: captions and words first, images last (an image entry marks
-    completion)."""
-    fresh: dict[str, _Decoded] = {}
-    for d in done:
-        old = known.get(d.id)
-        if d.pixels is None and old is not None and old.get("uri") != d.meta["uri"]:
-            if Path(old.get("uri", "")).exists():
-                skipped.append(Skipped(d.meta["uri"], f"same content as {old['uri']!r}"))
-                continue
-            counts["moved"] += 1
-        elif d.pixels is None:
-            counts["unchanged"] += 1
-        else:
-            counts["indexed"] += 1
-        fresh[d.id] = d  # duplicates inside one batch collapse onto one id
-    if not fresh:
-        return
-    ids = list(fresh)
-    metas = [fresh[i].meta for i in ids]
-    with_caption = [i for i in ids if fresh[i].meta.get("caption")]
-    if with_caption:
-        vecs = text_embedder.encode([fresh[i].meta["caption"] for i in with_caption])
-        captions.upsert(
-            ids=with_caption, embeddings=vecs, metadatas=[fresh[i].meta for i in with_caption]
-        )
-    stale = [i for i in ids if not fresh[i].meta.get("caption") and known.get(i, {}).get("caption")]
-    if stale:
-        captions.delete(ids=stale)
-    _write_words(words, text_embedder, {i: fresh[i].reading for i in ids if fresh[i].reading})
-    new = [i for i in ids if fresh[i].pixels is not None]
-    if new:
-        vecs = encoder.embed_pixels(torch.stack([fresh[i].pixels for i in new])).cpu().numpy()
-        images.upsert(ids=new, embeddings=vecs, metadatas=[fresh[i].meta for i in new])
-    old = [i for i in ids if fresh[i].pixels is None]
-    if old:
-        # update() merges metadata; a key set to None is removed (a dropped caption, say)
-        images.update(
-            ids=old,
-            metadatas=[{k: None for k in known.get(i, {})} | fresh[i].meta for i in old],
-        )
-    for i, m in zip(ids, metas, strict=True):
-        known[i] = m
+@dataclass
+class _Writer:
+    """Writes decoded batches; an entry Chroma refuses is skipped with Chroma's reason and
+    the rest of its batch is written one by one, so one bad entry never loses a batch."""
+
+    images: Any
+    captions: Any
+    words: Any
+    encoder: Encoder
+    text_embedder: Any
+    known: dict[str, dict]
+    counts: dict[str, int]
+    skipped: list[Skipped]
+
+    def write(self, done: list[_Decoded]) -> None:
+        fresh: dict[str, tuple[_Decoded, str]] = {}
+        for d in done:
+            old = self.known.get(d.id)
+            if d.pixels is None and old is not None and old.get("uri") != d.meta["uri"]:
+                if Path(old.get("uri", "")).exists():
+                    self.skipped.append(Skipped(d.meta["uri"], f"same content as {old['uri']!r}"))
+                    continue
+                outcome = "moved"
+            else:
+                outcome = "unchanged" if d.pixels is None else "indexed"
+            fresh[d.id] = (d, outcome)  # duplicates inside one batch collapse onto one id
+        if not fresh:
+            return
+        try:
+            self._upsert([d for d, _ in fresh.values()])
+        except REFUSED as exc:
+            if len(fresh) > 1:
+                for d, _ in fresh.values():
+                    self.write([d])
+                return
+            ((d, _),) = fresh.values()
+            self.skipped.append(Skipped(d.meta["uri"], f"refused by the database: {exc}"))
+            return
+        for d, outcome in fresh.values():
+            self.counts[outcome] += 1
+            self.known[d.id] = d.meta
+
+    def _upsert(self, batch: list[_Decoded]) -> None:
+        """Captions and words first, images last (an image entry marks completion)."""
+        with_caption = [d for d in batch if d.meta.get("caption")]
+        if with_caption:
+            vecs = self.text_embedder.encode([d.meta["caption"] for d in with_caption])
+            self.captions.upsert(
+                ids=[d.id for d in with_caption],
+                embeddings=vecs,
+                metadatas=[d.meta for d in with_caption],
+            )
+        stale = [
+            d.id
+            for d in batch
+            if not d.meta.get("caption") and self.known.get(d.id, {}).get("caption")
+        ]
+        if stale:
+            self.captions.delete(ids=stale)
+        _write_words(self.words, self.text_embedder, {d.id: d.reading for d in batch if d.reading})
+        new = [d for d in batch if d.pixels is not None]
+        if new:
+            pixels = torch.stack([d.pixels for d in new])
+            vecs = self.encoder.embed_pixels(pixels).cpu().numpy()
+            self.images.upsert(
+                ids=[d.id for d in new], embeddings=vecs, metadatas=[d.meta for d in new]
+            )
+        old = [d for d in batch if d.pixels is None]
+        if old:
+            # update() merges metadata; a key set to None is removed (a dropped caption, say)
+            self.images.update(
+                ids=[d.id for d in old],
+                metadatas=[{k: None for k in self.known.get(d.id, {})} | d.meta for d in old],
+            )
+
+
+def _warnings(files: list[ImageFile]) -> tuple[str, ...]:
+    """Each note once, with how many files it concerns."""
+    by_note: dict[str, list[Path]] = {}
+    for f in files:
+        for note in f.notes:
+            by_note.setdefault(note, []).append(f.path)
+    return tuple(
+        f"{paths[0]}: {note}"
+        if len(paths) == 1
+        else f"{note} ({len(paths)} files, e.g. {paths[0]})"
+        for note, paths in by_note.items()
+    )
 
 
 def _write_words(words, text_embedder, readings: dict[str, Reading]) -> None:
@@ -251,10 +324,9 @@ def _write_words(words, text_embedder, readings: dict[str, Reading]) -> None:
     if not found:
         return
     ids = list(found)
-    texts = [words_text(found[i]) for i in ids]
     words.upsert(
         ids=ids,
-        embeddings=text_embedder.encode(texts),
+        embeddings=text_embedder.encode([words_text(found[i]) for i in ids]),
         documents=[search_document(found[i]) for i in ids],
         metadatas=[{"lines": found[i].to_json()} for i in ids],
     )
@@ -277,8 +349,3 @@ def _prune(images, captions, words, roots: list[Path]) -> int:
 def _under(uri: str, roots: list[Path]) -> bool:
     p = Path(uri)
     return any(p == r or r in p.parents for r in roots)
-
-
-def _key(k: str) -> str:
-    """User metadata never overwrites evident's own fields."""
-    return f"meta_{k}" if k in RESERVED else k

@@ -24,10 +24,15 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from PIL import Image
 from pypdf import PdfReader
 from pypdf.errors import PyPdfError
 
+from evident.tools.errors import InputError
+from evident.tools.ingest.files import read_bounded
 from evident.tools.ingest.images import ImageFile, content_id
+from evident.tools.limits import MAX_DOCUMENT_BYTES
+from evident.tools.records import Skipped
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +40,12 @@ CAPTION_RE = re.compile(r"^\s*(fig(ure)?\.?)\s*[0-9IVX]+", re.IGNORECASE)
 WORD_RE = re.compile(r"\b[^\W\d_]{2,}\b")
 MAX_CAPTION_CHARS = 600
 KEEP_AS_IS = (".png", ".jpg", ".jpeg")
+# What pypdf raises on malformed files, beyond its own errors (a hostile PDF can reach
+# all of these; each costs the one page or image, never the run).
+MALFORMED = (
+    PyPdfError, NotImplementedError, ValueError, KeyError, IndexError, TypeError, AttributeError,
+    RecursionError, ZeroDivisionError, OSError, Image.DecompressionBombError,
+)  # fmt: skip
 
 
 @dataclass
@@ -49,18 +60,25 @@ class _Block:
     size: float
 
 
-def pdf_images(path: Path, *, cache_dir: Path, min_side: int = 32) -> Iterator[ImageFile]:
+def pdf_images(
+    path: Path, *, cache_dir: Path, min_side: int = 32, max_bytes: int = MAX_DOCUMENT_BYTES
+) -> Iterator[ImageFile | Skipped]:
     """Raster images of the PDF at `path` (each content once), saved under `cache_dir`.
 
     Metadata: `source` (the PDF) and `page` (1-based): the first page that draws the
     image. Images smaller than `min_side` pixels on a side (rules, bullets, spacers) are
-    skipped. A PDF that cannot be read is logged and yields nothing.
+    skipped. A PDF that cannot be read (or is not a regular file of at most `max_bytes`)
+    is logged and yields one `Skipped` with the reason.
     """
-
     try:
-        pages = list(PdfReader(path).pages)
-    except (PyPdfError, OSError, ValueError) as exc:
+        data = read_bounded(path, max_bytes, "documents")
+        pages = list(PdfReader(io.BytesIO(data)).pages)
+    except InputError as exc:
+        yield Skipped(str(path), str(exc))
+        return
+    except MALFORMED as exc:
         log.warning("skipping unreadable PDF %s: %s", path, exc)
+        yield Skipped(str(path), f"unreadable PDF: {exc}")
         return
     done: set = set()  # XObjects handled (resource dicts are often shared by all pages)
     unplaced: dict = {}  # images listed in a page's resources but not drawn at a known spot
@@ -69,7 +87,7 @@ def pdf_images(path: Path, *, cache_dir: Path, min_side: int = 32) -> Iterator[I
     def extract(page, number: int, key, box, blocks) -> ImageFile | None:
         try:
             saved = _save(page.images[key], cache_dir, min_side)
-        except (PyPdfError, NotImplementedError, ValueError, KeyError, OSError) as exc:
+        except MALFORMED as exc:
             log.warning("skipping image %s on page %d of %s: %s", key, number, path, exc)
             return None
         if saved is None or saved.name in hashes:
@@ -81,7 +99,7 @@ def pdf_images(path: Path, *, cache_dir: Path, min_side: int = 32) -> Iterator[I
         try:
             placements, blocks = _layout(page)
             keys, ids = page.images.keys(), _object_ids(page)
-        except (PyPdfError, NotImplementedError, ValueError, KeyError, OSError) as exc:
+        except MALFORMED as exc:
             log.warning("skipping page %d of %s: %s", number, path, exc)
             continue
         order = list(placements)
