@@ -29,7 +29,7 @@ from evident.prompts.render import fence
 from evident.tools.artifacts import evidence_by_rank, latest_search
 from evident.tools.errors import InputError
 from evident.tools.evidence.methods import HEATMAP_METHODS
-from evident.tools.ingest.index import RESERVED
+from evident.tools.ingest.metadata import OWN as RESERVED
 from evident.tools.limits import LLM_RESULTS, MAX_K
 from evident.tools.pipeline import explain, result_dict, search
 from evident.tools.records import Hit, Query
