@@ -36,8 +36,12 @@ test-llm: $(STAMP)
 	$(BIN)/python -m pip install -q --find-links $(WHEELS) -e '.[llm,gguf]'
 	$(BIN)/python -m pytest -q -m llm
 
+# Real documentation figures (Debian's doc packages, installed here when missing).
+DOC_PACKAGES := python-skimage-doc python-statsmodels-doc
 test-docs: $(STAMP)
-	$(BIN)/python -m pytest -q -m docs
+	dpkg -s $(DOC_PACKAGES) >/dev/null 2>&1 || \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(DOC_PACKAGES))
+	$(BIN)/python -m pytest -q -s -m docs
 
 # An index and four searches against a chroma server stopped and restarted twice.
 test-soak: $(STAMP)

@@ -11,12 +11,13 @@ from pathlib import Path
 from rich.console import Console
 
 from evident.agent import render
-from evident.agent.config import Settings, documents_cache
+from evident.agent.config import Settings, documents_cache, ocr_cache
 from evident.tools.encoders import bundled_model, load_encoder
 from evident.tools.errors import InputError, ModelLoadError
 from evident.tools.ingest.files import inside
 from evident.tools.ingest.images import IMAGE_SUFFIXES, ImageFile
 from evident.tools.ingest.index import find_files, index_paths
+from evident.tools.ingest.ocr import load_reader
 from evident.tools.limits import Limits
 from evident.tools.pipeline import open_retrieval, run_query
 from evident.tools.records import Query, Skipped
@@ -55,6 +56,7 @@ def cmd_index(args) -> int:
                 args.paths, store=store, encoder=encoder, collection=args.collection,
                 text_embedder=text, prune=args.prune, files=files, progress=advance,
                 total=set_total, limits=settings.limits, ocr=args.ocr,
+                reader=load_reader(cache=ocr_cache()) if args.ocr != "off" else None,
             )  # fmt: skip
     if args.json:
         render.emit_json(report.to_dict())

@@ -129,6 +129,11 @@ def documents_cache(db: str) -> Path:
     return Path(db).expanduser().resolve() / "document-images"
 
 
+def ocr_cache() -> Path:
+    """Where the words read in images are kept by content (shared by every database)."""
+    return _cache_home() / "ocr"
+
+
 def terminal_images() -> str | None:
     """The inline-image protocol this terminal speaks: `iterm`, `kitty`, or None."""
     if _env("TERM_PROGRAM") in ("iTerm.app", "WezTerm"):

@@ -65,7 +65,8 @@ def search_record(ctx: RunContext, q: SuiteQuery) -> dict:
         record["latency_ms"]["explain"] = round(explain_ms, 3)
         regions = [r for ev in result.explanation.evidence.values() for r in ev.regions]
         supported = sum(r.supported for r in regions)
-        record["explained"] = {"regions": len(regions), "supported": supported}
+        shown = [[r.id, list(r.box), r.kind, r.supported] for r in regions]
+        record["explained"] = {"regions": len(regions), "supported": supported, "shown": shown}
     return _localized(ctx, q, result.search.query_embedding, record)
 
 

@@ -208,21 +208,21 @@ def _decode(
         meta.update({k: known[id_][k] for k in kept if k in known[id_]})
         if ocr == "off" or meta.get("ocr") is not None:
             return _Decoded(f, id_, None, meta)
-        reading = _read_words(read_image(f.path, data), ocr, reader, meta)
+        reading = _read_words(read_image(f.path, data), ocr, reader, meta, id_)
         return _Decoded(f, id_, None, meta, reading)
     image = read_image(f.path, data)
     meta.update({"width": image.width, "height": image.height, "format": f.path.suffix[1:].lower()})
-    reading = _read_words(image, ocr, reader, meta) if ocr != "off" else None
+    reading = _read_words(image, ocr, reader, meta, id_) if ocr != "off" else None
     return _Decoded(f, id_, encoder.preprocess(image), meta, reading)
 
 
-def _read_words(image, ocr: OcrMode, reader: Reader, meta: dict) -> Reading:
+def _read_words(image, ocr: OcrMode, reader: Reader, meta: dict, key: str) -> Reading:
     """The words in `image` ("auto": only if it looks like a figure), recorded in `meta`:
     `ocr` is the reader's version ("skipped" when auto passed it by), `words` the lines."""
     if ocr == "auto" and not looks_like_figure(image):
         meta |= {"ocr": "skipped", "words": 0}
         return Reading()
-    reading = reader.read(image)
+    reading = reader.read(image, key)
     meta |= {"ocr": reading.version, "words": len(reading.lines)}
     return reading
 

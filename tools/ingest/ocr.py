@@ -28,13 +28,16 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
+import wordninja
 from PIL import Image
 
 from evident.tools.errors import ModelLoadError
@@ -100,14 +103,28 @@ class Reading:
 
 @dataclass
 class Reader:
-    """A loaded OCR engine; `read(image)` is thread-safe for one caller at a time."""
+    """A loaded OCR engine; `read(image)` may be called from several threads at once.
+    With `cache`, readings are kept there by the image's content id (`key`), so indexing
+    the same file into another collection or database reads nothing again."""
 
     engine: Any
     max_side: int = MAX_SIDE
     min_confidence: float = MIN_CONFIDENCE
-    timings: dict[str, float] = field(default_factory=dict)
+    cache: Path | None = None
 
-    def read(self, image: Image.Image) -> Reading:
+    def read(self, image: Image.Image, key: str | None = None) -> Reading:
+        cached = self.cache / f"{key}.{OCR_VERSION}.json" if self.cache and key else None
+        if cached is not None and cached.is_file():
+            try:
+                return Reading.from_json(cached.read_text(encoding="utf-8"))
+            except (OSError, ValueError, KeyError):
+                log.warning("ignoring an unreadable cached reading %s", cached)
+        reading = self._read(image)
+        if cached is not None:
+            _write_atomic(cached, reading.to_json())
+        return reading
+
+    def _read(self, image: Image.Image) -> Reading:
         t0 = time.perf_counter()
         image = image.convert("RGB")
         width, height = image.size
@@ -127,8 +144,10 @@ class Reader:
         return Reading(tuple(roles), (width, height), time.perf_counter() - t0)
 
 
-def load_reader(*, max_side: int = MAX_SIDE, threads: int | None = None) -> Reader:
-    """The OCR engine, from the models inside the installed rapidocr-onnxruntime wheel."""
+def load_reader(*, max_side: int = MAX_SIDE, threads: int = 1, cache: Path | None = None) -> Reader:
+    """The OCR engine, from the models inside the installed rapidocr-onnxruntime wheel;
+    `threads` per call (calls from several threads run side by side); `cache` a folder
+    for readings by content id."""
     try:
         from rapidocr_onnxruntime import RapidOCR  # noqa: PLC0415 - onnxruntime loads in seconds
     except ImportError as exc:
@@ -139,12 +158,22 @@ def load_reader(*, max_side: int = MAX_SIDE, threads: int | None = None) -> Read
         "use_cls": False,
         "det_limit_type": "max",
         "det_limit_side_len": max_side,
-        "rec_batch_num": 64,
+        "rec_batch_num": 6,
         "print_verbose": False,
+        "intra_op_num_threads": threads,
+        "inter_op_num_threads": 1,
     }
-    if threads:
-        options |= {"intra_op_num_threads": threads, "inter_op_num_threads": 1}
-    return Reader(RapidOCR(**options), max_side=max_side)
+    return Reader(RapidOCR(**options), max_side=max_side, cache=cache)
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.part")
+        tmp.write_text(text, encoding="utf-8")
+        tmp.replace(path)
+    except OSError as exc:  # a cache that cannot be written only costs time
+        log.warning("could not cache a reading in %s: %s", path.parent, exc)
 
 
 def _box(points, scale: float, size: tuple[int, int]) -> Box:
@@ -207,13 +236,23 @@ def _stacked(candidates: list[int], lines: Sequence[TextLine]):
 
 
 def words(text: str) -> list[str]:
-    """Lower-case word tokens for matching, with identifiers split as people say them.
+    """Lower-case word tokens for matching, with identifiers split as people say them, and
+    run-together words (the recogniser often drops spaces) split as well as kept.
 
     >>> words("plot_circmean vs. halfLogistic PDF n=2")
     ['plot', 'circmean', 'vs', 'half', 'logistic', 'pdf', 'n', '2']
+    >>> words("95%confidenceinterval")
+    ['95', 'confidenceinterval', 'confidence', 'interval']
     """
     spaced = re.sub(r"([a-z])([A-Z])", r"\1 \2", text)
-    return re.findall(r"[^\W_]+", spaced.lower())
+    out = []
+    for token in re.findall(r"[^\W_]+", spaced.lower()):
+        out.append(token)
+        if len(token) >= 8 and not token.isdigit():
+            parts = wordninja.split(token)
+            if len(parts) > 1 and all(len(p) > 1 or p.isdigit() for p in parts):
+                out += parts
+    return out
 
 
 # --- what the words become in the index ----------------------------------------------------
