@@ -23,6 +23,7 @@ from typing import Any
 from PIL import Image
 
 from evident.graphs.state import evidence_by_rank, latest_search
+from evident.graphs.verify import is_supported
 from evident.tools.errors import InputError
 from evident.tools.ingest.images import read_image
 
@@ -150,7 +151,8 @@ def _figure(r: Mapping[str, Any], cited: Mapping[str, Mapping]) -> str:
     src = _thumbnail(overlay) or _thumbnail(r["uri"])
     img = f'<img src="{src}" style="max-width:{THUMB}px"/>' if src else "<i>(image unavailable)</i>"
     marks = " ".join(
-        f"{g['id']}{'' if (g.get('counterfactual') or {}).get('supported') else ' ?'}"
+        f"{g['id']}{'' if is_supported(g) else ' ?'}"
+        + (f" “{g['text']}”" if g.get("text") else "")
         + (" ✓" if g["id"] in cited else "")
         for g in r.get("regions", [])
     )

@@ -36,7 +36,7 @@ from evident.graphs.context import Budgets, Ctx
 from evident.tools.encoders import Encoder, load_encoder
 from evident.tools.errors import InputError, StoreError
 from evident.tools.ingest.files import check_file
-from evident.tools.pipeline import Retrieval, open_retrieval
+from evident.tools.pipeline import Retrieval, open_retrieval, word_index
 from evident.tools.store import Store
 
 log = logging.getLogger(__name__)
@@ -83,6 +83,7 @@ class Assistant:
         llm = s.llm if llm is None else llm
         self._model, self._text = model or s.model, text_embedder
         self._parts: tuple | None = None  # encoder, text embedder, reranker, once loaded
+        self._words = None  # the collection's lexical index, kept while it is current
         self._llm = llm if not isinstance(llm, str) else None
         self._llm_spec = llm if isinstance(llm, str) else None
         self.llm_name = llm if isinstance(llm, str) else type(llm).__name__
@@ -176,7 +177,9 @@ class Assistant:
                 store, self.collection, model=model, text_embedder=self._text, rerank=self.rerank
             )
             self._parts = (found.encoder, found.text_embedder, found.reranker)
-        return Retrieval(store, self.collection, *self._parts)
+        self._words = word_index(store, self.collection, self._words)  # rebuilt if it grew
+        encoder, text, reranker = self._parts
+        return Retrieval(store, self.collection, encoder, text, reranker, word_index=self._words)
 
     def _chat_model(self):
         if self._llm is None and self._llm_spec not in (None, "none"):

@@ -92,6 +92,22 @@ def collections_table(db: str, infos: list) -> Table:
     return table
 
 
+def evidence_lines(result: dict) -> list[Text]:
+    """`/why N`-style lines for one result: each region, its check, and what it reads."""
+    out = []
+    for g in result.get("regions", []):
+        cf = g.get("counterfactual") or {}
+        verdict = "supported" if g.get("supported") else "not supported"
+        line = Text(f"  {g['id']} {g.get('kind', 'heat')} {g['box']} {verdict}")
+        if cf:
+            line.append(f", cosine drop {cf.get('score_drop', 0):.3f}")
+        if g.get("text"):
+            line.append(" reads ")
+            line.append(f"“{g['text']}”", style="cyan")
+        out.append(line)
+    return out
+
+
 def render_answer(console: Console, answer) -> None:
     """The results, the answer with citations highlighted, grounding and any note."""
     if answer.results:
@@ -105,6 +121,9 @@ def render_answer(console: Console, answer) -> None:
             name = Text(Path(r["uri"]).name)  # a file name is data, never markup
             table.add_row(str(r["rank"]), f"{r['score']:.3f}", name, regions)
         console.print(table)
+    words = [line for r in answer.results for line in evidence_lines(r) if "reads" in line.plain]
+    for line in words:  # what the images read, where the answer may quote it
+        console.print(line)
     text = Text(answer.answer)
     text.highlight_regex(CITATION, "bold cyan")
     console.print(text)

@@ -30,6 +30,7 @@ from evident.graphs.state import (
     latest_search,
     turn_messages,
 )
+from evident.graphs.verify import is_supported
 from evident.tools.evidence.methods import ALTERNATIVES, HEATMAP_METHODS
 
 IntentKind = Literal["search", "compare", "why", "method", "similar", "filter"]
@@ -211,24 +212,61 @@ def _describe_evidence(ev: dict) -> str:
     head = f"#{rank} (score {ev['score']:.3f}, {ev['method']} heatmap)"
     if not supported:
         return f"{head}: no region passed the counterfactual check, so I cite no evidence for it."
-    top, more = supported[0], supported[1:2]
+    heat = [r for r in supported if r.get("kind", "heat") == "heat"]
+    words = [r for r in supported if r.get("kind") == "text"]
+    if heat:
+        text = _heat_sentence(head, rank, heat[0], ev) + "".join(
+            f" Removing {r['id']} at {r['box']} lowers it by "
+            f"{r['counterfactual']['score_drop']:.3f} too [{r['id']}]."
+            for r in heat[1:2]
+        )
+    else:
+        text = f"{head} matches on the words read in it."
+    for r in words:
+        text += f" {_reads(r)} [{r['id']}]."
+    return text
+
+
+def _heat_sentence(head: str, rank: int, top: dict, ev: dict) -> str:
     cf = top["counterfactual"]
+    null = max(cf.get("null", {}).get("drops") or [0.0])
     text = (
         f"{head} matches mostly in {top['id']} at {top['box']}, {100 * top['mass']:.0f}% of the "
-        f"heat: removing it lowers the cosine by {cf['score_drop']:.3f}"
+        f"heat: removing it lowers the image's cosine by {cf['score_drop']:.3f}, where boxes of "
+        f"its size elsewhere lower it by {max(null, 0.0):.3f} at most"
     )
     if cf["rank_after"] != rank:
-        text += f" and would move it to rank {cf['rank_after']}"
+        text += f", and would move it to rank {cf['rank_after']}"
+    if top.get("text"):
+        text += f"; it reads {_quoted(top['text'])} there"
     helped = [t for t in ev.get("query_terms") or [] if t["contribution"] > 0]
     if terms := sorted(helped, key=lambda t: -t["contribution"])[:2]:
-        text += ", and the query words that added most to the score were " + " and ".join(
+        text += "; the query words that added most to the score were " + " and ".join(
             f"{t['term']!r} ({t['contribution']:+.3f})" for t in terms
         )
-    text += f" [{top['id']}]."
-    for r in more:
-        drop = r["counterfactual"]["score_drop"]
-        text += f" Removing {r['id']} at {r['box']} lowers it by {drop:.3f} too [{r['id']}]."
-    return text
+    return text + f" [{top['id']}]."
+
+
+ROLE_WORDS = {
+    "title": "its title reads", "legend": "its legend reads", "xlabel": "its x-axis label reads",
+    "ylabel": "its y-axis label reads", "tick": "a tick label reads", "label": "it reads",
+}  # fmt: skip
+
+
+def _reads(region: dict) -> str:
+    """What a text region says, as a sentence start: "Its legend reads “a” and “b”"."""
+    saying = ROLE_WORDS.get(region.get("role") or "label", "it reads")
+    return saying[0].upper() + saying[1:] + " " + _quoted(region["text"]) + f" ({region['id']})"
+
+
+def _quoted(text: str) -> str:
+    """Lines read in an image, each in quotes.
+
+    >>> _quoted("circmean | mean")
+    '“circmean” and “mean”'
+    """
+    parts = [f"“{p.strip()}”" for p in text.split("|") if p.strip()][:4]
+    return " and ".join(parts) if len(parts) < 3 else ", ".join(parts[:-1]) + " and " + parts[-1]
 
 
 def _describe_comparison(a: dict, b: dict) -> list[str]:
@@ -259,7 +297,7 @@ def _unexplained(ranks: list[int]) -> str:
 
 
 def _supported(region: dict) -> bool:
-    return bool((region.get("counterfactual") or {}).get("supported"))
+    return is_supported(region)
 
 
 def _top(ev: dict) -> dict | None:

@@ -9,7 +9,9 @@ Results are mentioned as `#2` or `result 2`. The rules, sentence by sentence:
 - `mismatch`: a sentence about some results cites only regions of other results;
 - `uncited`: a result the answer discusses has supported regions but none is cited
   anywhere (every uncited sentence about it is flagged), or it has none and a sentence
-  about it does not say so (`DECLARES_ABSENCE`: "no supported region", "not explained", ...).
+  about it does not say so (`DECLARES_ABSENCE`: "no supported region", "not explained", ...);
+- `misquote`: a sentence quotes words ("reads 'circmean'") that are not in the text of any
+  region it cites: what an image says must be what was read there.
 
 The graph gives the writer one repair round with the problems; whatever still fails is
 removed by `remove_failing` and reported in `grounding["removed"]`.
@@ -28,7 +30,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Literal
 
-Kind = Literal["missing", "unsupported", "mismatch", "uncited"]
+Kind = Literal["missing", "unsupported", "mismatch", "uncited", "misquote"]
 
 CITATION = re.compile(r"\bR(\d+)\.(\d+)\b")
 MENTION = re.compile(r"#\s*(\d+)\b|\bresults?\s+#?(\d+)\b", re.I)
@@ -38,6 +40,7 @@ DECLARES_ABSENCE = re.compile(
     re.I,
 )
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n+")
+QUOTE = re.compile(r"[\"“”]([^\"“”]{2,200})[\"“”]|(?<![A-Za-z])'([^'\n]{2,200})'(?![A-Za-z])")
 _MARKUP = [  # (pattern, replacement), applied in order
     (re.compile(r"(?:<<<|‹‹‹)data [^\n]*?(?:>>>|›››).*?(?:<<<|‹‹‹)end data(?:>>>|›››)", re.S), " "),
     (re.compile(r"(?:<<<|‹‹‹)\s*(?:end )?data\b[^\n]*?(?:>>>|›››)"), " "),
@@ -144,7 +147,29 @@ def regions_of(evidence: dict[int, dict]) -> dict[str, dict]:
 
 
 def is_supported(region: dict | None) -> bool:
-    return bool(region and (region.get("counterfactual") or {}).get("supported"))
+    if not region:
+        return False
+    if "supported" in region:  # a region's verdict (text regions have two checks)
+        return bool(region["supported"])
+    return bool((region.get("counterfactual") or {}).get("supported"))
+
+
+def quotes(sentence: str) -> list[str]:
+    """The quoted strings of a sentence.
+
+    >>> quotes("#1 reads “circmean” and 'mean' [R1.2]; it's clear.")
+    ['circmean', 'mean']
+    """
+    return [a or b for a, b in QUOTE.findall(sentence)]
+
+
+def _said(quote: str, text: str) -> bool:
+    """Whether `quote` is in `text`, ignoring case, spacing and punctuation around words."""
+
+    def norm(t: str) -> str:
+        return " ".join(re.findall(r"\w+", t.lower()))
+
+    return norm(quote) in norm(text) if norm(quote) else True
 
 
 def check(text: str, evidence: dict[int, dict]) -> Check:
@@ -159,11 +184,22 @@ def check(text: str, evidence: dict[int, dict]) -> Check:
                 problems.append(Problem("missing", i, f"{rid} is not a region of any result"))
             elif not is_supported(regions[rid]):
                 problems.append(Problem("unsupported", i, f"{rid} failed its counterfactual check"))
+        read = " | ".join(regions[r].get("text") or "" for r in ids if r in regions)
+        for q in quotes(s):
+            if ids and read and not _said(q, read):
+                problems.append(Problem("misquote", i, f"{q!r} is not what {', '.join(ids)} reads"))
+            elif ids and not read and _looks_read(s):
+                problems.append(Problem("misquote", i, f"{', '.join(ids)} has no words read in it"))
         about, owners = mentioned(s), {_owner(r) for r in ids}
         if about and ids and not about & owners and all(r in regions for r in ids):
             problems.append(Problem("mismatch", i, f"cites {', '.join(ids)} for #{min(about)}"))
     problems += _uncited(sentences, evidence)
     return Check(sentences, tuple(problems))
+
+
+def _looks_read(sentence: str) -> bool:
+    """Whether a sentence claims the image says something ("reads", "labelled", ...)."""
+    return bool(re.search(r"\b(reads?|says?|labell?ed|titled|written|legend)\b", sentence, re.I))
 
 
 def _uncited(sentences, evidence) -> list[Problem]:

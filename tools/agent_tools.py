@@ -329,7 +329,14 @@ def _evidence_content(ev: dict) -> str:
             where = f"{r['id']} box {r['box']}, {100 * r['mass']:.0f}% of the heat"
             if r.get("text"):
                 where += ", words read there: " + fence(r["text"], "words")
-        if r.get("supported"):
+        wc = r.get("words_check") or {}
+        if r.get("supported") and wc.get("supported"):
+            null = max(wc["null"]["drops"] or [0.0])
+            lines.append(
+                f"{where}: supported: without these words the lexical score falls by "
+                f"{wc['score_drop']:.2f} (other lines: at most {null:.2f})"
+            )
+        elif r.get("supported"):
             null = max(cf.get("null", {}).get("drops") or [0.0])
             lines.append(
                 f"{where}: supported: removing it lowers the cosine by {cf['score_drop']:.4f} "

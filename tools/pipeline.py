@@ -34,7 +34,7 @@ from evident.tools.lexical import WordIndex
 from evident.tools.limits import check_k
 from evident.tools.records import Evidence, Hit, Query
 from evident.tools.rerank import MultiScaleReranker, Reranker
-from evident.tools.retrieve import SearchResult, Weights, embed_query, search_images
+from evident.tools.retrieve import FLOORS, SearchResult, Weights, embed_query, search_images
 from evident.tools.store import Store
 from evident.tools.text_embed import load_text_embedder
 
@@ -202,12 +202,12 @@ def readings_of(ctx: Retrieval, ids: list[str]) -> dict[str, Reading]:
 
 def ranking_scale(fusion: dict | None) -> float:
     """How much a hybrid score moves per unit of image cosine: the image signal's weight
-    over the cosine range it was normalised by (1 for plain cosine ranking)."""
+    over the cosine range it was normalised by (floored like it; 1 for plain cosine)."""
     image = (fusion or {}).get("image")
     if not image or "range" not in image:
         return 1.0
     lo, hi = image["range"]
-    return image["weight"] / (hi - lo) if hi > lo else 0.0
+    return image["weight"] / max(hi - lo, FLOORS["image"]) if hi > lo else 0.0
 
 
 @dataclass(frozen=True)

@@ -8,10 +8,12 @@ Signals, each used when the collection and the query have it:
   cosine with them (paraphrases), `Weights.lexical` of the first.
 With one signal, `score` is that signal's raw cosine (`scoring: "cosine"`). With several,
 each is min-max normalised over the union of the candidates (raw cosines of different
-models live on different scales; BM25 has none) and `score` is their weighted sum, the
-weights summing to 1 (`Weights`; the JSON's `fusion` gives each signal's weight and range,
-every hit's `contributions` what each added). A candidate without a caption or words
-scores 0 on that side.
+models live on different scales; BM25 has none), with a floor under each range (`FLOORS`:
+0.1 for a cosine, 2 for BM25) so that a signal whose candidates all score alike — noise,
+such as a random encoder's cosines — cannot be stretched into a strong one; `score` is the
+weighted sum, the weights summing to 1 (`Weights`; the JSON's `fusion` gives each signal's
+weight and range, every hit's `contributions` what each added). A candidate without a
+caption or words scores 0 on that side.
 """
 
 from __future__ import annotations
@@ -73,6 +75,9 @@ def embed_query(query: Query, encoder: Encoder) -> np.ndarray:
         raise InputError("a search needs words, an image (--image PATH), or both")
     q = np.mean(parts, axis=0)
     return (q / max(np.linalg.norm(q), 1e-12)).astype(np.float32)
+
+
+FLOORS = {"image": 0.1, "caption": 0.1, "embedding": 0.1, "lexical": 2.0}
 
 
 @dataclass(frozen=True)
@@ -170,12 +175,12 @@ def _fuse(ids: list[str], raw: dict, w: Weights):
         signals["words"] = w.words
     total = sum(signals.values())
     columns = {
-        "image": _minmax([raw["image"].get(i, np.nan) for i in ids]),
-        "caption": _minmax([raw.get("caption", {}).get(i, np.nan) for i in ids]),
+        "image": _minmax([raw["image"].get(i, np.nan) for i in ids], FLOORS["image"]),
+        "caption": _minmax([raw.get("caption", {}).get(i, np.nan) for i in ids], FLOORS["caption"]),
     }
     if "words" in signals:
-        lex = _minmax([raw["lexical"].get(i, 0.0) for i in ids])
-        emb = _minmax([raw["embedding"].get(i, np.nan) for i in ids])
+        lex = _minmax([raw["lexical"].get(i, 0.0) for i in ids], FLOORS["lexical"])
+        emb = _minmax([raw["embedding"].get(i, np.nan) for i in ids], FLOORS["embedding"])
         columns["words"] = w.lexical * lex + (1 - w.lexical) * emb
     fused = np.zeros(len(ids))
     parts = [{} for _ in ids]
@@ -247,18 +252,21 @@ def _exact(col, vec: np.ndarray, ids: list[str]) -> dict[str, float]:
     return {i: float(e @ vec) for i, e in zip(got["ids"], embs, strict=True)}
 
 
-def _minmax(values: list[float]) -> np.ndarray:
-    """Scale to [0, 1]; missing values (NaN) become 0, a constant column becomes 1.
+def _minmax(values: list[float], floor: float = 0.0) -> np.ndarray:
+    """Scale to [0, 1] by the range, or by `floor` when the range is smaller (then the top
+    stays below 1); missing values (NaN) become 0, a constant column becomes 1.
 
     >>> _minmax([0.2, 0.4, float("nan")]).tolist()
     [0.0, 1.0, 0.0]
+    >>> _minmax([0.30, 0.32], floor=0.1).round(2).tolist()
+    [0.0, 0.2]
     """
     a = np.asarray(values, dtype=np.float64)
     ok = ~np.isnan(a)
     out = np.zeros_like(a)
     if ok.any():
         lo, hi = a[ok].min(), a[ok].max()
-        out[ok] = (a[ok] - lo) / (hi - lo) if hi > lo else 1.0
+        out[ok] = (a[ok] - lo) / max(hi - lo, floor) if hi > lo else 1.0
     return out
 
 

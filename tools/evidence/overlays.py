@@ -4,8 +4,9 @@ Made to read on light and dark images alike: the colour map's opacity grows with
 (cold areas show the image untouched); every box is drawn as a dark outer and a light
 inner stroke, and every label is white text on a dark tag. A region the counterfactual
 did not support is drawn dashed and labelled "R1.2 ?", so nobody mistakes it for
-evidence. Images with a side over `max_side` pixels are rendered scaled down (boxes with
-them); region ids and boxes in the JSON stay in original pixels.
+evidence. Text regions (words read in the image) are boxed in cyan and labelled with the
+first words they read. Images with a side over `max_side` pixels are rendered scaled down
+(boxes with them); region ids and boxes in the JSON stay in original pixels.
 
 Not handled: colour-blind-safe palettes beyond the perceptually uniform "inferno", and
 vector output.
@@ -25,6 +26,7 @@ from evident.tools.records import Region
 
 COLORMAP = "inferno"
 DARK, LIGHT = (15, 15, 15), (255, 255, 255)
+WORDS = (40, 220, 255)  # text regions: the words read there, boxed in cyan
 UNSUPPORTED = (170, 170, 170)
 
 
@@ -60,15 +62,20 @@ def render_overlay(
     width = max(1, min(size) // 150)
     for region in regions:
         box = tuple(round(v * scale) for v in region.box)
-        _box(draw, box, width, dashed=not region.supported and region.counterfactual is not None)
-        label = region.id if region.supported or region.counterfactual is None else f"{region.id} ?"
+        checked = region.counterfactual is not None or region.words_check is not None
+        dashed = checked and not region.supported
+        words = region.kind == "text"
+        _box(draw, box, width, dashed=dashed, colour=WORDS if words else LIGHT)
+        label = region.id if region.supported or not checked else f"{region.id} ?"
+        if words and region.text:
+            label += " “" + (region.text[:24] + "…" if len(region.text) > 24 else region.text) + "”"
         _label(draw, box, label, font, size)
     return out
 
 
-def _box(draw: ImageDraw.ImageDraw, box, width: int, *, dashed: bool) -> None:
+def _box(draw: ImageDraw.ImageDraw, box, width: int, *, dashed: bool, colour=LIGHT) -> None:
     x0, y0, x1, y1 = box[0], box[1], max(box[0], box[2] - 1), max(box[1], box[3] - 1)
-    inner = UNSUPPORTED if dashed else LIGHT
+    inner = UNSUPPORTED if dashed else colour
     if not dashed:
         draw.rectangle((x0, y0, x1, y1), outline=DARK, width=2 * width + 1)
         draw.rectangle((x0, y0, x1, y1), outline=inner, width=width)
