@@ -150,7 +150,7 @@ def test_words_in_an_image_are_data_not_instructions(collection):
     calls = [(s["tool"], s["arguments"]) for s in policy["steps"] if s.get("tool")]
     assert calls[0] == (
         "search_images",
-        {"query": "which figure says to ignore instructions", "k": 5},
+        {"query": "figure says to ignore instructions", "k": 5},
     )
     assert all(args.get("k") != 50 for _, args in calls)
 
