@@ -222,6 +222,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--vectors", type=positive, default=100_000, help="stored vectors (latency)")
     p.add_argument("--images", type=positive, default=64, help="images, for indexing throughput")
     p.add_argument("--model", default="random:ViT-B-32", metavar="SPEC", help="encoder to time")
+    p.add_argument("--figures", type=positive, default=200, help="rendered figures (product)")
+    p.add_argument(
+        "--no-product", action="store_true",
+        help="skip the product figures (bundled model, OCR, ask, CLI cold start)",
+    )  # fmt: skip
     _output(p)
 
     p = command("figures", "generate the scientific-figure benchmark")

@@ -27,7 +27,14 @@ def cmd_bench(args) -> int:
         if not args.json:
             err.print(f"bench: {msg}", style="dim", markup=False)
 
-    figures = run_bench(model=args.model, n_images=args.images, n_vectors=args.vectors, say=say)
+    def open_assistant(db, encoder) -> Assistant:
+        return Assistant(db=db, model=encoder, llm="none", history=":memory:")
+
+    product = None if args.no_product else open_assistant
+    figures = run_bench(
+        model=args.model, n_images=args.images, n_vectors=args.vectors,
+        open_assistant=product, n_figures=args.figures, say=say,
+    )  # fmt: skip
     if args.json:
         render.emit_json(figures)
     else:

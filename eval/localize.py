@@ -11,6 +11,10 @@ For each method, one batch per query: the heatmaps, the regions (`tools.evidence
 counterfactual pass for the regions and the deletion/insertion curves
 (`tools.evidence.counterfactuals.verify`). Pointing is measured on the map resized to the
 image, where the target boxes live.
+Text regions (`localize_text`) are judged apart, on the queries that name a part of a
+figure that is words (a title, an axis label, the legend, an annotation): the strongest
+text region the product would cite in each chosen image, from the words read there at
+index time, scores a point when its centre lies in a target box.
 Not handled: targets on images that are not relevant, query images with targets.
 """
 
@@ -36,7 +40,9 @@ from evident.tools.evidence.heatmaps import (
     query_rows,
 )
 from evident.tools.evidence.regions import find_regions
+from evident.tools.evidence.text_regions import PARTS, text_regions
 from evident.tools.ingest.images import read_image
+from evident.tools.ingest.ocr import Reading
 
 LOCALIZATION_KEYS = (
     "pointing_game",
@@ -130,3 +136,44 @@ def _record(image: str, heat: np.ndarray, targets, regions, faith) -> dict:
 
 def known_methods() -> list[str]:
     return [*CAM_METHODS, *BASELINES]
+
+
+def named_parts(text: str | None) -> list[str]:
+    """The parts of a figure made of words that `text` names ("title", "legend", ...).
+
+    >>> named_parts("the x-axis label of a line chart"), named_parts("the blue bars")
+    (['xlabel'], [])
+    """
+    return [role for role, pattern in PARTS.items() if text and pattern.search(text)]
+
+
+def localize_text(
+    query: SuiteQuery,
+    readings: dict[str, Reading],
+    *,
+    per_query: int | None = 5,
+    seed: int = 0,
+) -> list[dict]:
+    """One record per chosen image (`readings` maps its suite path to what was read):
+    whether the top text region's centre is in a target box, and its IoU."""
+    out = []
+    for rel in chosen_images(query, per_query, seed):
+        reading = readings.get(rel, Reading(()))
+        _, found = text_regions(query.text or "", reading, rank=1, first=1)
+        top = found[0].box if found else None
+        hit = top is not None and any(_holds(t, _centre(top)) for t in query.targets[rel])
+        out.append({
+            "image": rel,
+            "pointing_game": float(hit),
+            "iou": round(best_iou(top, query.targets[rel]), 6),
+            "regions": len(found),
+        })  # fmt: skip
+    return out
+
+
+def _centre(box) -> tuple[float, float]:
+    return (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
+
+
+def _holds(box, point) -> bool:
+    return box[0] <= point[0] <= box[2] and box[1] <= point[1] <= box[3]

@@ -18,10 +18,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from evident.eval.localize import image_reader, localize
+from evident.eval.localize import (
+    chosen_images,
+    image_reader,
+    localize,
+    localize_text,
+    named_parts,
+)
 from evident.eval.metrics import retrieval_scores
 from evident.eval.suite import SuiteQuery
-from evident.tools.pipeline import Retrieval, run_query
+from evident.tools.ingest.ocr import Reading
+from evident.tools.pipeline import Retrieval, readings_of, run_query
 from evident.tools.records import Query
 from evident.tools.retrieve import embed_query
 
@@ -125,5 +132,25 @@ def _localized(ctx: RunContext, q: SuiteQuery, embedding, record: dict) -> dict:
         ctx.encoder, embedding, q, ctx.methods, read=ctx.read, per_query=ctx.per_query,
         seed=ctx.seed, curve_steps=CURVE_STEPS,
     )  # fmt: skip
+    if ctx.retrieval is not None and named_parts(q.text):
+        readings = _readings(ctx.retrieval, q, chosen_images(q, ctx.per_query, ctx.seed))
+        if readings:  # words were read in this collection
+            record["text_localization"] = {
+                "parts": named_parts(q.text),
+                "images": localize_text(q, readings, per_query=ctx.per_query, seed=ctx.seed),
+            }
     record["latency_ms"]["localize"] = _ms(start)
     return record
+
+
+def _readings(ctx: Retrieval, q: SuiteQuery, chosen: list[str]) -> dict[str, Reading]:
+    """What indexing read in the chosen images, by suite path (empty when the collection
+    has no words at all; an image read with nothing in it maps to an empty reading)."""
+    if ctx.store.words(ctx.collection) is None:
+        return {}
+    by_uri = {str(Path(q.paths[r]).resolve()): r for r in chosen}
+    images = ctx.store.images(ctx.collection)
+    got = images.get(where={"uri": {"$in": list(by_uri)}}, include=["metadatas"])
+    ids = {i: by_uri[m["uri"]] for i, m in zip(got["ids"], got["metadatas"], strict=True)}
+    read = readings_of(ctx, list(ids))
+    return {rel: read.get(i, Reading()) for i, rel in ids.items()}

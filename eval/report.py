@@ -8,6 +8,9 @@ report.json (plain numbers at the documented keys; None where nothing was measur
     localization         {METHOD: {"pointing_game", "energy_pointing_game", "iou",
                           "deletion_auc", "insertion_auc", "supported_share"}}
     localization_vs_baselines  {METHOD: {BASELINE: {KEY: {"diff", "ci95"}}}}
+    text_regions         {"all"|PART: {"pointing_game", "iou", "queries", "images"}}: the
+                          top text region on queries naming a title, axis label, legend
+                          or annotation (collections indexed with words only)
     explained            the product path (top `explain_top` hits, default method):
                           regions shown per result, share that pass the counterfactual
     ask                  (ask mode) citation validity, support, coverage, relevance
@@ -88,6 +91,7 @@ def build_report(
         values, cis = _retrieval(rows, seed)
         report["retrieval_by_level"][level], report["retrieval_by_level_ci"][level] = values, cis
     report.update(_localization(done, config["methods"], seed))
+    report["text_regions"], report["text_regions_ci"] = _text_regions(done, seed)
     report["explained"], report["explained_ci"] = _explained(done, seed)
     if config["mode"] == "ask":
         report["ask"], report["ask_ci"] = _ask(done, seed)
@@ -147,6 +151,26 @@ def _localization(done: Sequence[dict], methods: Sequence[str], seed: int) -> di
             "images": sum(len(r["localization"][methods[0]]) for r in rows) if methods else 0,
         },
     }
+
+
+def _text_regions(done: Sequence[dict], seed: int) -> tuple[dict, dict]:
+    """Pointing game and IoU of the top text region, over the queries naming a part made of
+    words, overall and by part (a query naming two parts counts for each)."""
+    rows = [r["text_localization"] for r in done if r.get("text_localization")]
+    values, cis = {}, {}
+    parts = sorted({p for r in rows for p in r["parts"]})
+    for name in ["all", *parts]:
+        these = [r for r in rows if name == "all" or name in r["parts"]]
+        idx = bootstrap_indices(len(these), N_BOOT, seed)
+        cols = {
+            k: ([sum(it[k] for it in r["images"]) for r in these],
+                [len(r["images"]) for r in these])
+            for k in ("pointing_game", "iou")
+        }  # fmt: skip
+        values[name], cis[name] = _block(cols, idx)
+        values[name]["queries"] = len(these)
+        values[name]["images"] = sum(len(r["images"]) for r in these)
+    return values, cis
 
 
 def _diff(a: float | None, b: float | None) -> float | None:

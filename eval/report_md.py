@@ -75,6 +75,18 @@ def _versus(data: dict) -> list[str]:
     return _table(header, rows)
 
 
+def _text_regions(data: dict) -> list[str]:
+    values, cis = data.get("text_regions") or {}, data.get("text_regions_ci") or {}
+    if not values:
+        return ["No query named a part made of words, or no words were read in the collection."]
+    rows = [
+        [part, str(v["queries"]), str(v["images"]),
+         _fmt(v["pointing_game"], cis[part]["pointing_game"]), _fmt(v["iou"], cis[part]["iou"])]
+        for part, v in values.items()
+    ]  # fmt: skip
+    return _table(["part named", "queries", "images", "pointing game", "IoU of top region"], rows)
+
+
 def _latency(data: dict) -> list[str]:
     lat = data["latency_ms"]
     rows = [
@@ -107,6 +119,13 @@ def render_markdown(data: dict, plots: Sequence[str]) -> str:
         "### Difference to the best baseline (paired bootstrap 95% interval)",
         "",
         *_versus(data),
+        "",
+        "### Text regions (words read at index time)",
+        "",
+        "The strongest text region the product would cite; a point when its centre is in a "
+        "target box.",
+        "",
+        *_text_regions(data),
         "",
         "## Explanations shown (top results, default method)",
         "",

@@ -3,6 +3,7 @@ regions, quoted, cached, and kept away from the LLM's instructions."""
 
 from __future__ import annotations
 
+import json
 import time
 
 import numpy as np
@@ -14,6 +15,7 @@ from PIL import Image
 
 from evident.agent.assistant import Assistant
 from evident.agent.llm.fake import ScriptedChatModel, call
+from evident.eval.run_eval import run_eval
 from evident.graphs.verify import check
 from evident.tools.ingest.index import index_paths
 from evident.tools.ingest.ocr import Reading, TextLine, assign_roles, load_reader
@@ -30,7 +32,8 @@ TITLES = {
 }
 
 
-def _figure(path, title: str, legend: list[str]) -> None:
+def _figure(path, title: str, legend: list[str]) -> dict[str, list[int]]:
+    """Draw the figure; the pixel boxes (x0, y0, x1, y1 from the top left) of its parts."""
     fig = Figure(figsize=(4, 2.6), dpi=100, facecolor="white")
     ax = fig.add_subplot()
     for i, name in enumerate(legend):
@@ -39,7 +42,15 @@ def _figure(path, title: str, legend: list[str]) -> None:
     ax.set_xlabel("time (s)")
     ax.legend(loc="upper left")
     fig.tight_layout()
-    FigureCanvasAgg(fig).print_png(str(path))
+    canvas = FigureCanvasAgg(fig)
+    canvas.print_png(str(path))
+    renderer, height = canvas.get_renderer(), fig.bbox.height
+    parts = {"title": ax.title, "xlabel": ax.xaxis.label, "legend": ax.get_legend()}
+    boxes = {}
+    for name, artist in parts.items():
+        x0, y0, x1, y1 = artist.get_window_extent(renderer).extents
+        boxes[name] = [int(x0), int(height - y1), int(x1) + 1, int(height - y0) + 1]
+    return boxes
 
 
 @pytest.fixture(scope="module")
@@ -47,8 +58,7 @@ def collection(tmp_path_factory, tiny_encoder, text_embedder):
     root = tmp_path_factory.mktemp("words")
     images = root / "images"
     images.mkdir()
-    for name, (title, legend) in TITLES.items():
-        _figure(images / name, title, legend)
+    boxes = {name: _figure(images / name, *drawn) for name, drawn in TITLES.items()}
     noise = (np.random.default_rng(0).random((120, 160, 3)) * 255).astype(np.uint8)
     Image.fromarray(noise).save(images / "photo.png")  # auto mode leaves photos unread
     reader = load_reader(cache=root / "ocr-cache")
@@ -57,7 +67,7 @@ def collection(tmp_path_factory, tiny_encoder, text_embedder):
             [images], store=store, encoder=tiny_encoder, collection="figs",
             text_embedder=text_embedder, ocr="auto", reader=reader,
         )  # fmt: skip
-    return {"root": root, "db": root / "db", "report": report, "reader": reader}
+    return {"root": root, "db": root / "db", "report": report, "reader": reader, "boxes": boxes}
 
 
 def _meta(db, name):
@@ -166,3 +176,41 @@ def test_roles_from_layout_alone():
     ]
     roles = [x.role for x in assign_roles(lines, (400, 260))]
     assert roles == ["title", "tick", "ylabel", "xlabel", "legend", "legend"]
+
+
+def test_a_lone_line_is_a_legend_entry_only_with_a_handle_left_of_it():
+    lone = [TextLine("Mkt-RF", (120, 50, 170, 66), 0.9)]
+    plain = Image.new("RGB", (300, 200), "white")
+    assert [x.role for x in assign_roles(lone, (300, 200), plain)] == ["label"]
+    drawn = plain.copy()
+    drawn.paste((31, 119, 180), (84, 57, 112, 60))  # a legend's line handle, 28 x 3 px
+    assert [x.role for x in assign_roles(lone, (300, 200), drawn)] == ["legend"]
+    axis = plain.copy()
+    axis.paste((0, 0, 0), (110, 0, 111, 200))  # a one-pixel axis line is not a handle
+    assert [x.role for x in assign_roles(lone, (300, 200), axis)] == ["label"]
+
+
+def test_the_evaluator_scores_text_regions_against_the_parts_drawn(collection, tiny_encoder):
+    """`evident eval` on queries naming a title, an x-axis label and the legend: the top
+    text region of each figure is judged against where matplotlib drew that part."""
+    root, boxes = collection["root"], collection["boxes"]
+    figures = [name for name in TITLES if name != "inject.png"]
+    suite = root / "suite.jsonl"
+    rows = []
+    for n, (part, words) in enumerate([("title", "the title"), ("xlabel", "the x-axis label"),
+                                       ("legend", "the legend")]):  # fmt: skip
+        rel = [f"images/{f}" for f in figures]
+        targets = {f"images/{f}": [boxes[f][part]] for f in figures}
+        rows.append({"id": f"q{n}", "level": "component", "query": f"{words} of a line chart",
+                     "relevant": rel, "targets": targets})  # fmt: skip
+    suite.write_text("\n".join(json.dumps(r) for r in rows))
+    report = run_eval(
+        suite, db=collection["db"], collection="figs", encoder=tiny_encoder.spec,
+        methods=["centre"], out_dir=root / "eval", k=10, explain_top=0,
+    )  # fmt: skip
+    text = report.data["text_regions"]
+    assert text["all"]["queries"] == 3 and text["all"]["images"] == 9
+    assert text["all"]["pointing_game"] == 1.0, text
+    assert text["title"]["iou"] > 0.5 and text["xlabel"]["iou"] > 0.5
+    assert text["legend"]["iou"] > 0.25  # the entries' words, not their handles and frame
+    assert "Text regions" in (root / "eval" / "report.md").read_text()

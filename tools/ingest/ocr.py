@@ -14,7 +14,8 @@ Roles, from geometry alone (a figure's layout, not a parse of its drawing):
 - `ylabel`: a box taller than wide near the left edge (rotated text);
 - `title`: non-number text in the top band, the widest there;
 - `xlabel`: non-number text in the bottom band;
-- `legend`: lines inside the figure stacked under each other at the same left edge;
+- `legend`: lines inside the figure stacked under each other at the same left edge, or a
+  single line with a legend handle (a short line, patch or marker) just left of it;
 - `label`: any other text (annotations, panel letters, cell values).
 The role decides a line's weight in search (titles, labels and legends say what a figure
 is about; tick labels rarely do) and lets a query that names a part ("the title of ...")
@@ -46,7 +47,7 @@ log = logging.getLogger(__name__)
 
 Role = Literal["title", "xlabel", "ylabel", "legend", "tick", "label"]
 ROLES = ("title", "xlabel", "ylabel", "legend", "tick", "label")
-OCR_VERSION = "ppocrv4-1"  # recorded with each reading; a new one means read again
+OCR_VERSION = "ppocrv4-2"  # recorded with each reading; a new one means read again
 MAX_SIDE = 960
 MIN_CONFIDENCE = 0.5
 _NUMBERISH = re.compile(r"^[\s\d.,:%+\-−–×x*^eE()\[\]²³¹⁰⁴⁵⁶⁷⁸⁹⁻/$°]*$")
@@ -126,7 +127,7 @@ class Reader:
 
     def _read(self, image: Image.Image) -> Reading:
         t0 = time.perf_counter()
-        image = image.convert("RGB")
+        image = original = image.convert("RGB")
         width, height = image.size
         scale = min(1.0, self.max_side / max(width, height))
         if scale < 1.0:
@@ -140,7 +141,7 @@ class Reader:
             box = _box(points, scale, (width, height))
             lines.append(TextLine(text, box, float(confidence)))
         lines.sort(key=lambda x: (x.box[1], x.box[0]))
-        roles = assign_roles(lines, (width, height))
+        roles = assign_roles(lines, (width, height), original)
         return Reading(tuple(roles), (width, height), time.perf_counter() - t0)
 
 
@@ -194,8 +195,11 @@ def is_numberish(text: str) -> bool:
     return bool(_NUMBERISH.match(text)) or len(text.strip()) <= 1
 
 
-def assign_roles(lines: Sequence[TextLine], size: tuple[int, int]) -> list[TextLine]:
-    """Each line with its layout role (see the module notes); order kept."""
+def assign_roles(
+    lines: Sequence[TextLine], size: tuple[int, int], image: Image.Image | None = None
+) -> list[TextLine]:
+    """Each line with its layout role (see the module notes); order kept. With the `image`,
+    a lone line is a legend entry when a legend handle is drawn just left of it."""
     w, h = size
     roles: list[str] = []
     for line in lines:
@@ -218,6 +222,11 @@ def assign_roles(lines: Sequence[TextLine], size: tuple[int, int]) -> list[TextL
             roles[i] = "title" if i == widest else "label"
     for i, j in _stacked([i for i, r in enumerate(roles) if r == "label"], lines):
         roles[i] = roles[j] = "legend"
+    if image is not None and "legend" not in roles:
+        gray = np.asarray(image.convert("L"), dtype=np.int16)
+        for i, r in enumerate(roles):
+            if r == "label" and _has_handle(gray, lines[i].box):
+                roles[i] = "legend"
     return [TextLine(x.text, x.box, x.confidence, r) for x, r in zip(lines, roles, strict=True)]
 
 
@@ -233,6 +242,35 @@ def _stacked(candidates: list[int], lines: Sequence[TextLine]):
             close = 0 <= lb[1] - la[3] <= 1.5 * height
             if same_left and close:
                 yield a, b
+
+
+def _has_handle(gray: np.ndarray, box: Box) -> bool:
+    """Whether a legend handle sits just left of a text box: the nearest run of inked
+    columns in the band at the text's middle is 0.4-3.5 text heights long, ends within 1.5
+    heights of the text, has clear background on its left, and one row inked across at
+    least 80% of it (a line, a patch, a marker; not a stray tick or an axis)."""
+    x0, y0, _, y1 = box
+    h = max(y1 - y0, 4)
+    cy = (y0 + y1) / 2
+    top, bottom = int(cy - 0.35 * h), int(cy + 0.35 * h) + 1
+    left = max(0, int(x0 - 5 * h))
+    if x0 - left < h or top < 0 or bottom > gray.shape[0]:
+        return False
+    band = gray[top:bottom, left:x0]
+    ink = np.abs(band - np.median(band)) > 40
+    columns = ink.any(axis=0)
+    right = len(columns)
+    while right > 0 and not columns[right - 1]:
+        right -= 1
+    if right == 0 or len(columns) - right > 1.5 * h:
+        return False
+    start = right
+    while start > 0 and columns[start - 1]:
+        start -= 1
+    length = right - start
+    if start == 0 or not 0.4 * h <= length <= 3.5 * h:
+        return False
+    return bool((ink[:, start:right].mean(axis=1) >= 0.8).any())
 
 
 def words(text: str) -> list[str]:

@@ -1,0 +1,164 @@
+"""Benchmarks of the product as people run it: the bundled model, words in images, `ask`,
+and the CLI from a cold start.
+
+- `bundled_index_images_per_s`: `index_paths` with the bundled figure model on rendered
+  benchmark figures, words off (the model's own rate; OCR is timed apart);
+- `bundled_cam_top5_s`, `bundled_forward_top5_s`, `bundled_counterfactual_5x3_s`: the
+  evidence engine on the bundled model as `explain` runs it (the contribution map and the
+  calibrated check sharing one pass over the early blocks), against its plain forward;
+- `ocr_images_per_s`: words read in rendered figures, two at a time (how indexing reads);
+- `ask_s`: a question answered end to end in-process (`none` backend, a 200-figure
+  collection, the answer verified), against `ask_floor_s`: one search plus one batched
+  explanation of the top 3 with their checks;
+- `cli_help_s` and `cli_cold_search_s`: a new process printing `evident --help`, and one
+  searching the same collection until its results are printed.
+Each figure is the median of a few runs; ratios come from the same run.
+"""
+
+from __future__ import annotations
+
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+
+from evident.eval.figures.generate import generate_figures
+from evident.tools.encoders import bundled_model, load_encoder
+from evident.tools.evidence import tokens
+from evident.tools.evidence.counterfactuals import check_regions
+from evident.tools.evidence.heatmaps import compute_heatmaps, query_rows
+from evident.tools.evidence.regions import find_regions
+from evident.tools.ingest.index import index_paths
+from evident.tools.ingest.ocr import load_reader
+from evident.tools.pipeline import explain, open_retrieval, search
+from evident.tools.records import Query, Region
+from evident.tools.store import Store
+from evident.tools.text_embed import load_text_embedder
+
+QUESTION = "a bar chart with a legend"
+
+
+def bench_product(
+    workdir: Path,
+    open_assistant: Callable[[Path, Any], Any],
+    *,
+    n_figures: int = 200,
+    repeats: int = 3,
+    say: Callable[[str], None] = print,
+) -> dict[str, float]:
+    """Every product figure, from one set of `n_figures` rendered figures.
+
+    `open_assistant(db, encoder)` returns the agent's `Assistant` (a context manager) on
+    that collection with the `none` backend: the caller supplies it, since the evaluator
+    sits below the agent in the layering."""
+    say(f"rendering {n_figures} figures")
+    generate_figures(workdir / "figs", n_figures, seed=5)
+    images = sorted((workdir / "figs" / "images").rglob("*.png"))
+    spec = bundled_model()
+    encoder = load_encoder(spec)
+    out: dict[str, float] = {}
+    say("indexing with the bundled model")
+    with Store.open(workdir / "db", create=True) as store:
+        t = time.perf_counter()
+        report = index_paths([workdir / "figs" / "images"], store=store, encoder=encoder,
+                             collection="images", ocr="off")  # fmt: skip
+        out["bundled_index_images_per_s"] = report.indexed / (time.perf_counter() - t)
+    say("evidence on the bundled model")
+    out |= _evidence(encoder, [Image.open(p).convert("RGB") for p in images[:5]], repeats)
+    say("reading words")
+    reader = load_reader()
+    sample = [Image.open(p).convert("RGB") for p in images[:20]]
+    reader.read(sample[0])
+    t = time.perf_counter()
+    with ThreadPoolExecutor(2) as pool:
+        list(pool.map(reader.read, sample))
+    out["ocr_images_per_s"] = len(sample) / (time.perf_counter() - t)
+    say("ask, against its floor")
+    out |= _ask(workdir / "db", encoder, repeats, open_assistant)
+    say("the CLI from a cold start")
+    out |= _cli(workdir / "db", repeats)
+    out["bundled_cam_over_forward"] = out["bundled_cam_top5_s"] / out["bundled_forward_top5_s"]
+    out["bundled_counterfactual_over_forward"] = (
+        out["bundled_counterfactual_5x3_s"] / out["bundled_forward_top5_s"]
+    )
+    out["ask_over_floor"] = out["ask_s"] / out["ask_floor_s"]
+    return out
+
+
+def _evidence(encoder, images: list[Image.Image], repeats: int) -> dict[str, float]:
+    query = encoder.encode_texts([QUESTION])[0]
+    pixels = encoder.pixels(images)
+    sizes = [im.size for im in images]
+    q = query_rows(query, len(images), encoder.device)
+    start = tokens.split(encoder.model)
+    state = {}
+
+    def cam():  # what explain does: one prefix, the map from it, the regions
+        state["hidden"] = tokens.prefix(encoder.model.visual, pixels, start)
+        heat = compute_heatmaps(encoder, images, query, pixels=pixels, hidden=state["hidden"])
+        state["heat"] = heat
+        return [find_regions(heat.maps[i], sizes[i], rank=i + 1) for i in range(len(images))]
+
+    def forward():
+        encoder.embed_pixels(pixels)
+
+    def check():  # 3 regions a result (padded with quadrants), nulls included
+        regions = []
+        for i, (w, h) in enumerate(sizes):
+            found = list(find_regions(state["heat"].maps[i], (w, h), rank=i + 1))
+            quads = [(0, 0, w // 2, h // 2), (w // 2, 0, w, h // 2), (0, h // 2, w // 2, h)]
+            found += [Region(f"R{i + 1}.{j + 1}", quads[j]) for j in range(len(found), 3)]
+            regions.append(tuple(found[:3]))
+        check_regions(encoder, pixels, q, regions, sizes, hidden=state["hidden"])
+
+    runs = {"bundled_cam_top5_s": cam, "bundled_forward_top5_s": forward,
+            "bundled_counterfactual_5x3_s": check}  # fmt: skip
+    times: dict[str, list[float]] = {k: [] for k in runs}
+    for round_ in range(repeats + 1):  # round 0 warms up
+        for name, fn in runs.items():
+            t = time.perf_counter()
+            fn()
+            if round_:
+                times[name].append(time.perf_counter() - t)
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+def _ask(db: Path, encoder, repeats: int, open_assistant) -> dict[str, float]:
+    asks, floors = [], []
+    with open_assistant(db, encoder) as assistant:
+        assistant.ask(QUESTION, thread="warm")
+        for i in range(repeats):
+            t = time.perf_counter()
+            assistant.ask(QUESTION, thread=f"t{i}")
+            asks.append(time.perf_counter() - t)
+    with Store.open(db) as store:
+        ctx = open_retrieval(store, "images", model=encoder, text_embedder=load_text_embedder())
+        for _ in range(repeats):
+            t = time.perf_counter()
+            found = search(Query(QUESTION), 5, ctx=ctx)
+            explain(Query(QUESTION), found.hits[:3], ctx=ctx, embedding=found.query_embedding)
+            floors.append(time.perf_counter() - t)
+    return {"ask_s": statistics.median(asks), "ask_floor_s": statistics.median(floors)}
+
+
+def _cli(db: Path, repeats: int) -> dict[str, float]:
+    evident = [sys.executable, "-m", "evident.agent.cli"]
+    helps, searches = [], []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        subprocess.run([*evident, "--help"], check=True, capture_output=True)
+        helps.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        subprocess.run([*evident, "search", QUESTION, "--db", str(db)], check=True,
+                       capture_output=True)  # fmt: skip
+        searches.append(time.perf_counter() - t)
+    return {
+        "cli_help_s": statistics.median(helps),
+        "cli_cold_search_s": statistics.median(searches),
+    }
