@@ -17,6 +17,7 @@ from evident.agent.assistant import Assistant
 from evident.agent.llm.fake import ScriptedChatModel, call
 from evident.eval.run_eval import run_eval
 from evident.graphs.verify import check
+from evident.tools.evidence.text_regions import text_regions
 from evident.tools.ingest.index import index_paths
 from evident.tools.ingest.ocr import Reading, TextLine, assign_roles, load_reader
 from evident.tools.pipeline import open_retrieval, run_query
@@ -188,6 +189,56 @@ def test_a_lone_line_is_a_legend_entry_only_with_a_handle_left_of_it():
     axis = plain.copy()
     axis.paste((0, 0, 0), (110, 0, 111, 200))  # a one-pixel axis line is not a handle
     assert [x.role for x in assign_roles(lone, (300, 200), axis)] == ["label"]
+
+
+def _panels(path) -> dict[str, list[list[int]]]:
+    """Two bar-chart panels with category names, x- and y-axis labels; their boxes."""
+    fig = Figure(figsize=(5.6, 2.8), dpi=100, facecolor="white")
+    axes = fig.subplots(1, 2)
+    for ax, xlabel, ylabel in zip(
+        axes, ("phase", "region"), ("pressure (kPa)", "yield (%)"), strict=True
+    ):
+        ax.bar(["alpha", "beta", "gamma"], [3, 5, 4])
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+    fig.tight_layout()
+    canvas = FigureCanvasAgg(fig)
+    canvas.print_png(str(path))
+    renderer, height = canvas.get_renderer(), fig.bbox.height
+    boxes: dict[str, list[list[int]]] = {"xlabel": [], "ylabel": []}
+    for ax in axes:
+        for part, artist in (("xlabel", ax.xaxis.label), ("ylabel", ax.yaxis.label)):
+            x0, y0, x1, y1 = artist.get_window_extent(renderer).extents
+            boxes[part].append([int(x0), int(height - y1), int(x1) + 1, int(height - y0) + 1])
+    return boxes
+
+
+def _inside(point, box) -> bool:
+    return box[0] <= point[0] <= box[2] and box[1] <= point[1] <= box[3]
+
+
+def test_turned_axis_labels_are_read_category_names_are_not_axis_labels_panels_apart(
+    collection,
+):
+    """The y-axis label (turned 90 degrees, which the detector misses upright) is read;
+    a bar chart's category names are tick labels, not its x-axis label; and "the x-axis
+    label" of a two-panel figure is two regions, one per panel, not one box across both."""
+    path = collection["root"] / "panels.png"
+    drawn = _panels(path)
+    reading = collection["reader"].read(Image.open(path))
+    by_role = {r: [x for x in reading.lines if x.role == r] for r in ("xlabel", "ylabel", "tick")}
+    assert [x.text for x in by_role["xlabel"]] == ["phase", "region"]
+    assert any("pressure" in x.text for x in by_role["ylabel"]), reading.lines
+    assert {"alpha", "beta", "gamma"} <= {x.text for x in by_role["tick"]}
+    _, found = text_regions("the x-axis label", reading, rank=1, first=1)
+    assert len(found) == 2
+    for region, box in zip(sorted(found, key=lambda r: r.box[0]), drawn["xlabel"], strict=True):
+        assert _inside(
+            ((region.box[0] + region.box[2]) / 2, (region.box[1] + region.box[3]) / 2), box
+        )
+    _, found = text_regions("the y-axis label", reading, rank=1, first=1)
+    centre = ((found[0].box[0] + found[0].box[2]) / 2, (found[0].box[1] + found[0].box[3]) / 2)
+    assert _inside(centre, drawn["ylabel"][0]), (found, drawn)
 
 
 def test_the_evaluator_scores_text_regions_against_the_parts_drawn(collection, tiny_encoder):

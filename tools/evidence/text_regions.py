@@ -3,10 +3,11 @@
 A line becomes a region when it shares a word with the query (exactly, or for words of five
 letters or more, nearly: one edit in ten letters, "cirmean" for "circmean"), or when the
 query names the part of the figure it plays ("the title", "the legend", "the x-axis
-label", "the y-axis label", "the axis labels", "the annotation"). Legend entries are one
-region together (the legend), the lines of a named part too; tick labels only by an exact
-match. A text region is dropped when a heat region already covers it (IoU >= 0.5): the
-heat region then carries its words. At most `max_regions` per result, strongest first.
+label", "the y-axis label", "the axis labels", "the annotation"). The lines of a named
+part that sit together are one region (a legend's entries, a two-line title); the same
+part in two panels is two. Tick labels only by an exact match. A text region is dropped
+when a heat region already covers it (IoU >= 0.5): the heat region then carries its
+words. At most `max_regions` per result, strongest first.
 
 Each text region is checked twice: like any region, by removing it from the image
 (`counterfactuals.check_regions`), and on the words themselves: the result's lexical
@@ -58,8 +59,7 @@ def text_regions(
     for role, pattern in PARTS.items():
         if pattern.search(query):
             lines = [x for x in reading.lines if x.role == role]
-            if lines:
-                groups.append((2.0, lines, role))
+            groups += [(2.0, part, role) for part in _clusters(lines)]
     named = {id(x) for _, lines, _ in groups for x in lines}
     for line in reading.lines:
         strength = _match(tokens, line)
@@ -150,6 +150,25 @@ def _near(a: str, b: str) -> bool:
 def _tokens(line: TextLine) -> list[str]:
     """A line's tokens as they count in the search document (weighted by role)."""
     return words(line.text) * WEIGHTS[line.role]
+
+
+def _clusters(lines: list[TextLine]) -> list[list[TextLine]]:
+    """Lines of one part grouped by nearness (a gap of at most 1.5 line heights either
+    way): a two-line title is one part, the x-axis labels of two panels are two; the
+    group with the most lines first, then in reading order."""
+    groups: list[list[TextLine]] = []
+    for line in lines:
+        near = [g for g in groups if any(_near_box(line.box, x.box) for x in g)]
+        merged = [line] + [x for g in near for x in g]
+        groups = [g for g in groups if g not in near] + [merged]
+    return sorted(groups, key=lambda g: (-len(g), _union([x.box for x in g])[1::-1]))
+
+
+def _near_box(a: Box, b: Box) -> bool:
+    gap = 1.5 * max(a[3] - a[1], b[3] - b[1], 1)
+    dx = max(a[0] - b[2], b[0] - a[2], 0)
+    dy = max(a[1] - b[3], b[1] - a[3], 0)
+    return dx <= gap and dy <= gap
 
 
 def _union(boxes: Sequence[Box]) -> Box:
