@@ -141,7 +141,7 @@ def _mark(rid: str, cited: Mapping[str, Mapping]) -> str:
     c = cited.get(rid)
     if c is None:
         return rid
-    title = f"result #{c['rank']}, box {c['box']}, score drop {c.get('score_drop') or 0:.3f}"
+    title = f"result #{c['rank']}, box {c['box']}, score drop {c.get('score_drop') or 0:.2g}"
     return f'<mark title="{html.escape(title)}">{rid}</mark>'
 
 

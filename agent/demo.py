@@ -1,12 +1,13 @@
 """`make demo` / `evident demo`: the whole product on built-in offline data.
 
 Generates 60 scientific figures with their captions and metadata (kind, title, legend
-position, series…), indexes them into `OUT/db` (collection `images`, the default, so
-`evident chat --db OUT/db` works right after), asks one question with the `none` LLM
-backend (deterministic policy and template writer), prints the cited answer and writes
-the overlays to `OUT/db/overlays`. It needs the bundled figure model; a checkout without
-it (one that has not shipped it yet) trains a tiny CLIP on generated shape scenes for a
-minute instead and says so plainly — that model knows colours and shapes, nothing else.
+position, series…), indexes them with the words read in them (OCR) into `OUT/db`
+(collection `images`, the default, so `evident chat --db OUT/db` works right after), asks
+one question with the `none` LLM backend (deterministic policy and template writer),
+prints the cited answer and writes the overlays to `OUT/db/overlays`. It needs the
+bundled figure model; a checkout without it (one that has not shipped it yet) trains a
+tiny CLIP on generated shape scenes for a minute instead and says so plainly — that model
+knows colours and shapes, nothing else.
 """
 
 from __future__ import annotations
@@ -21,13 +22,14 @@ from rich.panel import Panel
 from rich.text import Text
 
 from evident.agent.assistant import Assistant
-from evident.agent.config import Settings
+from evident.agent.config import Settings, ocr_cache
 from evident.agent.render import CITATION
 from evident.eval.figures.generate import generate_figures, write_captions
 from evident.eval.scenes import make_scenes
 from evident.eval.training.clip import train_clip
 from evident.tools.encoders import bundled_model, load_encoder
 from evident.tools.ingest.index import index_paths
+from evident.tools.ingest.ocr import load_reader
 from evident.tools.store import Store
 from evident.tools.text_embed import load_text_embedder
 
@@ -57,6 +59,8 @@ def run_demo(out: str | Path, *, console: Console) -> int:
         report = index_paths(
             [images], store=store, encoder=encoder, collection=collection,
             text_embedder=load_text_embedder() if captioned else None,
+            ocr="auto" if captioned else "off",
+            reader=load_reader(cache=ocr_cache()) if captioned else None,
         )  # fmt: skip
     console.print(
         Text(f"indexed {report.indexed} images into {db} (collection {collection}, model {spec})")

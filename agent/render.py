@@ -100,7 +100,7 @@ def evidence_lines(result: dict) -> list[Text]:
         verdict = "supported" if g.get("supported") else "not supported"
         line = Text(f"  {g['id']} {g.get('kind', 'heat')} {g['box']} {verdict}")
         if cf:
-            line.append(f", cosine drop {cf.get('score_drop', 0):.3f}")
+            line.append(f", cosine drop {cf.get('score_drop', 0):.2g}")
         if g.get("text"):
             line.append(" reads ")
             line.append(f"“{g['text']}”", style="cyan")

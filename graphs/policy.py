@@ -217,7 +217,7 @@ def _describe_evidence(ev: dict) -> str:
     if heat:
         text = _heat_sentence(head, rank, heat[0], ev) + "".join(
             f" Removing {r['id']} at {r['box']} lowers it by "
-            f"{r['counterfactual']['score_drop']:.3f} too [{r['id']}]."
+            f"{_cosine(r['counterfactual']['score_drop'])} too [{r['id']}]."
             for r in heat[1:2]
         )
     else:
@@ -232,8 +232,8 @@ def _heat_sentence(head: str, rank: int, top: dict, ev: dict) -> str:
     null = max(cf.get("null", {}).get("drops") or [0.0])
     text = (
         f"{head} matches mostly in {top['id']} at {top['box']}, {100 * top['mass']:.0f}% of the "
-        f"heat: removing it lowers the image's cosine by {cf['score_drop']:.3f}, where boxes of "
-        f"its size elsewhere lower it by {max(null, 0.0):.3f} at most"
+        f"heat: removing it lowers the image's cosine by {_cosine(cf['score_drop'])}, where boxes "
+        f"of its size elsewhere lower it by {_cosine(null)} at most"
     )
     if cf["rank_after"] != rank:
         text += f", and would move it to rank {cf['rank_after']}"
@@ -245,6 +245,15 @@ def _heat_sentence(head: str, rank: int, top: dict, ev: dict) -> str:
             f"{t['term']!r} ({t['contribution']:+.3f})" for t in terms
         )
     return text + f" [{top['id']}]."
+
+
+def _cosine(drop: float) -> str:
+    """A change of cosine to two significant digits (drops are often thousandths).
+
+    >>> _cosine(0.000653), _cosine(0.01255), _cosine(-0.0001)
+    ('0.00065', '0.013', '0')
+    """
+    return f"{drop:.2g}" if drop > 0 else "0"
 
 
 ROLE_WORDS = {

@@ -1,8 +1,11 @@
 """Evidence regions: the compact peaks of a heatmap, as a few ranked boxes in original pixels.
 
-A region is a connected blob (8-neighbour) of the map at or above the larger of half its
-peak and its `quantile` (0.9 by default: the hottest tenth of the image), and it must be
-*evidence*, not the image:
+Heat is counted above the map's median, the typical patch: a normalised map whose floor
+is well above zero (a mean-pooling tower's patches all add something to the score) would
+otherwise have no peak that stands out from its own background. A region is a connected
+blob (8-neighbour) of that heat at or above the larger of half its peak and its
+`quantile` (0.9 by default: the hottest tenth of the image), and it must be *evidence*,
+not the image:
 
 - compact: a box may cover at most `max_area` of the image (0.35). A blob larger than
   that is cut again at a higher level (halfway to its own peak) until its parts fit, and
@@ -58,7 +61,8 @@ def find_regions(
     >>> find_regions(np.ones((10, 10)), (20, 20), rank=1)  # flat: no evidence
     ()
     """
-    heat = np.asarray(heat, dtype=np.float64).clip(min=0)
+    heat = np.asarray(heat, dtype=np.float64)
+    heat = (heat - np.median(heat)).clip(min=0)  # heat above the typical patch's
     top, total = float(heat.max(initial=0.0)), float(heat.sum())
     if top <= 0 or total <= 0:
         return ()

@@ -258,7 +258,7 @@ def assign_roles(
     if image is not None and "legend" not in roles:
         gray = np.asarray(image.convert("L"), dtype=np.int16)
         for i, r in enumerate(roles):
-            if r in ("label", "xlabel") and _has_handle(gray, lines[i].box):
+            if r in ("title", "label", "xlabel") and _has_handle(gray, lines[i].box):
                 roles[i] = "legend"
     return [TextLine(x.text, x.box, x.confidence, r) for x, r in zip(lines, roles, strict=True)]
 
