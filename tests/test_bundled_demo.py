@@ -1,5 +1,6 @@
 """The bundled figure model and the demo's offline path."""
 
+import re
 import socket
 
 import pytest
@@ -15,7 +16,7 @@ def test_bundled_spec_is_location_independent():
     assert spec == "bundled:evident-figures"
     assert str(parse_spec(spec)) == spec  # what collections record: no install path in it
     enc = load_encoder(spec)
-    assert enc.spec == spec and enc.dim == 256 and enc.image_size == 128
+    assert enc.spec == spec and enc.dim == 384 and enc.image_size == 192
 
 
 def test_the_demo_runs_offline_and_cites_checked_regions(tmp_path, monkeypatch):
@@ -28,8 +29,10 @@ def test_the_demo_runs_offline_and_cites_checked_regions(tmp_path, monkeypatch):
     assert run_demo(tmp_path / "demo", console=console) == 0
     text = console.export_text()
     assert "bundled:evident-figures" in text and "model trained in seconds" not in text
-    assert "[R1." in text  # the answer cites a region of the top result
-    assert "0 removed" in text
+    counts = re.search(r"(\d+) citations, (\d+) valid, (\d+) supported, 0 removed", text)
+    assert counts, text  # nothing the template wrote had to be taken out
+    cited, valid, supported = map(int, counts.groups())
+    assert cited >= 1 and cited == valid == supported  # it cites regions that passed
     db = tmp_path / "demo" / "db"
     overlays = list((db / "overlays").glob("*.overlay.png"))
     assert overlays, "the demo writes overlays where the database is"
@@ -39,6 +42,11 @@ def test_the_demo_runs_offline_and_cites_checked_regions(tmp_path, monkeypatch):
     with Assistant(db=db, llm="none", history=":memory:") as assistant:
         first = assistant.ask("a bar chart")
         assert first.search["scoring"].startswith("hybrid")
+        for r in first.results:  # evidence, never the whole image
+            area = r["metadata"]["width"] * r["metadata"]["height"]
+            for g in r["regions"]:
+                x0, y0, x1, y1 = g["box"]
+                assert (x1 - x0) * (y1 - y0) <= 0.5 * area, g
         kept = assistant.ask("only the ones with a legend")
     assert kept.results and all(r["metadata"]["has_legend"] for r in kept.results)
     assert all(r["metadata"]["legend_position"] for r in kept.results)

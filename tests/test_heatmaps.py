@@ -109,7 +109,7 @@ def _hook_counts(model):
     )
 
 
-@pytest.mark.parametrize("spec", ["random:evident-tiny-vit", "bundled:evident-figures"])
+@pytest.mark.parametrize("spec", ["random:evident-tiny-vit", "random:evident-fig-s"])  # class-token ViTs
 @pytest.mark.parametrize("layers", [1, 2, None])
 def test_legrad_fast_path_gives_the_general_paths_maps(spec, layers):
     """The class-token chain rule by hand == autograd over the whole attention matrix."""

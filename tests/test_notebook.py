@@ -46,11 +46,14 @@ def test_the_example_notebook_runs_and_shows_the_answer(kernel, tmp_path):
     first, contrast, method = htmls
     assert 'class="evident-answer"' in first and "Grounding:" in first
     assert len(re.findall(r'<img src="data:image/png;base64,', first)) == 5
-    assert "I ranked 5 images for &#x27;a red circle&#x27;" in first
+    assert "I ranked 5 images for &#x27;a bar chart with a legend&#x27;" in first
     assert "#1 ranks above #2 by a margin of" in contrast
     assert "hirescam heatmap" in method
     printed = "".join(o.get("text", "") for c in nb.cells for o in c.get("outputs", []))
     assert "grounding: {'sentences'" in printed and "search_images" in printed
+    counts = re.search(r"'cited': (\d+), 'valid': (\d+), 'supported': (\d+)", printed)
+    cited, valid, supported = map(int, counts.groups())
+    assert cited >= 1 and cited == valid == supported  # the bundled model's checked evidence
     assert not [
         o for c in nb.cells for o in c.get("outputs", []) if o.get("output_type") == "error"
     ]
