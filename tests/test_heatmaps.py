@@ -109,10 +109,11 @@ def _hook_counts(model):
     )
 
 
-@pytest.mark.parametrize("spec", ["random:evident-tiny-vit", "random:evident-fig-s"])  # class-token ViTs
+@pytest.mark.parametrize("spec", ["random:evident-tiny-vit", "random:evident-fig-s"])
 @pytest.mark.parametrize("layers", [1, 2, None])
 def test_legrad_fast_path_gives_the_general_paths_maps(spec, layers):
-    """The class-token chain rule by hand == autograd over the whole attention matrix."""
+    """The class-token chain rule by hand == autograd over the whole attention matrix (on
+    class-token ViTs; the bundled tower pools by the mean and takes the general path)."""
     from evident.tools.encoders import load_encoder
     from evident.tools.evidence.relevance import legrad
 
