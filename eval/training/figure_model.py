@@ -63,7 +63,7 @@ log = logging.getLogger(__name__)
 SHARD = 1000
 DEFAULTS = {
     "n": 36_000, "seed": 1001, "val": 500, "val_seed": 2002, "size": 192, "width": 256,
-    "layers": 8, "stem": [32, 64, 128, 256], "dim": 384, "steps": 3600, "batch": 64,
+    "layers": 8, "stem": [32, 64, 128, 256], "dim": 384, "steps": 3000, "batch": 64,
     "lr": 1e-3, "weight_decay": 0.05, "dense_weight": 1.0, "attributes": 3, "components": 2,
     "drop": 0.25, "drop_until": 0.8, "train_seed": 0, "checkpoint_every": 200,
 }  # fmt: skip
