@@ -3,12 +3,12 @@
 `python -m evident.eval.training.figure_model OUT` (what `make figure-model` runs) goes through four
 stages, each resumable, so a killed run picks up where it stopped:
 
-1. render: `n` figures of the benchmark generator (`seed`), squashed to the model's input
-   size, into shards of 1,000 under `OUT/data` (parallel workers, atomic files); `val`
-   more figures with another seed for a check at the end.
-2. phrases: every text that is true of some figure (full and short captions, chart types,
-   attribute and component phrases, exactly as the benchmark words them) is embedded
-   once by the locked MiniLM tower (`OUT/data/phrases.pt`).
+1. render (`figure_data`): `n` figures of the benchmark generator (`seed`), squashed to
+   the model's input size, into shards of 1,000 under `OUT/data` (parallel workers,
+   atomic files); `val` more figures with another seed for a check at the end.
+2. phrases (`figure_data`): every text that is true of some figure (full and short
+   captions, chart types, attribute and component phrases, exactly as the benchmark
+   words them) is embedded once by the locked MiniLM tower (`OUT/data/phrases.pt`).
 3. train: the image tower and the text projection, with two losses:
    - a sigmoid loss (SigLIP) over every image-phrase pair of the batch, labelled exactly
      from the figure records: "a pie chart" is a positive for every pie in the batch,
@@ -34,33 +34,26 @@ import argparse
 import json
 import logging
 import math
-import multiprocessing
 import os
 import platform
 import random
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor
 from functools import partial
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
 from safetensors.torch import save_file
-from transformers import AutoTokenizer
 
-from evident.eval.figures.queries import attribute_phrases, component_phrases
-from evident.eval.figures.render import render_figure
-from evident.eval.figures.style import KIND_PHRASES
 from evident.eval.metrics import pointing_game
+from evident.eval.training.figure_data import load_shards, pooled_phrases, render, texts_of
 from evident.tools import towers
-from evident.tools.towers import grid_coverage, minilm_path, patch_features
+from evident.tools.towers import grid_coverage, patch_features
 
 log = logging.getLogger(__name__)
 
-SHARD = 1000
 DEFAULTS = {
     "n": 36_000, "seed": 1001, "val": 500, "val_seed": 2002, "size": 192, "width": 256,
     "layers": 8, "stem": [32, 64, 128, 256], "dim": 384, "steps": 3000, "batch": 64,
@@ -90,101 +83,6 @@ def model_config(s: dict) -> dict:
         },
         "evident": {"stem": s["stem"], "text_tower": "all-MiniLM-L6-v2"},
     }  # fmt: skip
-
-
-# --- 1. render -------------------------------------------------------------------------
-
-
-def _render(job: tuple[int, int, int]) -> tuple[np.ndarray, dict]:
-    """One figure at model resolution and its record (worker entry point)."""
-
-    seed, index, size = job
-    fig = render_figure(seed, index)
-    pixels = np.asarray(Image.fromarray(fig.pixels).resize((size, size), Image.BICUBIC))
-    record = {"kind": fig.kind, "attributes": fig.attributes}
-    record["components"] = [c.to_dict() for c in fig.components]
-    record |= {
-        "caption": fig.caption,
-        "short": fig.short_caption,
-        "type": KIND_PHRASES[fig.kind],
-        "phrases": sorted(attribute_phrases(record)),
-        "parts": component_phrases(record),
-        "size": [fig.attributes["width"], fig.attributes["height"]],
-    }
-    return pixels, record
-
-
-def render(folder: Path, n: int, seed: int, size: int, workers: int | None = None) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
-    todo = [s for s in range(math.ceil(n / SHARD)) if not (folder / f"shard_{s:04d}.npz").exists()]
-    if not todo:
-        return
-    context = multiprocessing.get_context("spawn")
-    workers = workers or min(os.cpu_count() or 1, 8)
-    with ProcessPoolExecutor(workers, mp_context=context) as pool:
-        for s in todo:
-            t0 = time.perf_counter()
-            jobs = [(seed, i, size) for i in range(s * SHARD, min(n, (s + 1) * SHARD))]
-            done = list(pool.map(_render, jobs, chunksize=16))
-            tmp = folder / f"shard_{s:04d}.tmp.npz"
-            np.savez(
-                tmp,
-                pixels=np.stack([d[0] for d in done]),
-                records=np.array(json.dumps([d[1] for d in done])),
-            )
-            tmp.replace(folder / f"shard_{s:04d}.npz")
-            log.info(
-                "rendered shard %d (%d figures) in %.0f s", s, len(done), time.perf_counter() - t0
-            )
-
-
-def load_shards(folder: Path) -> tuple[np.ndarray, list[dict]]:
-    pixels, records = [], []
-    for path in sorted(folder.glob("shard_[0-9][0-9][0-9][0-9].npz")):
-        with np.load(path) as data:
-            pixels.append(data["pixels"])
-            records += json.loads(str(data["records"]))
-    return np.concatenate(pixels), records
-
-
-def texts_of(record: dict) -> list[str]:
-    return [
-        record["caption"],
-        record["short"],
-        record["type"],
-        *record["phrases"],
-        *record["parts"],
-    ]
-
-
-# --- 2. phrases ------------------------------------------------------------------------
-
-
-def pooled_phrases(model, texts: list[str], batch: int = 256):
-    """MiniLM's mean-pooled output for each text (before the learned projection), padded
-    per batch of similar lengths: the same vectors as the tower's own padded forward."""
-
-    tower = model.text
-    tokenizer = _hf_tokenizer()
-    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
-    out = torch.zeros(len(texts), tower.transformer.config.hidden_size)
-    with torch.inference_mode():
-        for start in range(0, len(order), batch):
-            idx = order[start : start + batch]
-            enc = tokenizer(
-                [texts[i] for i in idx], return_tensors="pt", padding=True, truncation=True,
-                max_length=128,
-            )  # fmt: skip
-            hidden = tower.transformer(
-                input_ids=enc["input_ids"], attention_mask=enc["attention_mask"]
-            )
-            out[idx] = tower.pooler(hidden, enc["attention_mask"]).float()
-    return out
-
-
-def _hf_tokenizer():
-
-    return AutoTokenizer.from_pretrained(str(minilm_path()), local_files_only=True)
 
 
 # --- 3. train --------------------------------------------------------------------------

@@ -122,7 +122,7 @@ class Reader:
         if cached is not None and cached.is_file():
             try:
                 reading = Reading.from_json(cached.read_text(encoding="utf-8"))
-                lines = assign_roles(reading.lines, reading.size, image.convert("RGB"))
+                lines = assign_roles(reading.lines, reading.size, image)
                 return Reading(tuple(lines), reading.size, 0.0, reading.version)
             except (OSError, ValueError, KeyError):
                 log.warning("ignoring an unreadable cached reading %s", cached)
@@ -235,7 +235,7 @@ def assign_roles(
     w, h = size
     roles: list[str] = []
     for line in lines:
-        x0, y0, x1, y1 = line.box
+        _, y0, _, y1 = line.box
         if is_numberish(line.text):
             roles.append("tick")
         elif _upright(line.box, w):
@@ -268,8 +268,8 @@ def _category_labels(candidates: list[int], lines: Sequence[TextLine]) -> list[i
     those whose row (lines at the same height) has another bottom line under it."""
     out = []
     for a in candidates:
-        x0, y0, x1, y1 = lines[a].box
-        cy, height = (y0 + y1) / 2, y1 - y0
+        _, y0, _, y1 = lines[a].box
+        cy, height = _cy(lines[a].box), y1 - y0
         row = [lines[b].box for b in candidates if abs(_cy(lines[b].box) - cy) <= 0.5 * height]
         left, right = min(b[0] for b in row), max(b[2] for b in row)
         below = (lines[b].box for b in candidates if _cy(lines[b].box) > y1)

@@ -1,0 +1,119 @@
+"""The figure model's training data: figures of the benchmark generator rendered at the
+model's input size into shards of `SHARD` (parallel workers, atomic files, resumable: a
+shard on disk is never rendered again), each with its record and every text true of it;
+and those texts' vectors from the locked MiniLM tower, computed once.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import multiprocessing
+import os
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from transformers import AutoTokenizer
+
+from evident.eval.figures.queries import attribute_phrases, component_phrases
+from evident.eval.figures.render import render_figure
+from evident.eval.figures.style import KIND_PHRASES
+from evident.tools.towers import minilm_path
+
+log = logging.getLogger(__name__)
+
+SHARD = 1000
+
+
+def _render(job: tuple[int, int, int]) -> tuple[np.ndarray, dict]:
+    """One figure at model resolution and its record (worker entry point)."""
+
+    seed, index, size = job
+    fig = render_figure(seed, index)
+    pixels = np.asarray(Image.fromarray(fig.pixels).resize((size, size), Image.BICUBIC))
+    record = {"kind": fig.kind, "attributes": fig.attributes}
+    record["components"] = [c.to_dict() for c in fig.components]
+    record |= {
+        "caption": fig.caption,
+        "short": fig.short_caption,
+        "type": KIND_PHRASES[fig.kind],
+        "phrases": sorted(attribute_phrases(record)),
+        "parts": component_phrases(record),
+        "size": [fig.attributes["width"], fig.attributes["height"]],
+    }
+    return pixels, record
+
+
+def render(folder: Path, n: int, seed: int, size: int, workers: int | None = None) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    todo = [s for s in range(math.ceil(n / SHARD)) if not (folder / f"shard_{s:04d}.npz").exists()]
+    if not todo:
+        return
+    context = multiprocessing.get_context("spawn")
+    workers = workers or min(os.cpu_count() or 1, 8)
+    with ProcessPoolExecutor(workers, mp_context=context) as pool:
+        for s in todo:
+            t0 = time.perf_counter()
+            jobs = [(seed, i, size) for i in range(s * SHARD, min(n, (s + 1) * SHARD))]
+            done = list(pool.map(_render, jobs, chunksize=16))
+            tmp = folder / f"shard_{s:04d}.tmp.npz"
+            np.savez(
+                tmp,
+                pixels=np.stack([d[0] for d in done]),
+                records=np.array(json.dumps([d[1] for d in done])),
+            )
+            tmp.replace(folder / f"shard_{s:04d}.npz")
+            log.info(
+                "rendered shard %d (%d figures) in %.0f s", s, len(done), time.perf_counter() - t0
+            )
+
+
+def load_shards(folder: Path) -> tuple[np.ndarray, list[dict]]:
+    pixels, records = [], []
+    for path in sorted(folder.glob("shard_[0-9][0-9][0-9][0-9].npz")):
+        with np.load(path) as data:
+            pixels.append(data["pixels"])
+            records += json.loads(str(data["records"]))
+    return np.concatenate(pixels), records
+
+
+def texts_of(record: dict) -> list[str]:
+    return [
+        record["caption"],
+        record["short"],
+        record["type"],
+        *record["phrases"],
+        *record["parts"],
+    ]
+
+
+def pooled_phrases(model, texts: list[str], batch: int = 256):
+    """MiniLM's mean-pooled output for each text (before the learned projection), padded
+    per batch of similar lengths: the same vectors as the tower's own padded forward."""
+
+    tower = model.text
+    tokenizer = _hf_tokenizer()
+    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+    out = torch.zeros(len(texts), tower.transformer.config.hidden_size)
+    with torch.inference_mode():
+        for start in range(0, len(order), batch):
+            idx = order[start : start + batch]
+            enc = tokenizer(
+                [texts[i] for i in idx], return_tensors="pt", padding=True, truncation=True,
+                max_length=128,
+            )  # fmt: skip
+            hidden = tower.transformer(
+                input_ids=enc["input_ids"], attention_mask=enc["attention_mask"]
+            )
+            out[idx] = tower.pooler(hidden, enc["attention_mask"]).float()
+    return out
+
+
+def _hf_tokenizer():
+
+    return AutoTokenizer.from_pretrained(str(minilm_path()), local_files_only=True)
