@@ -36,7 +36,8 @@ from evident.graphs.context import Budgets, Ctx
 from evident.tools.encoders import Encoder, load_encoder
 from evident.tools.errors import InputError, StoreError
 from evident.tools.ingest.files import check_file
-from evident.tools.pipeline import Retrieval, open_retrieval, word_index
+from evident.tools.lexical import word_index
+from evident.tools.pipeline import Retrieval, open_retrieval
 from evident.tools.store import Store
 
 log = logging.getLogger(__name__)

@@ -27,7 +27,7 @@ from evident.tools.ingest.files import check_file
 from evident.tools.limits import MAX_K
 
 COMMANDS = {  # command -> the module of `evident.agent` that holds `cmd_<command>`
-    "index": "commands", "search": "commands", "collections": "commands",
+    "index": "commands", "search": "searching", "collections": "commands",
     "ask": "conversation", "chat": "conversation",
     "bench": "lab", "figures": "lab", "eval": "lab", "train": "lab", "demo": "lab",
 }  # fmt: skip

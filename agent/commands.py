@@ -1,4 +1,5 @@
-"""The collection commands: `evident index`, `search` and `collections`.
+"""The collection commands: `evident index` and `collections`, and the half of `search`
+that explains (`agent.searching` ranks and prints first).
 
 Each builds what it needs from the parsed arguments, calls the library, and renders the
 records it gets back (`agent.render`); none of them holds retrieval logic.
@@ -12,15 +13,16 @@ from rich.console import Console
 
 from evident.agent import render
 from evident.agent.config import Settings, documents_cache, ocr_cache
-from evident.tools.encoders import bundled_model, load_encoder
+from evident.tools.encoders import load_encoder
 from evident.tools.errors import InputError, ModelLoadError
 from evident.tools.ingest.files import inside
 from evident.tools.ingest.images import IMAGE_SUFFIXES, ImageFile
 from evident.tools.ingest.index import find_files, index_paths
 from evident.tools.ingest.ocr import load_reader
 from evident.tools.limits import Limits
-from evident.tools.pipeline import open_retrieval, run_query
-from evident.tools.records import Query, Skipped
+from evident.tools.pipeline import explain, open_retrieval, run_query
+from evident.tools.records import Query, QueryResult, Skipped
+from evident.tools.specs import bundled_model
 from evident.tools.store import Store, check_location
 from evident.tools.text_embed import load_text_embedder
 
@@ -103,27 +105,23 @@ def _open(args, settings: Settings, *, create: bool = False) -> Store:
     )
 
 
-def cmd_search(args) -> int:
-    query = Query(text=args.query or None, image=args.image)
-    if not query.text and not query.image:
-        raise InputError("give words to search for, an image with --image PATH, or both")
+def explain_search(args, store: Store, query: Query, model: str, first, out_dir: Path):
+    """`evident search`'s second half (`agent.searching`): the evidence for the ranked
+    hits `first` (a `SearchResult`), or when it is None the whole search, reranked if
+    asked."""
     settings = Settings()
-    out_dir = Path(args.out) if args.out else settings.overlay_dir(args.db)
-    with _open(args, settings) as store:
-        model = args.model or store.model_of(args.collection)
-        encoder = load_encoder(model, device=settings.device, offline=settings.offline)
-        ctx = open_retrieval(store, args.collection, model=encoder, rerank=args.rerank)
-        result = run_query(
+    encoder = load_encoder(model, device=settings.device, offline=settings.offline)
+    ctx = open_retrieval(store, args.collection, model=encoder, rerank=args.rerank)
+    if first is None:
+        return run_query(
             query, args.k, args.where, ctx=ctx, method=args.cam,
             explain_top=0 if args.cam == "none" else None, out_dir=out_dir,
         )  # fmt: skip
-    data = result.to_dict()
-    if args.json:
-        render.emit_json(data)
-    else:
-        title = f"{args.collection}: {query.text or ''} {query.image or ''}".strip()
-        out.print(render.results_table(title, data))
-    return 0
+    explained = explain(
+        query, first.hits, ctx=ctx, embedding=first.query_embedding, method=args.cam,
+        out_dir=out_dir, fusion=dict(first.fusion),
+    )  # fmt: skip
+    return QueryResult(first, explained)
 
 
 def cmd_collections(args) -> int:

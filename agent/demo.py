@@ -27,9 +27,10 @@ from evident.agent.render import CITATION
 from evident.eval.figures.generate import generate_figures, write_captions
 from evident.eval.scenes import make_scenes
 from evident.eval.training.clip import train_clip
-from evident.tools.encoders import bundled_model, load_encoder
+from evident.tools.encoders import load_encoder
 from evident.tools.ingest.index import index_paths
 from evident.tools.ingest.ocr import load_reader
+from evident.tools.specs import bundled_model
 from evident.tools.store import Store
 from evident.tools.text_embed import load_text_embedder
 

@@ -66,19 +66,32 @@ def index_summary(console: Console, report, collection: str) -> None:
         console.print(Text.assemble(("  warning: ", "yellow"), w))
 
 
-def results_table(title: str, result: dict) -> Table:
-    """`evident search`'s table, from the search JSON (`QueryResult.to_dict()`)."""
+def ranked_table(title: str, results: list[dict]) -> Table:
+    """`evident search`'s results, from the search JSON's `results` (printed as soon as
+    they are ranked, before their evidence)."""
     table = Table(title=Text(title))
-    for col in ("#", "score", "image", "caption", "evidence"):
+    for col in ("#", "score", "image", "caption"):
         table.add_column(col)
-    for r in result["results"]:
+    for r in results:
+        table.add_row(str(r["rank"]), f"{r['score']:.3f}", Text(r["uri"]), Text(r["caption"] or ""))
+    return table
+
+
+def evidence_table(result: dict) -> Table | None:
+    """The evidence for the explained results of `QueryResult.to_dict()`: each one's
+    regions (`?` marks those the counterfactual check did not support) and its overlay
+    PNG, or why it could not be explained; None when none was explained."""
+    rows = [r for r in result["results"] if r["regions"] or r["heatmap"] or r.get("evidence_error")]
+    if not rows:
+        return None
+    method = next((r["heatmap"]["method"] for r in rows if r["heatmap"]), None)
+    table = Table(title=Text(f"evidence ({method})" if method else "evidence"))
+    for col in ("#", "regions", "overlay"):
+        table.add_column(col)
+    for r in rows:
         regions = " ".join(g["id"] + ("" if g.get("supported") else "?") for g in r["regions"])
-        overlay = (r["heatmap"] or {}).get("overlay") or ""
-        evidence = "\n".join(x for x in (regions, overlay, r.get("evidence_error") or "") if x)
-        table.add_row(
-            str(r["rank"]), f"{r['score']:.3f}", Text(r["uri"]), Text(r["caption"] or ""),
-            Text(evidence),
-        )  # fmt: skip
+        where = (r["heatmap"] or {}).get("overlay") or r.get("evidence_error") or ""
+        table.add_row(str(r["rank"]), Text(regions or "no region"), Text(where))
     return table
 
 

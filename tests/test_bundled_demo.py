@@ -8,7 +8,8 @@ from rich.console import Console
 
 from evident.agent.assistant import Assistant
 from evident.agent.demo import run_demo
-from evident.tools.encoders import bundled_model, load_encoder, parse_spec
+from evident.tools.encoders import load_encoder
+from evident.tools.specs import bundled_model, parse_spec
 
 
 def test_bundled_spec_is_location_independent():

@@ -18,11 +18,12 @@ import pytest
 
 from evident.agent.config import ocr_cache
 from evident.eval.docs import ROOTS, SETUPS, corpus, recall_with_interval
-from evident.tools.encoders import bundled_model, load_encoder
+from evident.tools.encoders import load_encoder
 from evident.tools.ingest.index import index_paths
 from evident.tools.ingest.ocr import load_reader
 from evident.tools.pipeline import open_retrieval, search
 from evident.tools.records import Query
+from evident.tools.specs import bundled_model
 from evident.tools.store import Store
 from evident.tools.text_embed import load_text_embedder
 

@@ -3,8 +3,9 @@ import pytest
 from PIL import Image
 
 from evident.tools import encoders
-from evident.tools.encoders import Spec, load_encoder, parse_spec
+from evident.tools.encoders import load_encoder
 from evident.tools.errors import ModelLoadError
+from evident.tools.specs import Spec, parse_spec
 from tests.conftest import TINY_RN, TINY_VIT
 
 

@@ -6,7 +6,7 @@ import pytest
 
 def test_the_embedder_matches_sentence_transformers(text_embedder):
     st = pytest.importorskip("sentence_transformers")
-    from evident.tools.towers import minilm_path
+    from evident.tools.specs import minilm_path
 
     texts = ["a bar chart with a legend", "Modified Struve functions", "x", "a " * 300]
     reference = st.SentenceTransformer(str(minilm_path()), device="cpu", local_files_only=True)

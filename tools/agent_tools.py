@@ -31,8 +31,8 @@ from evident.tools.errors import InputError
 from evident.tools.evidence.methods import HEATMAP_METHODS
 from evident.tools.ingest.metadata import OWN as RESERVED
 from evident.tools.limits import LLM_RESULTS, MAX_K
-from evident.tools.pipeline import explain, result_dict, search
-from evident.tools.records import Hit, Query
+from evident.tools.pipeline import explain, search
+from evident.tools.records import Hit, Query, result_dict
 
 # Bounds in the schema: local backends clamp to them, other models get a validation error.
 K = Annotated[int, Field(ge=1, le=MAX_K)]

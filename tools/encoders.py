@@ -1,13 +1,7 @@
 """Image and text encoders: any open_clip model from one spec string.
 
-Spec forms (`parse_spec` gives worked examples):
-- `ARCH:TAG`          pretrained tag, downloaded on machines with internet;
-- `ARCH:/path/file`   local weights (`.safetensors`, `.pt`, `.bin`) for a known ARCH;
-- `local-dir:/path`   a folder with `open_clip_config.json` + `open_clip_model.safetensors`
-                      (what `evident train` writes; the cleanest offline form);
-- `random:ARCH`       random init with a fixed seed, for smoke tests and timing only;
-- `bundled:NAME`      a model shipped inside the package (`bundled:evident-figures`), named
-                      so that collections stay valid wherever the package is installed.
+The spec forms are `tools.specs`'s (`ARCH:TAG`, `ARCH:/path/file`, `local-dir:/path`,
+`random:ARCH`, `bundled:NAME`).
 
 Images are resized by squashing to the model's square input, never cropped: every
 pixel of the original is seen, and a heatmap maps back to the original by a plain
@@ -22,7 +16,7 @@ import socket
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import open_clip
@@ -34,52 +28,11 @@ from PIL import Image
 
 from evident.tools import towers
 from evident.tools.errors import ModelLoadError
+from evident.tools.specs import Spec, has_parts, model_folder, parse_spec, read_config
 
 log = logging.getLogger(__name__)
 
-SpecKind = Literal["tag", "file", "local-dir", "random", "bundled"]
-WEIGHT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin")
 HUB_HOST = "huggingface.co"
-
-
-@dataclass(frozen=True)
-class Spec:
-    """A parsed encoder spec; `str(spec)` is the canonical form stored with collections."""
-
-    kind: SpecKind
-    arch: str | None
-    source: str | None
-
-    def __str__(self) -> str:
-        if self.kind == "local-dir":
-            return f"local-dir:{self.source}"
-        if self.kind in ("random", "bundled"):
-            return f"{self.kind}:{self.arch}"
-        return f"{self.arch}:{self.source}"
-
-
-def parse_spec(spec: str) -> Spec:
-    """Parse an encoder spec string.
-
-    >>> parse_spec("ViT-B-32:laion2b_s34b_b79k")
-    Spec(kind='tag', arch='ViT-B-32', source='laion2b_s34b_b79k')
-    >>> parse_spec("random:ViT-B-32")
-    Spec(kind='random', arch='ViT-B-32', source=None)
-    """
-    spec = spec.strip()
-    head, sep, rest = spec.partition(":")
-    if not sep or not head or not rest:
-        raise ModelLoadError(
-            f"Encoder spec {spec!r} is not one of ARCH:TAG, ARCH:/path/weights.safetensors, "
-            "local-dir:/path or random:ARCH."
-        )
-    if head == "local-dir":
-        return Spec("local-dir", None, str(Path(rest).expanduser().resolve()))
-    if head in ("random", "bundled"):
-        return Spec(head, rest, None)
-    if rest.endswith(WEIGHT_SUFFIXES) or "/" in rest or rest.startswith("."):
-        return Spec("file", head, str(Path(rest).expanduser().resolve()))
-    return Spec("tag", head, rest)
 
 
 @dataclass
@@ -183,8 +136,8 @@ def load_encoder(
     register_configs()
     parsed = parse_spec(spec)
     dev = torch.device(device) if device is not None else default_device()
-    folder = _folder(parsed)
-    if folder is not None and towers.has_parts(config := towers.read_config(folder)):
+    folder = model_folder(parsed)
+    if folder is not None and has_parts(config := read_config(folder)):
         return _with_parts(parsed, folder, config, dev)
     kwargs: dict[str, Any] = {"device": dev, "image_resize_mode": "squash"}
     if folder is not None:
@@ -216,26 +169,6 @@ def load_encoder(
     size = size[0] if isinstance(size, tuple | list) else int(size)
     dim = _embed_dim(model, dev, size)
     return Encoder(str(parsed), model, preprocess, tokenizer, dev, dim, size, info={"arch": name})
-
-
-def _folder(parsed: Spec) -> Path | None:
-    """The model folder a `local-dir:` or `bundled:` spec points at (None for others)."""
-    if parsed.kind == "local-dir":
-        folder = Path(parsed.source)
-        if not (folder / towers.CONFIG_FILE).is_file():
-            raise ModelLoadError(
-                f"{parsed.source!r} has no open_clip_config.json; a local-dir: encoder needs "
-                "that file and open_clip_model.safetensors (as `evident train` writes them)."
-            )
-        return folder
-    if parsed.kind == "bundled":
-        folder = MODELS_DIR / parsed.arch
-        if not (folder / towers.WEIGHTS_FILE).is_file():
-            raise ModelLoadError(
-                f"this install has no bundled model {parsed.arch!r} (looked in {str(folder)!r})."
-            )
-        return folder
-    return None
 
 
 def _with_parts(parsed: Spec, folder: Path, config: dict, device: torch.device) -> Encoder:
@@ -299,14 +232,3 @@ def _reachable(host: str, port: int, timeout: float = 3.0) -> bool:
             return True
     except OSError:
         return False
-
-
-MODELS_DIR = Path(__file__).parent / "models"
-BUNDLED = "evident-figures"
-
-
-def bundled_model() -> str | None:
-    """The spec of the figure model shipped inside the package, if this install has it."""
-    if (MODELS_DIR / BUNDLED / "open_clip_model.safetensors").is_file():
-        return f"bundled:{BUNDLED}"
-    return None

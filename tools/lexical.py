@@ -100,3 +100,14 @@ def query_tokens(text: str) -> list[str]:
     ['half', 'logistic', 'pdf']
     """
     return [t for t in words(text) if t not in STOP]
+
+
+def word_index(store, collection: str, have: WordIndex | None = None) -> WordIndex | None:
+    """The collection's lexical index: `have` if it is still current (same count), else
+    built anew; None when no words were read in the collection."""
+    words = store.words(collection)
+    if words is None:
+        return None
+    if have is not None and have.count == words.count():
+        return have
+    return WordIndex.build(words)

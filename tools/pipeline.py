@@ -19,8 +19,8 @@ reranker); `open_retrieval` builds it from names.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -30,9 +30,9 @@ from evident.tools.evidence.explain import explain_results
 from evident.tools.fusion import Fusion, LearnedReranker
 from evident.tools.ingest.images import read_image
 from evident.tools.ingest.ocr import Reading
-from evident.tools.lexical import WordIndex
+from evident.tools.lexical import WordIndex, word_index
 from evident.tools.limits import check_k
-from evident.tools.records import Evidence, Hit, Query
+from evident.tools.records import Explanation, Hit, Query, QueryResult
 from evident.tools.rerank import MultiScaleReranker, Reranker
 from evident.tools.retrieve import FLOORS, SearchResult, Weights, embed_query, search_images
 from evident.tools.store import Store
@@ -90,17 +90,6 @@ def open_retrieval(
     return Retrieval(store, collection, encoder, text_embedder, reranker, word_index=index)
 
 
-def word_index(store: Store, collection: str, have: WordIndex | None = None) -> WordIndex | None:
-    """The collection's lexical index: `have` if it is still current (same count), else
-    built anew; None when no words were read in the collection."""
-    words = store.words(collection)
-    if words is None:
-        return None
-    if have is not None and have.count == words.count():
-        return have
-    return WordIndex.build(words)
-
-
 def search(
     query: Query,
     k: int,
@@ -139,17 +128,6 @@ def rerank(query: Query, embedding, hits: Sequence[Hit], reranker: Reranker) -> 
     moved = reranker.rerank(query, embedding, readable, [images[h.id] for h in readable])
     tail = [h for h in hits if h.id not in images]
     return list(moved) + [h.with_rank(len(moved) + i) for i, h in enumerate(tail, 1)]
-
-
-@dataclass(frozen=True)
-class Explanation:
-    """Evidence for some hits of a search, by hit id, with the hits that could not be
-    explained (`errors`, a reason each) and the stage timings."""
-
-    method: str | None
-    evidence: Mapping[str, Evidence] = field(default_factory=dict)
-    errors: Mapping[str, str] = field(default_factory=dict)
-    timings_ms: Mapping[str, float] = field(default_factory=dict)
 
 
 def explain(
@@ -208,41 +186,6 @@ def ranking_scale(fusion: dict | None) -> float:
         return 1.0
     lo, hi = image["range"]
     return image["weight"] / max(hi - lo, FLOORS["image"]) if hi > lo else 0.0
-
-
-@dataclass(frozen=True)
-class QueryResult:
-    """A search with the evidence for its top hits; `to_dict()` is `evident search --json`.
-
-    Every result has the same keys: one that was not explained has empty `regions` and a
-    null `heatmap`, and `evidence_error` says why when it could not be."""
-
-    search: SearchResult
-    explanation: Explanation
-
-    @property
-    def hits(self) -> tuple[Hit, ...]:
-        return self.search.hits
-
-    def to_dict(self) -> dict[str, Any]:
-        out = self.search.to_dict()
-        ex = self.explanation
-        out["results"] = [
-            result_dict(h, ex.evidence.get(h.id), ex.errors.get(h.id)) for h in self.hits
-        ]
-        out["timings_ms"] = {
-            k: round(v, 2) for k, v in {**self.search.timings_ms, **ex.timings_ms}.items()
-        }
-        return out
-
-
-def result_dict(hit: Hit, evidence: Evidence | None, error: str | None = None) -> dict[str, Any]:
-    """One result in the uniform schema every entry point prints."""
-    out = hit.to_dict() | Evidence.empty().to_dict()
-    if evidence is not None:
-        out |= evidence.to_dict()
-    out["evidence_error"] = error
-    return out
 
 
 def run_query(

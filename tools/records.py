@@ -280,3 +280,49 @@ class Evidence:
             "query_terms": [t.to_dict() for t in self.query_terms],
             "faithfulness": None if self.faithfulness is None else self.faithfulness.to_dict(),
         }
+
+
+@dataclass(frozen=True)
+class Explanation:
+    """Evidence for some hits of a search, by hit id, with the hits that could not be
+    explained (`errors`, a reason each) and the stage timings."""
+
+    method: str | None
+    evidence: Mapping[str, Evidence] = field(default_factory=dict)
+    errors: Mapping[str, str] = field(default_factory=dict)
+    timings_ms: Mapping[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class QueryResult:
+    """A search with the evidence for its top hits; `to_dict()` is `evident search --json`.
+
+    Every result has the same keys: one that was not explained has empty `regions` and a
+    null `heatmap`, and `evidence_error` says why when it could not be."""
+
+    search: Any  # tools.retrieve.SearchResult (which holds these records)
+    explanation: Explanation
+
+    @property
+    def hits(self) -> tuple[Hit, ...]:
+        return self.search.hits
+
+    def to_dict(self) -> dict[str, Any]:
+        out = self.search.to_dict()
+        ex = self.explanation
+        out["results"] = [
+            result_dict(h, ex.evidence.get(h.id), ex.errors.get(h.id)) for h in self.hits
+        ]
+        out["timings_ms"] = {
+            k: round(v, 2) for k, v in {**self.search.timings_ms, **ex.timings_ms}.items()
+        }
+        return out
+
+
+def result_dict(hit: Hit, evidence: Evidence | None, error: str | None = None) -> dict[str, Any]:
+    """One result in the uniform schema every entry point prints."""
+    out = hit.to_dict() | Evidence.empty().to_dict()
+    if evidence is not None:
+        out |= evidence.to_dict()
+    out["evidence_error"] = error
+    return out

@@ -21,18 +21,21 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from chromadb.errors import InvalidArgumentError
 
-from evident.tools.encoders import Encoder
 from evident.tools.errors import InputError, StoreError
 from evident.tools.ingest.images import read_image
-from evident.tools.lexical import WordIndex
+from evident.tools.lexical import WordIndex, word_index
 from evident.tools.limits import check_k
+from evident.tools.minilm import QueryTextEmbedder, minilm, query_encoder
 from evident.tools.records import Hit, Query
 from evident.tools.store import Store
+
+if TYPE_CHECKING:  # the first stage runs on any encoder of texts (tools.minilm's too)
+    from evident.tools.encoders import Encoder
 
 
 @dataclass(frozen=True)
@@ -155,6 +158,32 @@ def search_images(
         for r, j in enumerate(order, 1)
     ]
     return _result(query, encoder, collection, hits, "hybrid", q, t0, t1, fusion)
+
+
+def quick_search(
+    query: Query,
+    k: int = 5,
+    where: dict | None = None,
+    *,
+    store: Store,
+    collection: str,
+    model: str,
+) -> SearchResult | None:
+    """`search_images` for a query of words, with the torch-free text side of the model
+    `model` names (`tools.minilm`); None for an image query or a model without one. It
+    ranks as the full encoder does (a test holds them together), so `evident search` can
+    print its results before loading the models that explain them."""
+    if query.image or not query.text:
+        return None
+    encoder = query_encoder(model)
+    if encoder is None:
+        return None
+    texts = store.captions(collection) is not None or store.words(collection) is not None
+    return search_images(
+        query, k, where, store=store, collection=collection, encoder=encoder,
+        text_embedder=QueryTextEmbedder(minilm()) if texts else None,
+        word_index=word_index(store, collection),
+    )  # fmt: skip
 
 
 def _candidates(images, raw: dict, where: dict | None) -> list[str]:

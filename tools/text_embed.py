@@ -20,7 +20,7 @@ from transformers import AutoModel, AutoTokenizer
 from transformers.utils import logging as hf_logging
 
 from evident.tools.errors import ModelLoadError
-from evident.tools.towers import minilm_path
+from evident.tools.specs import minilm_path
 
 log = logging.getLogger(__name__)
 

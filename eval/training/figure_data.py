@@ -23,7 +23,7 @@ from transformers import AutoTokenizer
 from evident.eval.figures.queries import attribute_phrases, component_phrases
 from evident.eval.figures.render import render_figure
 from evident.eval.figures.style import KIND_PHRASES
-from evident.tools.towers import minilm_path
+from evident.tools.specs import minilm_path
 
 log = logging.getLogger(__name__)
 

@@ -49,7 +49,7 @@ from safetensors.torch import save_file
 
 from evident.eval.metrics import pointing_game
 from evident.eval.training.figure_data import load_shards, pooled_phrases, render, texts_of
-from evident.tools import towers
+from evident.tools import specs, towers
 from evident.tools.towers import grid_coverage, patch_features
 
 log = logging.getLogger(__name__)
@@ -298,10 +298,10 @@ def build_model(out: Path, settings: dict | None = None) -> dict:
 
 def export(out: Path, model, config: dict) -> None:
 
-    (out / towers.CONFIG_FILE).write_text(json.dumps(config, indent=1) + "\n")
-    tmp = out / (towers.WEIGHTS_FILE + ".tmp")
+    (out / specs.CONFIG_FILE).write_text(json.dumps(config, indent=1) + "\n")
+    tmp = out / (specs.WEIGHTS_FILE + ".tmp")
     save_file(towers.shipped_state(model), str(tmp))
-    tmp.replace(out / towers.WEIGHTS_FILE)
+    tmp.replace(out / specs.WEIGHTS_FILE)
 
 
 def check(model, pixels: np.ndarray, records: list[dict], size: int) -> dict:
