@@ -60,6 +60,8 @@ class Ctx:
     budgets: Budgets = field(default_factory=Budgets)
     # The evidence engine hooks the encoder's modules: parallel tool calls take turns.
     model_lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+    # the query vectors of this run's searches, so explaining their hits encodes no query again
+    query_vectors: dict = field(default_factory=dict, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         check_k(self.k)

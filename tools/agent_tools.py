@@ -226,6 +226,7 @@ def _where(fields: dict[str, list]) -> dict:
 def _search(ctx, query: Query, k: int, where, leave_out: str | None = None) -> dict:
     with ctx.model_lock:  # never beside an explanation's hooks on the same encoder
         result = search(query, int(k), where or None, ctx=ctx.retrieval, leave_out=leave_out)
+    ctx.query_vectors[query.text, query.image] = result.query_embedding
     art = result.to_dict() | {"kind": "search", "k": len(result.hits), "where": where or None}
     art["results"] = [result_dict(h, None) for h in result.hits]
     return art
@@ -238,9 +239,11 @@ def _explain(runtime, search_art: dict, ranks: list[int], method: str | None) ->
     hits = [_hit(search_art, r) for r in ranks]
     if runtime.stream_writer:
         runtime.stream_writer({"status": f"explaining {', '.join(f'#{r}' for r in ranks)}"})
+    query = Query(**search_art["query"])
+    vector = ctx.query_vectors.get((query.text, query.image))  # from this run's search
     with ctx.model_lock:
         done = explain(
-            Query(**search_art["query"]), hits, ctx=ctx.retrieval,
+            query, hits, ctx=ctx.retrieval, embedding=vector,
             method=method or ctx.method, out_dir=ctx.out_dir, fusion=search_art.get("fusion"),
         )  # fmt: skip
     if not done.evidence:

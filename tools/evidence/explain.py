@@ -17,6 +17,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,7 +37,7 @@ from evident.tools.evidence.heatmaps import (
     default_method,
     query_rows,
 )
-from evident.tools.evidence.overlays import prune, write_pngs
+from evident.tools.evidence.overlays import prune, write_heatmap, write_overlay
 from evident.tools.evidence.regions import find_regions
 from evident.tools.evidence.text_regions import text_regions, words_checks
 from evident.tools.ingest.ocr import Reading
@@ -130,38 +131,48 @@ def explain_results(
                     heat=regions[i],
                 )  # fmt: skip
         regions = [h + t for h, t in zip(regions, texts, strict=True)]
-    with _timed(timings, "counterfactual"):
-        regions, faith = verify(
-            encoder,
-            pixels,
-            query_rows(query_embedding, len(hits), encoder.device),
-            heat.scores,
-            regions,
-            [im.size for im in images],
-            maps=heat.maps,
-            steps=curve_steps,
-            removal=removal,
-            ranking_scores=[h.score for h in hits],
-            ranking_scale=ranking_scale,
-            hidden=hidden,
-        )
-        if word_index is not None and query is not None and query.text:
-            regions = [
-                _checked_words(query.text, readings.get(h.id), found, word_index)
-                for h, found in zip(hits, regions, strict=True)
-            ]
-    terms: list[tuple] = [() for _ in hits]
-    if attribution and query is not None and query.text:
-        with _timed(timings, "attribution"):
-            terms = query_terms(encoder, query.text, heat.embeddings, method=attribution)
-    pngs: list[tuple[str | None, str | None]] = [(None, None) for _ in hits]
-    if out_dir is not None:
-        with _timed(timings, "render"):
-            pngs = [
-                write_pngs(out_dir, _stem(h), im, heat.at_image_size(i), regions[i])
-                for i, (h, im) in enumerate(zip(hits, images, strict=True))
-            ]
-            prune(out_dir)
+    # The PNGs are written on a second thread while the checks and the attribution run
+    # (PIL's encoder and torch both release the GIL): the heatmaps as soon as they exist,
+    # the overlays once the checks have marked their regions.
+    with ThreadPoolExecutor(1) as pool:
+        stems = [_stem(h) for h in hits]
+        heat_pngs = [
+            pool.submit(write_heatmap, out_dir, stems[i], heat.at_image_size(i))
+            for i in range(len(hits)) if out_dir is not None
+        ]  # fmt: skip
+        with _timed(timings, "counterfactual"):
+            regions, faith = verify(
+                encoder,
+                pixels,
+                query_rows(query_embedding, len(hits), encoder.device),
+                heat.scores,
+                regions,
+                [im.size for im in images],
+                maps=heat.maps,
+                steps=curve_steps,
+                removal=removal,
+                ranking_scores=[h.score for h in hits],
+                ranking_scale=ranking_scale,
+                hidden=hidden,
+            )
+            if word_index is not None and query is not None and query.text:
+                regions = [
+                    _checked_words(query.text, readings.get(h.id), found, word_index)
+                    for h, found in zip(hits, regions, strict=True)
+                ]
+        overlays = [
+            pool.submit(write_overlay, out_dir, stems[i], im, heat.at_image_size(i), regions[i])
+            for i, im in enumerate(images) if out_dir is not None
+        ]  # fmt: skip
+        terms: list[tuple] = [() for _ in hits]
+        if attribution and query is not None and query.text:
+            with _timed(timings, "attribution"):
+                terms = query_terms(encoder, query.text, heat.embeddings, method=attribution)
+        pngs: list[tuple[str | None, str | None]] = [(None, None) for _ in hits]
+        if out_dir is not None:
+            with _timed(timings, "render"):  # what writing them added, beyond the overlap
+                pngs = [(a.result(), b.result()) for a, b in zip(heat_pngs, overlays, strict=True)]
+                prune(out_dir)
     return Explained(tuple(hits), _evidence(hits, heat, regions, faith, terms, pngs), heat, timings)
 
 

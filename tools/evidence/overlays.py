@@ -109,12 +109,27 @@ def write_pngs(
     regions: Sequence[Region] = (),
 ) -> tuple[str, str]:
     """Write `<stem>.heatmap.png` and `<stem>.overlay.png`; returns their paths."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    png, overlay = out / f"{stem}.heatmap.png", out / f"{stem}.overlay.png"
-    render_heatmap(heat).save(png)
-    render_overlay(image, heat, regions).save(overlay)
-    return str(png), str(overlay)
+    return write_heatmap(out_dir, stem, heat), write_overlay(out_dir, stem, image, heat, regions)
+
+
+def write_heatmap(out_dir: str | Path, stem: str, heat: np.ndarray) -> str:
+    """Write `<stem>.heatmap.png` (it needs no regions: it can be written while they are
+    being checked); returns its path."""
+    return _save(render_heatmap(heat), Path(out_dir) / f"{stem}.heatmap.png")
+
+
+def write_overlay(
+    out_dir: str | Path, stem: str, image: Image.Image, heat: np.ndarray,
+    regions: Sequence[Region] = (),
+) -> str:  # fmt: skip
+    """Write `<stem>.overlay.png`, the regions drawn as checked; returns its path."""
+    return _save(render_overlay(image, heat, regions), Path(out_dir) / f"{stem}.overlay.png")
+
+
+def _save(image: Image.Image, path: Path) -> str:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image.save(path, compress_level=1)  # zlib level 1: faster, files a few percent larger
+    return str(path)
 
 
 KEEP = 400  # overlay and heatmap files kept per folder: about the last 40 queries' worth
