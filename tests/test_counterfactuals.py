@@ -5,8 +5,10 @@ import doctest
 import numpy as np
 import pytest
 import torch
+from open_clip.transformer import VisionTransformer
 
 import evident.tools.evidence.counterfactuals
+from evident.tools.evidence import tokens
 from evident.tools.errors import InputError
 from evident.tools.evidence.counterfactuals import removed, verify
 from evident.tools.records import Region
@@ -117,3 +119,35 @@ def test_removal_changes_only_the_box_and_unknown_removals_are_refused():
         assert removed(pixels, removal).shape == pixels.shape
     with pytest.raises(InputError, match="tokens, mean, blur"):
         removed(pixels, "inpaint")
+
+
+@pytest.mark.parametrize("pool", ["avg", "tok"])
+@pytest.mark.parametrize("blocks", [1, 2])
+def test_dropping_tokens_equals_running_the_tower_without_them(pool, blocks):
+    """`tokens.finish` with tokens dropped (masked attention, only the used tokens carried
+    through) gives what the tower computes on the kept tokens alone, for variants of
+    several images at once; with nothing dropped, the tower's own forward."""
+    torch.manual_seed(0)
+    visual = VisionTransformer(
+        image_size=32, patch_size=8, width=32, layers=3, heads=4, mlp_ratio=2.0, output_dim=16,
+        pool_type=pool,
+    ).eval()  # fmt: skip
+    pixels = torch.randn(2, 3, 32, 32)
+    start = len(visual.transformer.resblocks) - blocks
+    rows = torch.tensor([0, 0, 0, 1, 1])
+    keep = torch.rand(len(rows), 16) > 0.4
+    keep[:, 0] = True
+    with torch.inference_mode():
+        hidden = tokens.prefix(visual, pixels, start)
+        got, _ = tokens.finish(visual, hidden, start, keep, rows)
+        for v, i in enumerate(rows.tolist()):
+            x = hidden[i : i + 1, torch.cat([torch.ones(1, dtype=torch.bool), keep[v]])]
+            for block in visual.transformer.resblocks[start:]:
+                x = block(x)  # open_clip's own block, on the kept tokens only
+            x = visual.ln_post(x)
+            pooled = x[:, 1:].mean(1) if pool == "avg" else x[:, 0]
+            want = torch.nn.functional.normalize(pooled @ visual.proj, dim=-1)
+            torch.testing.assert_close(got[v : v + 1], want, atol=1e-5, rtol=1e-5)
+        whole, _ = tokens.finish(visual, hidden, start)
+        own = torch.nn.functional.normalize(visual(pixels), dim=-1)
+        torch.testing.assert_close(whole, own, atol=1e-5, rtol=1e-5)

@@ -181,7 +181,7 @@ def _token_scores(encoder, pixels, q, boxes, blocks: int, hidden):
     flat = []
     for s in range(0, len(boxes), size):
         rows = owners[s : s + size]
-        e, _ = tokens.finish(visual, hidden[rows], start, keep[s : s + size].to(hidden.device))
+        e, _ = tokens.finish(visual, hidden, start, keep[s : s + size].to(hidden.device), rows)
         flat.append((e.float() * q[rows]).sum(-1))
     return before, torch.cat(flat).cpu().numpy()
 
@@ -196,18 +196,13 @@ def patches_under(box: Box, side: tuple[int, int], grid: tuple[int, int]) -> tor
     (h, w), (gh, gw) = side, grid
     ph, pw = h / gh, w / gw
     x0, y0, x1, y1 = box
-    cover = torch.zeros(gh, gw)
-    for r in range(gh):
-        oy = max(0.0, min(y1, (r + 1) * ph) - max(y0, r * ph))
-        for c in range(gw):
-            ox = max(0.0, min(x1, (c + 1) * pw) - max(x0, c * pw))
-            cover[r, c] = ox * oy / (ph * pw)
-    under = cover >= 0.5
+    r, c = np.arange(gh), np.arange(gw)
+    oy = np.maximum(0.0, np.minimum(y1, (r + 1) * ph) - np.maximum(y0, r * ph))
+    ox = np.maximum(0.0, np.minimum(x1, (c + 1) * pw) - np.maximum(x0, c * pw))
+    under = np.outer(oy, ox) / (ph * pw) >= 0.5
     if not under.any():
-        r = min(gh - 1, int((y0 + y1) / 2 / ph))
-        c = min(gw - 1, int((x0 + x1) / 2 / pw))
-        under[r, c] = True
-    return under.flatten()
+        under[min(gh - 1, int((y0 + y1) / 2 / ph)), min(gw - 1, int((x0 + x1) / 2 / pw))] = True
+    return torch.from_numpy(under.reshape(-1))
 
 
 def _removal_name(removal: Removal, blocks: int, encoder: Any) -> str:
