@@ -8,8 +8,8 @@ import torch
 from open_clip.transformer import VisionTransformer
 
 import evident.tools.evidence.counterfactuals
-from evident.tools.evidence import tokens
 from evident.tools.errors import InputError
+from evident.tools.evidence import tokens
 from evident.tools.evidence.counterfactuals import removed, verify
 from evident.tools.records import Region
 from tests.evidence_fixtures import FakeEncoder, red_corner_image, tiny
