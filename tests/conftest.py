@@ -27,6 +27,15 @@ def tiny_encoder():
 
 
 @pytest.fixture(scope="session")
+def bundled_encoder():
+    """The figure model shipped in the package (real weights, no download)."""
+    from evident.tools.encoders import load_encoder
+    from evident.tools.specs import bundled_model
+
+    return load_encoder(bundled_model())
+
+
+@pytest.fixture(scope="session")
 def text_embedder():
     from evident.tools.text_embed import load_text_embedder
 
@@ -44,21 +53,6 @@ def write_scenes(folder: Path, scenes, *, captions: bool = False) -> list[Path]:
             p.with_suffix(".txt").write_text(s.caption)
         paths.append(p)
     return paths
-
-
-@pytest.fixture(scope="session")
-def trained_model_dir(tmp_path_factory) -> Path:
-    """A tiny CLIP trained for seconds on generated scenes, saved as `local-dir:`."""
-    from evident.eval.scenes import make_scenes
-    from evident.eval.training.clip import train_clip
-
-    out = tmp_path_factory.mktemp("trained-model")
-    scenes = make_scenes(1500, seed=0)
-    train_clip([s.image for s in scenes], [s.caption for s in scenes], out_dir=out, **TRAIN_RECIPE)
-    return out
-
-
-TRAIN_RECIPE = {"arch": "evident-tiny-rn", "steps": 300, "batch_size": 48, "lr": 3e-3, "seed": 0}
 
 
 @pytest.fixture(scope="session")

@@ -13,7 +13,6 @@ import pytest
 
 from evident.agent.cli import main
 from evident.eval.figures.generate import generate_figures, write_captions
-from evident.tools.encoders import load_encoder
 from evident.tools.errors import InputError
 from evident.tools.minilm import QueryTextEmbedder, minilm, query_encoder
 from evident.tools.pipeline import open_retrieval, search
@@ -33,12 +32,7 @@ TEXTS = [
 
 
 @pytest.fixture(scope="module")
-def bundled():
-    return load_encoder(bundled_model())
-
-
-@pytest.fixture(scope="module")
-def figures_db(tmp_path_factory, bundled):
+def figures_db(tmp_path_factory, bundled_encoder):
     root = tmp_path_factory.mktemp("first")
     generate_figures(root / "figures", 16, seed=5, workers=1)
     write_captions(root / "figures")
@@ -48,10 +42,16 @@ def figures_db(tmp_path_factory, bundled):
     return db
 
 
-def test_numpy_minilm_gives_the_torch_vectors(bundled):
+def test_numpy_minilm_gives_the_torch_vectors(bundled_encoder):
     quick = query_encoder(bundled_model())
-    assert quick is not None and quick.spec == bundled.spec and quick.dim == bundled.dim
-    np.testing.assert_allclose(quick.encode_texts(TEXTS), bundled.encode_texts(TEXTS), atol=1e-5)
+    assert (
+        quick is not None
+        and quick.spec == bundled_encoder.spec
+        and quick.dim == bundled_encoder.dim
+    )
+    np.testing.assert_allclose(
+        quick.encode_texts(TEXTS), bundled_encoder.encode_texts(TEXTS), atol=1e-5
+    )
     ours = QueryTextEmbedder(minilm()).encode(TEXTS)
     np.testing.assert_allclose(ours, load_text_embedder().encode(TEXTS), atol=1e-5)
     with pytest.raises(InputError):
@@ -62,19 +62,22 @@ def test_models_without_a_minilm_tower_take_the_full_path(tmp_path):
     assert query_encoder("random:evident-tiny-vit") is None
 
 
-def test_quick_first_stage_ranks_as_the_full_search(figures_db, bundled):
+def test_quick_first_stage_ranks_as_the_full_search(figures_db, bundled_encoder):
     with Store.open(figures_db) as store:
-        ctx = open_retrieval(store, "images", model=bundled)
+        ctx = open_retrieval(store, "images", model=bundled_encoder)
         for text in ("a bar chart with a legend", "a pie chart", "a scatter plot with a log axis"):
             full = search(Query(text), 8, ctx=ctx)
             quick = quick_search(Query(text), 8, store=store, collection="images",
-                                 model=bundled.spec)  # fmt: skip
+                                 model=bundled_encoder.spec)  # fmt: skip
             assert quick.scoring == full.scoring == "hybrid"  # image and caption signals
             assert [h.id for h in quick.hits] == [h.id for h in full.hits]
             np.testing.assert_allclose([h.score for h in quick.hits],
                                        [h.score for h in full.hits], atol=1e-5)  # fmt: skip
         image = Query(image=full.hits[0].uri)
-        assert quick_search(image, 3, store=store, collection="images", model=bundled.spec) is None
+        assert (
+            quick_search(image, 3, store=store, collection="images", model=bundled_encoder.spec)
+            is None
+        )
 
 
 def test_the_cli_ranks_without_torch_when_no_evidence_is_asked(figures_db):
