@@ -30,15 +30,25 @@ WORDS = (40, 220, 255)  # text regions: the words read there, boxed in cyan
 UNSUPPORTED = (170, 170, 170)
 
 
+def _lut() -> np.ndarray:
+    return (matplotlib.colormaps[COLORMAP](np.linspace(0, 1, 256))[:, :3] * 255).astype(np.uint8)
+
+
+def _levels(heat: np.ndarray) -> np.ndarray:
+    return (np.clip(heat, 0, 1) * 255).astype(np.uint8)
+
+
 def colorize(heat: np.ndarray) -> np.ndarray:
     """`(H, W)` heat in [0, 1] -> `(H, W, 3)` uint8 RGB through the colour map."""
-
-    lut = (matplotlib.colormaps[COLORMAP](np.linspace(0, 1, 256))[:, :3] * 255).astype(np.uint8)
-    return lut[(np.clip(heat, 0, 1) * 255).astype(np.uint8)]
+    return _lut()[_levels(heat)]
 
 
 def render_heatmap(heat: np.ndarray) -> Image.Image:
-    return Image.fromarray(colorize(heat))
+    """The heat through the colour map, as a palette image: the same pixels as
+    `colorize`, a third of the bytes to write."""
+    image = Image.fromarray(_levels(heat))  # "L"; a palette makes it "P"
+    image.putpalette(_lut().reshape(-1).tolist())
+    return image
 
 
 def render_overlay(
