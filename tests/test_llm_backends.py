@@ -163,8 +163,10 @@ def tiny():
 
 
 def _chat(tiny, template=CHATML, **settings):
+    """The model as a chat model; the free-text path unless `constrain=True` is passed."""
     from evident.agent.llm.transformers_chat import TransformersChatModel
 
+    settings.setdefault("constrain", False)
     tok, model = tiny
     tok = tok.__class__(tokenizer_object=tok.backend_tokenizer, **tok.special_tokens_map)
     tok.chat_template = template
@@ -213,6 +215,46 @@ def test_random_model_generates_without_error_and_garbage_stays_content(tiny):
     assert reply.usage_metadata["output_tokens"] <= 24
     chunks = list(chat.stream(CONVERSATION))
     assert chunks and chunks[-1].chunk_position == "last"
+
+
+SHORT_SEARCH = {  # a short query string, so a random model can finish a call in budget
+    "type": "function",
+    "function": {**SEARCH_SPEC["function"], "parameters": {
+        **SEARCH_SPEC["function"]["parameters"],
+        "properties": {"query": {"type": "string", "maxLength": 12},
+                       "k": {"type": "integer", "minimum": 1, "maximum": 50}},
+    }},
+}  # fmt: skip
+QUESTIONS = ["find cats", "compare #1 and #2", "why #3?", "x", "only the ones with a legend"]
+
+
+def test_a_constrained_step_is_a_valid_call_even_from_a_random_model(tiny):
+    """The step grammar (llguidance) holds a random model to a call of a bound tool with
+    its arguments in range, or to "answer"; `tool_choice="required"` leaves "answer" out.
+    The same model unconstrained writes garbage."""
+    chat = _chat(tiny, constrain=True, max_new_tokens=100)
+    required = chat.bind_tools([SHORT_SEARCH], tool_choice="required")
+    for question in QUESTIONS:
+        reply = required.invoke([HumanMessage(question)])
+        assert reply.response_metadata["constrained"] is True, question
+        assert reply.invalid_tool_calls == [] and reply.content == "", reply
+        [call] = reply.tool_calls
+        assert call["name"] == "search_images" and call["id"].startswith("call_")
+        assert isinstance(call["args"]["query"], str) and len(call["args"]["query"]) <= 12
+        assert 1 <= call["args"].get("k", 5) <= 50
+    free = chat.bind_tools([SHORT_SEARCH])
+    for question in QUESTIONS:
+        reply = free.invoke([HumanMessage(question)])
+        assert reply.invalid_tool_calls == [] and reply.content == ""  # a call or "answer"
+    merged = None
+    for chunk in required.stream([HumanMessage("find cats")]):
+        assert chunk.content == ""  # nothing of the JSON is shown as text
+        merged = chunk if merged is None else merged + chunk
+    assert [c["name"] for c in merged.tool_calls] == ["search_images"]
+    loose = _chat(tiny, max_new_tokens=100).bind_tools([SHORT_SEARCH], tool_choice="required")
+    replies = [loose.invoke([HumanMessage(q)]) for q in QUESTIONS]
+    assert not any(r.tool_calls for r in replies)  # what the grammar saves it from
+    assert all(r.response_metadata["constrained"] is False for r in replies)
 
 
 def test_forced_tool_call_is_parsed_clamped_and_streamed_without_the_markup(tiny):

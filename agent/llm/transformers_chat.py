@@ -6,8 +6,13 @@ templates have no tool section, so this wraps `generate()` directly:
 - tools reach the model through the chat template's own tool support where it has one
   (`tools=` to `apply_chat_template`, hermes-style `<tool_call>` output), otherwise through
   our JSON protocol appended to the system prompt (`prompts/tool_protocol.j2`);
-- the reply is parsed, repaired, validated and clamped by `evident.agent.llm.toolcalls`; what
-  cannot be used lands in `AIMessage.invalid_tool_calls`, with each repair noted in
+- **tool steps are constrained**: with tools bound, the next step is drawn from a grammar
+  made from `steps.step_schema` by llguidance (a logits processor: one of the tools with
+  arguments that fit its schema, ranges included, or `{"name": "answer"}`), and the
+  tools are described by our JSON protocol; `constrain=False` (or llguidance missing)
+  falls back to free text;
+- free text is parsed, repaired, validated and clamped by `evident.agent.llm.toolcalls`;
+  what cannot be used lands in `AIMessage.invalid_tool_calls`, with each repair noted in
   `response_metadata["tool_call_repairs"]`;
 - `_stream` yields tokens as they are generated, holding back text that may be the start
   of a tool call; leaving the stream early stops generation.
@@ -20,6 +25,7 @@ broken up with a word joiner). Untrusted text should still be fenced as data
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import threading
@@ -33,11 +39,16 @@ from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 from langchain_core.runnables import Runnable
 from langchain_core.utils.function_calling import convert_to_openai_tool
-from pydantic import Field
-from transformers import StoppingCriteria, TextIteratorStreamer
+from pydantic import Field, PrivateAttr
+from transformers import (
+    LogitsProcessor,
+    LogitsProcessorList,
+    StoppingCriteria,
+    TextIteratorStreamer,
+)
 
 from evident.agent.llm.chat_inputs import escape_control_tokens, to_chat
-from evident.agent.llm.steps import describe_tools
+from evident.agent.llm.steps import describe_tools, read_step, step_schema
 from evident.agent.llm.toolcalls import final_chunk, parse_tool_calls, tool_call_start
 from evident.prompts.render import render
 
@@ -72,6 +83,9 @@ class TransformersChatModel(BaseChatModel):
     """Images are shrunk to this many pixels on their longer side before the processor."""
     generation_kwargs: dict[str, Any] = Field(default_factory=dict)
     """Passed on to `generate()` (e.g. `repetition_penalty`, `logits_processor`)."""
+    constrain: bool = True
+    """Draw tool steps from a grammar (llguidance) when it is installed; False: free text."""
+    _lltokenizer: Any = PrivateAttr(default=None)
 
     @property
     def _llm_type(self) -> str:
@@ -103,14 +117,18 @@ class TransformersChatModel(BaseChatModel):
         self, tools: Sequence[Any], *, tool_choice: str | None = None, **kwargs: Any
     ) -> Runnable[LanguageModelInput, AIMessage]:
         """Bind tools (functions, LangChain tools, pydantic models or OpenAI dicts).
-        `tool_choice="none"` sends no tools; other choices cannot be forced locally."""
+        `tool_choice="none"` sends no tools; "required" (or "any") leaves "answer" out of a
+        constrained step's grammar."""
         if tool_choice == "none":
             return self.bind(**kwargs)
-        return self.bind(tools=[convert_to_openai_tool(t) for t in tools], **kwargs)
+        specs = [convert_to_openai_tool(t) for t in tools]
+        return self.bind(tools=specs, tool_choice=tool_choice, **kwargs)
 
     def _protocol(self, tools: list[dict] | None) -> Literal["template", "json"] | None:
         if not tools:
             return None
+        if self._grammar_module() is not None:  # the grammar writes our protocol's JSON
+            return "json"
         if self.tool_protocol == "auto":
             return "template" if "tools" in self.chat_template else "json"
         return self.tool_protocol
@@ -148,6 +166,33 @@ class TransformersChatModel(BaseChatModel):
             )
         return inputs.to(self.model.device), protocol or "none"
 
+    def _grammar_module(self) -> Any:
+        """llguidance when tool steps are to be constrained and it is installed."""
+        if not self.constrain:
+            return None
+        try:
+            import llguidance.hf  # noqa: PLC0415 - optional: without it, free text is parsed
+            import llguidance.torch  # noqa: PLC0415
+        except ImportError:
+            return None
+        return llguidance
+
+    def _constraint(self, tools: list[dict] | None, tool_choice: Any) -> LogitsProcessor | None:
+        """A logits processor that holds one generation to the step grammar, or None."""
+        llg = self._grammar_module() if tools else None
+        if llg is None:
+            return None
+        if self._lltokenizer is None:  # about a second to build: once per model
+            rows = self.model.get_output_embeddings().weight.shape[0]
+            self._lltokenizer = llg.hf.from_tokenizer(
+                self.tokenizer, n_vocab=max(rows, len(self.tokenizer))
+            )
+        schema = step_schema(tools, required=tool_choice in ("required", "any"))
+        grammar = llg.LLMatcher.grammar_from_json_schema(
+            json.dumps(schema), overrides={"whitespace_flexible": False}
+        )
+        return _Grammar(llg, self._lltokenizer, grammar)
+
     def render_prompt(self, messages: list[BaseMessage], tools: Sequence[Any] = ()) -> str:
         """The prompt text the model would be given (special tokens included), to debug."""
         specs = [convert_to_openai_tool(t) for t in tools] or None
@@ -170,24 +215,33 @@ class TransformersChatModel(BaseChatModel):
         gen.update(
             {k: v for k, v in kwargs.items() if k not in _NOT_FOR_GENERATE and k[:3] != "ls_"}
         )
+        grammar = self._constraint(kwargs.get("tools"), kwargs.get("tool_choice"))
+        if grammar is not None:  # after the caller's own processors
+            gen["logits_processor"] = LogitsProcessorList(
+                [*gen.get("logits_processor", []), grammar]
+            )
         return gen
 
     def _finish(
-        self, text: str, stop: list[str] | None, tools: list[dict] | None, protocol: str
-    ) -> tuple[str, list, list, dict[str, Any]]:
+        self, text: str, stop: list[str] | None, tools: list[dict] | None, protocol: str,
+        constrained: bool = False,
+    ) -> tuple[str, list, list, dict[str, Any]]:  # fmt: skip
         """Content, tool calls, invalid tool calls and metadata from the generated text."""
         text = _cut(text, stop)
-        meta: dict[str, Any] = {"model_name": self.model_name, "tool_protocol": protocol}
+        meta: dict[str, Any] = {
+            "model_name": self.model_name, "tool_protocol": protocol, "constrained": constrained,
+        }  # fmt: skip
         if not tools:
             return text.strip(), [], [], meta
-        parsed = parse_tool_calls(text, tools)
+        parsed = read_step(text, tools) if constrained else parse_tool_calls(text, tools)
         if parsed.notes:
             meta["tool_call_repairs"] = parsed.notes
         if parsed.invalid_tool_calls:
             log.info(
                 "unusable tool call(s) from %s: %s", self.model_name, parsed.invalid_tool_calls
             )
-        return parsed.content, parsed.tool_calls, parsed.invalid_tool_calls, meta
+        content = "" if constrained else parsed.content
+        return content, parsed.tool_calls, parsed.invalid_tool_calls, meta
 
     def _generate(
         self,
@@ -199,11 +253,13 @@ class TransformersChatModel(BaseChatModel):
 
         tools = kwargs.get("tools")
         inputs, protocol = self._inputs(messages, tools)
+        gen = self._generate_kwargs(stop, kwargs)
+        constrained = _constrained(gen)
         with torch.inference_mode():
-            out = self.model.generate(**inputs, **self._generate_kwargs(stop, kwargs))
+            out = self.model.generate(**inputs, **gen)
         new = out[0, inputs["input_ids"].shape[1] :]
         text = self.tokenizer.decode(new, skip_special_tokens=True)
-        content, calls, invalid, meta = self._finish(text, stop, tools, protocol)
+        content, calls, invalid, meta = self._finish(text, stop, tools, protocol, constrained)
         budget = int(kwargs.get("max_tokens") or self.max_new_tokens)
         meta["finish_reason"] = "length" if len(new) >= budget else "stop"
         message = AIMessage(
@@ -235,6 +291,7 @@ class TransformersChatModel(BaseChatModel):
 
         gen = self._generate_kwargs(stop, kwargs)
         gen["stopping_criteria"] = [*gen.get("stopping_criteria", []), Cancelled()]
+        constrained = _constrained(gen)
         errors: list[BaseException] = []
         thread = threading.Thread(
             target=_generate_into, args=(self.model, inputs, gen, streamer, errors), daemon=True
@@ -244,7 +301,7 @@ class TransformersChatModel(BaseChatModel):
         try:
             for piece in streamer:
                 text += piece
-                held = tool_call_start(text) if tools else None
+                held = 0 if constrained else tool_call_start(text) if tools else None
                 visible = _cut(text[:held], stop).strip()
                 if len(visible) > len(sent) and visible.startswith(sent):
                     yield ChatGenerationChunk(message=AIMessageChunk(content=visible[len(sent) :]))
@@ -254,7 +311,7 @@ class TransformersChatModel(BaseChatModel):
             thread.join()
         if errors:
             raise errors[0]
-        content, calls, invalid, meta = self._finish(text, stop, tools, protocol)
+        content, calls, invalid, meta = self._finish(text, stop, tools, protocol, constrained)
         if not content.startswith(sent):
             log.debug("streamed content %r is not a prefix of the parsed content %r", sent, content)
         rest = content[len(sent) :] if content.startswith(sent) else ""
@@ -269,6 +326,27 @@ class TransformersChatModel(BaseChatModel):
             chunk_position="last",
         )
         yield ChatGenerationChunk(message=last)
+
+
+def _constrained(gen: dict[str, Any]) -> bool:
+    return any(isinstance(p, _Grammar) for p in gen.get("logits_processor", []))
+
+
+class _Grammar(LogitsProcessor):
+    """Masks every token the step grammar does not allow next (one generation's worth)."""
+
+    def __init__(self, llg: Any, tokenizer: Any, grammar: str):
+        self.llg, self.matcher = llg, llg.LLMatcher(tokenizer, grammar)
+        self.mask = llg.torch.allocate_token_bitmask(1, tokenizer.vocab_size)
+        self.started = False
+
+    def __call__(self, input_ids: Any, scores: Any) -> Any:
+        if self.started and not self.matcher.is_stopped():
+            self.matcher.consume_token(int(input_ids[0, -1]))
+        self.started = True
+        self.llg.torch.fill_next_token_bitmask(self.matcher, self.mask, 0)
+        self.llg.torch.apply_token_bitmask_inplace(scores, self.mask.to(scores.device))
+        return scores
 
 
 def _generate_into(model: Any, inputs: Any, gen: dict, streamer: Any, errors: list) -> None:
