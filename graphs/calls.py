@@ -21,12 +21,18 @@ from typing import Any, Literal
 from langchain_core.messages import AIMessage
 
 from evident.graphs.context import Ctx
+from evident.tools.errors import PromptTooLong
 
 Kind = Literal["tool", "writer", "repair"]
 GRACE = 2.0  # seconds the graph waits past a call's timeout for the backend to stop
 
 
-class CallTimeout(Exception):
+class CallFailed(Exception):
+    """An LLM call that produced no reply to use: the step goes to the policy (or the
+    template writer), and the reason to the step record."""
+
+
+class CallTimeout(CallFailed):
     """An LLM call that did not return within its timeout."""
 
     def __init__(self, seconds: float):
@@ -65,7 +71,8 @@ def remaining(ctx: Ctx, started: float) -> float:
 
 def ask_model(model: Any, messages: list, ctx: Ctx, started: float, kind: Kind) -> tuple:
     """`(reply, Call)` from `model` (a chat model or a tool-bound one) within the budgets;
-    raises `CallTimeout` when it does not answer in time."""
+    raises `CallTimeout` when it does not answer in time, `CallFailed` when the prompt
+    does not fit the model's context."""
     budgets = ctx.budgets
     tokens = {"tool": budgets.tool_tokens, "writer": budgets.writer_tokens,
               "repair": budgets.repair_tokens}[kind]  # fmt: skip
@@ -73,7 +80,10 @@ def ask_model(model: Any, messages: list, ctx: Ctx, started: float, kind: Kind) 
     if timeout <= 0:
         raise CallTimeout(0)
     t0 = time.perf_counter()
-    reply = _within(lambda: model.invoke(messages, max_tokens=tokens, timeout=timeout), timeout)
+    try:
+        reply = _within(lambda: model.invoke(messages, max_tokens=tokens, timeout=timeout), timeout)
+    except PromptTooLong as e:
+        raise CallFailed(str(e)) from e
     return reply, _record(reply, kind, time.perf_counter() - t0)
 
 

@@ -15,7 +15,7 @@ from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
 from langgraph.runtime import Runtime
 
 from evident.graphs import policy, turns
-from evident.graphs.calls import CallTimeout, ask_model, remaining
+from evident.graphs.calls import CallFailed, ask_model, remaining
 from evident.graphs.context import Ctx
 from evident.graphs.state import (
     State,
@@ -168,7 +168,7 @@ def _model_draft(state: State, ctx: Ctx, kind: str) -> tuple[str | None, dict]:
     prompt = turns.for_writer(state, ctx) if kind == "writer" else turns.for_repair(state, ctx)
     try:
         reply, call = ask_model(ctx.llm, prompt, ctx, state["started"], kind)
-    except CallTimeout as e:
+    except CallFailed as e:
         log.warning("the %s call was abandoned: %s", kind, e)
         return None, {"writer": "template", "why": str(e)}
     info = {"llm": [call.to_step()]}
@@ -209,11 +209,11 @@ def _propose(state: State, ctx: Ctx) -> tuple[list, dict, dict]:
     for attempt in range(2 - state["retried"]):
         try:
             reply, call = ask_model(model, prompt + new, ctx, state["started"], "tool")
-        except CallTimeout as e:
-            return _timed_out(state, ctx, new, records, str(e))
+        except CallFailed as e:
+            return _call_failed(state, ctx, new, records, str(e))
         records.append(call.to_step())
         if call.finish == "timeout":
-            return _timed_out(state, ctx, new, records, "the LLM's step ran out of time")
+            return _call_failed(state, ctx, new, records, "the LLM's step ran out of time")
         reply = turns.with_ids(reply)
         if reply.tool_calls or not reply.invalid_tool_calls:
             if reply.invalid_tool_calls:  # run the good calls; drop the bad ones, said in the log
@@ -243,7 +243,7 @@ def _why_not_answer(state: State, messages: list) -> str | None:
     return None
 
 
-def _timed_out(state: State, ctx: Ctx, new: list, records: list, why: str) -> tuple:
+def _call_failed(state: State, ctx: Ctx, new: list, records: list, why: str) -> tuple:
     info = {"llm": records, "takeover": why}
     if remaining(ctx, state["started"]) <= 0:  # the turn's budget is spent: write now
         return new, {"note": f"the {ctx.budgets.seconds:g} s time budget ran out"}, info

@@ -17,6 +17,7 @@ from evident.agent.llm.fake import ScriptedChatModel, call
 from evident.graphs.answer import run_config, with_checkpointer
 from evident.graphs.context import Budgets, Ctx
 from evident.graphs.turns import COMPLAINTS
+from evident.tools.errors import PromptTooLong
 from evident.tools.pipeline import Retrieval
 from evident.tools.store import Store
 
@@ -202,3 +203,25 @@ def test_each_llm_call_is_recorded_in_the_steps(make_ctx, monkeypatch):
     writer = next(s for s in state["steps"] if s["node"] == "write")
     assert writer["llm"][0]["kind"] == "writer"
     assert isinstance(state["messages"][0], HumanMessage)
+
+
+def test_a_prompt_too_long_for_the_model_hands_the_step_over(make_ctx, monkeypatch):
+    """A long thread can outgrow a small model's context: that step goes to the policy
+    (a tool step) or the template writer (the answer), and the turn still answers."""
+    mixed_support(monkeypatch)
+
+    def too_long(messages):
+        raise PromptTooLong("the prompt (4696 tokens) and the reply (100) do not fit the "
+                            "context of 4096 tokens: load with a larger n_ctx")  # fmt: skip
+
+    llm = ScriptedChatModel(responses=[too_long], default="late")
+    ctx = make_ctx(llm)
+    state = run(ctx, "red")
+    assert "do not fit the context" in _takeover(state)
+    assert tool_calls(state)[0] == ("search_images", {"query": "red", "k": 5})
+    assert "[R" in state["answer"]  # the policy's search, explained and cited
+    llm = ScriptedChatModel(responses=[_search(), _explain(1), "done", too_long])
+    state = run(dataclasses.replace(ctx, llm=llm), "red")
+    writer = next(s for s in state["steps"] if s["node"] == "write")
+    assert writer["writer"] == "template" and "do not fit the context" in writer["why"]
+    assert "[R" in state["answer"]

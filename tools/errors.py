@@ -23,6 +23,11 @@ class ModelLoadError(EvidentError):
     """An encoder or LLM that cannot be built from its spec."""
 
 
+class PromptTooLong(ModelLoadError):
+    """A prompt and its reply budget that do not fit the LLM's context window. Inside an
+    agent turn the deterministic policy (or the template writer) takes that step over."""
+
+
 class StoreError(EvidentError):
     """The database is missing, locked, or holds something unexpected."""
 

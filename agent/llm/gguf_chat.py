@@ -51,7 +51,7 @@ from evident.agent.llm.guards import Limits, cut_repeats, limits_from
 from evident.agent.llm.steps import describe_tools, read_step, step_schema
 from evident.agent.llm.toolcalls import final_chunk, parse_tool_calls
 from evident.prompts.render import render
-from evident.tools.errors import ModelLoadError
+from evident.tools.errors import ModelLoadError, PromptTooLong
 
 log = logging.getLogger(__name__)
 
@@ -230,7 +230,7 @@ class GGUFChatModel(BaseChatModel):
         ll = self.llama
         tokens = ll.tokenize(prompt.encode("utf-8"), add_bos=_adds_bos(ll, prompt), special=True)
         if len(tokens) + limits.max_tokens > ll.n_ctx():
-            raise ModelLoadError(
+            raise PromptTooLong(
                 f"the prompt ({len(tokens)} tokens) and the reply ({limits.max_tokens}) do not "
                 f"fit the context of {ll.n_ctx()} tokens: load with a larger n_ctx"
             )
