@@ -26,7 +26,7 @@ from evident.graphs.state import (
 from evident.graphs.verify import is_supported
 from evident.prompts.render import fence, render
 
-EARLIER = 4  # earlier questions and answers the model sees
+EARLIER = 2  # the last question and answer: the results block carries the rest
 COMPLAINTS = 6  # repair complaints listed; more are counted
 
 

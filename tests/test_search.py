@@ -2,9 +2,11 @@
 filters, error paths."""
 
 import json
+import shutil
 
 import numpy as np
 import pytest
+from safetensors.numpy import load_file, save_file
 
 from evident.agent.cli import main
 from evident.eval.figures.generate import generate_figures
@@ -13,6 +15,7 @@ from evident.tools.errors import InputError, StoreError
 from evident.tools.ingest.index import index_paths
 from evident.tools.records import Query
 from evident.tools.retrieve import search_images
+from evident.tools.specs import BUNDLED, MODELS_DIR, WEIGHTS_FILE
 from evident.tools.store import Store
 from tests.conftest import write_scenes
 
@@ -190,3 +193,27 @@ def test_index_without_a_model_uses_the_bundled_figure_model(tmp_path, capsys):
     db = str(tmp_path / "db")
     code, out, _ = cli(capsys, "index", str(tmp_path / "imgs"), "--db", db, "--json")
     assert code == 0 and json.loads(out)["model"] == "bundled:evident-figures"
+
+
+def test_a_collection_from_another_version_of_the_model_is_refused(tmp_path, capsys):
+    """Same spec, new weights (an upgraded bundled model, a retrained local-dir one): the
+    stored vectors no longer match the model's, so search and indexing refuse with one
+    line, on the quick first stage and the full path alike."""
+    folder = tmp_path / "model"
+    shutil.copytree(MODELS_DIR / BUNDLED, folder)
+    spec = f"local-dir:{folder}"
+    write_scenes(tmp_path / "imgs", make_scenes(3, seed=21))
+    db = str(tmp_path / "db")
+    index = ["index", str(tmp_path / "imgs"), "--db", db, "--model", spec, "--ocr", "off"]
+    assert cli(capsys, *index)[0] == 0
+    assert cli(capsys, "search", "a red circle", "--db", db, "--cam", "none")[0] == 0
+    state = load_file(str(folder / WEIGHTS_FILE))  # a new version at the same place
+    state["visual.proj"] = state["visual.proj"] * 1.01
+    save_file(state, str(folder / WEIGHTS_FILE))
+    image = str(tmp_path / "imgs" / "scene_0000.png")
+    for argv in (["search", "a red circle", "--db", db, "--cam", "none"],
+                 ["search", "--image", image, "--db", db], index):  # fmt: skip
+        code, out, err = cli(capsys, *argv)
+        assert code == 2 and "another version of" in err and "Traceback" not in err, argv
+    argv = [*index, "--collection", "again"]
+    assert cli(capsys, *argv)[0] == 0  # a new collection is indexed with the new weights

@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import socket
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +28,14 @@ from PIL import Image
 
 from evident.tools import towers
 from evident.tools.errors import ModelLoadError
-from evident.tools.specs import Spec, has_parts, model_folder, parse_spec, read_config
+from evident.tools.specs import (
+    Spec,
+    has_parts,
+    model_folder,
+    parse_spec,
+    read_config,
+    weights_id,
+)
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +55,7 @@ class Encoder:
     image_size: int
     batch_size: int = 32
     info: dict[str, Any] = field(default_factory=dict)
+    weights: str | None = None  # a folder model's weights fingerprint (`specs.weights_id`)
 
     def pixels(self, images: Sequence[Image.Image]) -> torch.Tensor:
         """Preprocess PIL images into one batch tensor on the encoder's device."""
@@ -138,7 +146,7 @@ def load_encoder(
     dev = torch.device(device) if device is not None else default_device()
     folder = model_folder(parsed)
     if folder is not None and has_parts(config := read_config(folder)):
-        return _with_parts(parsed, folder, config, dev)
+        return replace(_with_parts(parsed, folder, config, dev), weights=weights_id(str(parsed)))
     kwargs: dict[str, Any] = {"device": dev, "image_resize_mode": "squash"}
     if folder is not None:
         name, pretrained = f"local-dir:{folder}", None
@@ -168,7 +176,10 @@ def load_encoder(
     size = model.visual.image_size
     size = size[0] if isinstance(size, tuple | list) else int(size)
     dim = _embed_dim(model, dev, size)
-    return Encoder(str(parsed), model, preprocess, tokenizer, dev, dim, size, info={"arch": name})
+    return Encoder(
+        str(parsed), model, preprocess, tokenizer, dev, dim, size, info={"arch": name},
+        weights=weights_id(str(parsed)) if folder is not None else None,
+    )  # fmt: skip
 
 
 def _with_parts(parsed: Spec, folder: Path, config: dict, device: torch.device) -> Encoder:

@@ -38,6 +38,7 @@ from evident.tools.specs import (
     model_folder,
     parse_spec,
     read_config,
+    weights_id,
 )
 
 DIM = 384
@@ -143,6 +144,7 @@ class QueryEncoder:
     context: int
     proj: np.ndarray  # (dim, 384)
     model: MiniLM
+    weights: str | None = None  # the folder's weights fingerprint (`specs.weights_id`)
 
     def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
         cleaned = [" ".join(html.unescape(html.unescape(ftfy.fix_text(t))).strip().split())
@@ -172,4 +174,7 @@ def query_encoder(spec: str) -> QueryEncoder | None:
     except (OSError, ValueError, RuntimeError) as exc:
         raise ModelLoadError(f"cannot read {str(folder / WEIGHTS_FILE)!r}: {exc}") from exc
     dim = int(config["model_cfg"]["embed_dim"])
-    return QueryEncoder(str(parsed), dim, int(text.get("context_length", 128)), proj, minilm())
+    return QueryEncoder(
+        str(parsed), dim, int(text.get("context_length", 128)), proj, minilm(),
+        weights_id(str(parsed)),
+    )  # fmt: skip

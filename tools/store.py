@@ -164,18 +164,20 @@ class Store:
 
     # -- collections --------------------------------------------------------------------
 
-    def ensure(self, name: str, *, model: str, dim: int):
-        """The (images, captions) collections for indexing, created on first use."""
+    def ensure(self, name: str, *, model: str, dim: int, weights: str | None = None):
+        """The (images, captions) collections for indexing, created on first use;
+        `weights` is the encoder's weights fingerprint (`specs.weights_id`), if it has one."""
         _check_name(name)
         existing = {c.name for c in self.client.list_collections()}
         if name in existing:
-            images = self.images(name, model=model, dim=dim)
+            images = self.images(name, model=model, dim=dim, weights=weights)
         else:
+            meta = {"evident_model": model, "evident_dim": dim, "evident_schema": SCHEMA}
             images = self.client.create_collection(
                 name,
                 embedding_function=None,
                 configuration={"hnsw": {"space": "cosine"}},
-                metadata={"evident_model": model, "evident_dim": dim, "evident_schema": SCHEMA},
+                metadata=meta | ({"evident_weights": weights} if weights else {}),
             )
         captions = self.client.get_or_create_collection(
             name + CAPTIONS_SUFFIX,
@@ -185,8 +187,12 @@ class Store:
         )
         return images, captions
 
-    def images(self, name: str, *, model: str | None = None, dim: int | None = None):
-        """The image collection `name`; with `model`, checks it was indexed by that encoder."""
+    def images(
+        self, name: str, *, model: str | None = None, dim: int | None = None,
+        weights: str | None = None,
+    ):  # fmt: skip
+        """The image collection `name`; with `model`, checks it was indexed by that encoder
+        (and with `weights`, by that version of it, where the collection recorded one)."""
         _check_name(name)
         try:
             col = self.client.get_collection(name, embedding_function=None)
@@ -210,6 +216,14 @@ class Store:
                 + (f" (dim {dim})" if dim else "")
                 + ". Leave out --model to use the collection's own encoder, or index into a new "
                 "collection with --collection NAME."
+            )
+        recorded = meta.get("evident_weights")
+        if model is not None and weights and recorded and recorded != weights:
+            raise EncoderMismatchError(
+                f"collection {name!r} was indexed with another version of {model!r} (weights "
+                f"{recorded}, this install has {weights}), so its image vectors do not match "
+                "this model's. Index the images again into a new collection (--collection "
+                "NAME), or delete the old one's database folder first."
             )
         return col
 

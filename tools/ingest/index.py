@@ -102,7 +102,9 @@ def index_paths(
         raise InputError("reading words (ocr) needs a text embedder to embed them")
     if ocr != "off" and reader is None:
         reader = load_reader()
-    images, captions = store.ensure(collection, model=encoder.spec, dim=encoder.dim)
+    images, captions = store.ensure(
+        collection, model=encoder.spec, dim=encoder.dim, weights=getattr(encoder, "weights", None)
+    )
     words = store.words(collection, create=ocr != "off")
     by_uri: dict[str, tuple[str, dict]] = {}
     known: dict[str, dict] = {}
