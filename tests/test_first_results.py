@@ -13,8 +13,8 @@ import pytest
 
 from evident.agent.cli import main
 from evident.eval.figures.generate import generate_figures, write_captions
-from evident.tools.errors import InputError
-from evident.tools.minilm import QueryTextEmbedder, minilm, query_encoder
+from evident.tools.errors import InputError, ModelLoadError
+from evident.tools.minilm import MiniLM, QueryTextEmbedder, minilm, query_encoder
 from evident.tools.pipeline import open_retrieval, search
 from evident.tools.records import Query
 from evident.tools.retrieve import quick_search
@@ -104,3 +104,11 @@ def test_the_cli_prints_the_ranking_then_the_evidence(figures_db, capsys):
     data = json.loads(capsys.readouterr().out)
     assert [r["rank"] for r in data["results"]] == [1, 2, 3]
     assert all(r["heatmap"] for r in data["results"]) and data["scoring"] == "hybrid"
+
+
+def test_a_missing_or_broken_minilm_is_a_clear_error(tmp_path):
+    with pytest.raises(ModelLoadError, match="cannot load all-MiniLM-L6-v2"):
+        MiniLM(tmp_path / "nowhere")
+    (tmp_path / "tokenizer.json").write_text("{not json")
+    with pytest.raises(ModelLoadError, match="cannot load all-MiniLM-L6-v2"):
+        MiniLM(tmp_path)
