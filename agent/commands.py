@@ -105,13 +105,13 @@ def _open(args, settings: Settings, *, create: bool = False) -> Store:
     )
 
 
-def explain_search(args, store: Store, query: Query, model: str, first, out_dir: Path):
+def explain_search(args, store: Store, query: Query, model: str, first, out_dir: Path, words=None):
     """`evident search`'s second half (`agent.searching`): the evidence for the ranked
     hits `first` (a `SearchResult`), or when it is None the whole search, reranked if
-    asked."""
+    asked; `words` is the collection's lexical index, when the first stage built it."""
     settings = Settings()
     encoder = load_encoder(model, device=settings.device, offline=settings.offline)
-    ctx = open_retrieval(store, args.collection, model=encoder, rerank=args.rerank)
+    ctx = open_retrieval(store, args.collection, model=encoder, rerank=args.rerank, words=words)
     if first is None:
         return run_query(
             query, args.k, args.where, ctx=ctx, method=args.cam,

@@ -18,6 +18,7 @@ from rich.console import Console
 from evident.agent import render
 from evident.agent.config import Settings
 from evident.tools.errors import InputError
+from evident.tools.lexical import word_index
 from evident.tools.records import Explanation, Query, QueryResult
 from evident.tools.retrieve import quick_search
 from evident.tools.store import Store
@@ -37,10 +38,12 @@ def cmd_search(args) -> int:
     )  # fmt: skip
     with store:
         model = args.model or store.model_of(args.collection)
+        words = word_index(store, args.collection)  # built once for both stages
         first = None
         if args.rerank in (None, "", "none"):  # a reranker reorders: nothing to show early
             first = quick_search(
-                query, args.k, args.where, store=store, collection=args.collection, model=model
+                query, args.k, args.where, store=store, collection=args.collection, model=model,
+                words=words,
             )  # fmt: skip
         if first is not None and not args.json:
             out.print(render.ranked_table(title, [h.to_dict() for h in first.hits]))
@@ -50,7 +53,7 @@ def cmd_search(args) -> int:
             # the evidence's models: torch, open_clip and transformers load from here on
             import evident.agent.commands as commands  # noqa: PLC0415 - results print first
 
-            result = commands.explain_search(args, store, query, model, first, out_dir)
+            result = commands.explain_search(args, store, query, model, first, out_dir, words)
     data = result.to_dict()
     if args.json:
         render.emit_json(data)

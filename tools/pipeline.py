@@ -75,10 +75,13 @@ def open_retrieval(
     model: str | Encoder | None = None,
     text_embedder: Any = "auto",
     rerank: str | None = None,
+    words: WordIndex | None = None,
 ) -> Retrieval:
     """The `Retrieval` for `collection`: `model` is an encoder or a spec (None: the
     collection's own); `text_embedder="auto"` loads the text embedder only when the
-    collection has captions or words; `rerank` names a reranker (`make_reranker`)."""
+    collection has captions or words; `rerank` names a reranker (`make_reranker`);
+    `words`, a lexical index already built for this collection
+    (`tools.lexical.word_index`), saves building it again."""
     encoder = model if isinstance(model, Encoder) else None
     if encoder is None:
         encoder = load_encoder(model or store.model_of(collection))
@@ -86,7 +89,7 @@ def open_retrieval(
     if text_embedder == "auto":
         text_embedder = load_text_embedder() if texts else None
     reranker = make_reranker(rerank, encoder)
-    index = word_index(store, collection)
+    index = word_index(store, collection, words)  # `words` if it is still current
     return Retrieval(store, collection, encoder, text_embedder, reranker, word_index=index)
 
 

@@ -170,11 +170,13 @@ def quick_search(
     store: Store,
     collection: str,
     model: str,
+    words: WordIndex | None = None,
 ) -> SearchResult | None:
     """`search_images` for a query of words, with the torch-free text side of the model
     `model` names (`tools.minilm`); None for an image query or a model without one. It
     ranks as the full encoder does (a test holds them together), so `evident search` can
-    print its results before loading the models that explain them."""
+    print its results before loading the models that explain them. `words` is the
+    collection's lexical index when the caller has it (`tools.lexical.word_index`)."""
     if query.image or not query.text:
         return None
     encoder = query_encoder(model)
@@ -184,7 +186,7 @@ def quick_search(
     return search_images(
         query, k, where, store=store, collection=collection, encoder=encoder,
         text_embedder=QueryTextEmbedder(minilm()) if texts else None,
-        word_index=word_index(store, collection),
+        word_index=word_index(store, collection, words),
     )  # fmt: skip
 
 
