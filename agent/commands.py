@@ -13,6 +13,7 @@ from rich.console import Console
 
 from evident.agent import render
 from evident.agent.config import Settings, documents_cache, ocr_cache
+from evident.tools.chroma import check_location
 from evident.tools.encoders import load_encoder
 from evident.tools.errors import InputError, ModelLoadError
 from evident.tools.ingest.files import inside
@@ -23,7 +24,7 @@ from evident.tools.limits import Limits
 from evident.tools.pipeline import explain, open_retrieval, run_query
 from evident.tools.records import Query, QueryResult, Skipped
 from evident.tools.specs import bundled_model
-from evident.tools.store import Store, check_location
+from evident.tools.store import Store
 from evident.tools.text_embed import load_text_embedder
 
 err = Console(stderr=True, highlight=False)

@@ -69,7 +69,7 @@ def load_llm(spec: str, *, api_key: str = "not-needed", **opts: Any) -> BaseChat
         return None
     # noqa below: backends need optional extras; specs are parsed on the CLI's light path
     if backend == "gguf":
-        from evident.agent.llm.gguf_chat import load_gguf_chat  # noqa: PLC0415
+        from evident.agent.llm.gguf_loading import load_gguf_chat  # noqa: PLC0415
 
         return load_gguf_chat(target, **opts)
     if backend == "openai":

@@ -3,6 +3,8 @@
     load_llm("gguf:/models/SmolLM2-135M-Instruct.Q4_1.gguf")
     load_llm("gguf:/models/qwen2.5-vl-3b.gguf", mmproj="/models/mmproj-qwen2.5-vl-3b.gguf")
 
+(loading the file: `agent.llm.gguf_loading`)
+
 Why this backend: on a CPU, llama.cpp runs a quantised model several times faster than
 transformers de-quantised to float32, and it constrains decoding natively.
 
@@ -14,8 +16,6 @@ transformers de-quantised to float32, and it constrains decoding natively.
 - **KV-cache reuse.** llama.cpp keeps the previous call's tokens and evaluates only what
   differs after their common prefix, so each agent step of a turn (the same prompt with
   the latest tool result appended) costs only the new tokens.
-- **Threads** default to the CPUs this process may run on (`os.sched_getaffinity`), for
-  both prompt evaluation and generation.
 - **Limits**: every call stops at its `max_tokens` (per step kind, from the graph), at its
   `timeout`, or when the text starts to loop (`guards.Limits`), and says which in
   `response_metadata["finish_reason"]`.
@@ -28,15 +28,12 @@ settings beyond `n_gpu_layers`.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
-import os
 import re
 import time
 from collections.abc import Iterator, Sequence
 from functools import lru_cache
-from pathlib import Path
 from typing import Any
 
 from langchain_core.callbacks import CallbackManagerForLLMRun
@@ -47,7 +44,13 @@ from langchain_core.runnables import Runnable
 from langchain_core.utils.function_calling import convert_to_openai_tool
 
 from evident.agent.llm.chat_inputs import openai_messages, to_chat
-from evident.agent.llm.guards import Limits, cut_repeats, limits_from
+from evident.agent.llm.guards import (
+    Limits,
+    cut_at_stops,
+    cut_repeats,
+    limits_from,
+    token_usage,
+)
 from evident.agent.llm.steps import describe_tools, read_step, step_schema
 from evident.agent.llm.toolcalls import final_chunk, parse_tool_calls
 from evident.prompts.render import render
@@ -55,95 +58,7 @@ from evident.tools.errors import ModelLoadError, PromptTooLong
 
 log = logging.getLogger(__name__)
 
-GGUF_EXTRA = (
-    "pip install 'evident[gguf]' (llama-cpp-python compiles from source: about 10 minutes "
-    "on 2 cores; `pip wheel llama-cpp-python -w wheels/` once, then install the wheel)"
-)
 MAX_ENUM = 64  # an integer range up to this wide becomes an enumeration in the grammar
-
-
-def cpu_threads() -> int:
-    """The CPUs this process may run on (affinity and cgroup-pinned sets included)."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not on Linux
-        return max(1, os.cpu_count() or 1)
-
-
-def load_gguf_chat(
-    path: str,
-    *,
-    n_ctx: int = 4096,
-    n_threads: int | None = None,
-    n_gpu_layers: int = 0,
-    mmproj: str | None = None,
-    seed: int = 0,
-    extra_buffers: bool = False,
-    **settings: Any,
-) -> GGUFChatModel:
-    """Load a GGUF file with llama.cpp; `settings` are `GGUFChatModel` fields
-    (`max_new_tokens`, `temperature`, `constrain`).
-
-    `extra_buffers` turns on llama.cpp's extra CPU buffer types (weight repacking, AMX).
-    Off by default: on the reference machine (a VM whose CPU reports AMX) they crash the
-    first decode with a segmentation fault; without them SmolLM2 runs normally."""
-    unknown = sorted(set(settings) - set(GGUFChatModel.model_fields))
-    if unknown:
-        raise ModelLoadError(f"unknown option(s) for the gguf backend: {unknown}")
-    file = Path(path).expanduser()
-    if not file.is_file():
-        raise ModelLoadError(f"no GGUF file at {str(file)!r}")
-    try:
-        import llama_cpp  # noqa: PLC0415 - the optional `gguf` extra, compiled on install
-    except ImportError:
-        raise ModelLoadError(f"the gguf backend needs llama-cpp-python: {GGUF_EXTRA}") from None
-    projector = _projector(file, mmproj)
-    threads = n_threads or cpu_threads()
-    handler = None
-    if projector is not None:
-        handler = llama_cpp.llama_chat_format.MTMDChatHandler(
-            clip_model_path=str(projector), verbose=False
-        )
-    try:
-        with _extra_buffers(llama_cpp, extra_buffers):
-            llama = llama_cpp.Llama(
-                model_path=str(file), n_ctx=n_ctx, n_threads=threads, n_threads_batch=threads,
-                n_gpu_layers=n_gpu_layers, seed=seed, chat_handler=handler, verbose=False,
-            )  # fmt: skip
-    except (ValueError, RuntimeError) as e:
-        raise ModelLoadError(f"llama.cpp cannot load {str(file)!r}: {e}") from None
-    log.info("loaded %s with llama.cpp, %d threads, context %d", file.name, threads, n_ctx)
-    return GGUFChatModel(llama=llama, model_name=file.name, multimodal=handler is not None,
-                         **settings)  # fmt: skip
-
-
-@contextlib.contextmanager
-def _extra_buffers(llama_cpp: Any, enabled: bool) -> Iterator[None]:
-    """llama-cpp-python has no argument for `use_extra_bufts`: set it in the defaults
-    `Llama` starts from, for the time of the load."""
-    lib = llama_cpp.llama.llama_cpp
-    original = lib.llama_model_default_params
-
-    def defaults() -> Any:
-        params = original()
-        params.use_extra_bufts = enabled
-        return params
-
-    lib.llama_model_default_params = defaults
-    try:
-        yield
-    finally:
-        lib.llama_model_default_params = original
-
-
-def _projector(model: Path, mmproj: str | None) -> Path | None:
-    if mmproj:
-        found = Path(mmproj).expanduser()
-        if not found.is_file():
-            raise ModelLoadError(f"no multimodal projector at {str(found)!r}")
-        return found
-    beside = sorted(model.parent.glob("mmproj*.gguf"))
-    return beside[0] if len(beside) == 1 else None
 
 
 class GGUFChatModel(BaseChatModel):
@@ -288,7 +203,7 @@ class GGUFChatModel(BaseChatModel):
             "seconds": round(time.perf_counter() - started, 3),
             "cached_tokens": stats.get("cached_tokens", 0),
         }
-        usage = _usage(stats.get("prompt_tokens", 0), stats.get("tokens", 0))
+        usage = token_usage(stats.get("prompt_tokens", 0), stats.get("tokens", 0))
         if limits.why == "repetition":
             text = cut_repeats(text)
         if not tools:
@@ -311,7 +226,7 @@ class GGUFChatModel(BaseChatModel):
     ) -> ChatResult:
         started = time.perf_counter()
         pieces, stats, limits, _ = self._call(messages, kwargs)
-        text = _cut("".join(pieces), stop)
+        text = cut_at_stops("".join(pieces), stop)
         message = self._finish(text, stats, limits, started)
         return ChatResult(generations=[ChatGeneration(message=message)])
 
@@ -329,14 +244,14 @@ class GGUFChatModel(BaseChatModel):
             text += piece
             if stats["tools"]:
                 continue  # a step is one JSON value: sent whole at the end
-            visible = _cut(text, stop)
+            visible = cut_at_stops(text, stop)
             if visible != text:
                 break
             # hold back what may become a loop: repeats are cut at the end
             if len(visible) > len(sent) + 24:
                 yield ChatGenerationChunk(message=AIMessageChunk(content=visible[len(sent) :]))
                 sent = visible
-        message = self._finish(_cut(text, stop), stats, limits, started)
+        message = self._finish(cut_at_stops(text, stop), stats, limits, started)
         content = message.content if isinstance(message.content, str) else ""
         rest = content[len(sent) :] if content.startswith(sent) else ""
         last = final_chunk(
@@ -419,13 +334,3 @@ def _sampling(temperature: float) -> dict[str, Any]:
     if temperature <= 0:  # greedy: only the best token survives
         return {"temp": 0.0, "top_k": 1, "top_p": 1.0, "min_p": 0.0, "repeat_penalty": 1.0}
     return {"temp": temperature, "top_k": 40, "top_p": 0.95, "min_p": 0.05, "repeat_penalty": 1.0}
-
-
-def _cut(text: str, stop: list[str] | None) -> str:
-    for s in stop or []:
-        text = text.split(s, 1)[0]
-    return text
-
-
-def _usage(n_in: int, n_out: int) -> dict[str, int]:
-    return {"input_tokens": n_in, "output_tokens": n_out, "total_tokens": n_in + n_out}

@@ -90,3 +90,15 @@ def limits_from(kwargs: dict, default_tokens: int, *, guard: bool = True) -> Lim
     timeout = kwargs.get("timeout")
     deadline = time.monotonic() + float(timeout) if timeout is not None else None
     return Limits(int(kwargs.get("max_tokens") or default_tokens), deadline, guard)
+
+
+def cut_at_stops(text: str, stop: list[str] | None) -> str:
+    """`text` up to the first of the `stop` strings (all of it when none occurs)."""
+    for s in stop or []:
+        text = text.split(s, 1)[0]
+    return text
+
+
+def token_usage(n_in: int, n_out: int) -> dict[str, int]:
+    """LangChain's `usage_metadata` for a call."""
+    return {"input_tokens": n_in, "output_tokens": n_out, "total_tokens": n_in + n_out}

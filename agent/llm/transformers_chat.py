@@ -48,6 +48,7 @@ from transformers import (
 )
 
 from evident.agent.llm.chat_inputs import escape_control_tokens, to_chat
+from evident.agent.llm.guards import cut_at_stops, token_usage
 from evident.agent.llm.steps import describe_tools, read_step, step_schema
 from evident.agent.llm.toolcalls import final_chunk, parse_tool_calls, tool_call_start
 from evident.prompts.render import render
@@ -227,7 +228,7 @@ class TransformersChatModel(BaseChatModel):
         constrained: bool = False,
     ) -> tuple[str, list, list, dict[str, Any]]:  # fmt: skip
         """Content, tool calls, invalid tool calls and metadata from the generated text."""
-        text = _cut(text, stop)
+        text = cut_at_stops(text, stop)
         meta: dict[str, Any] = {
             "model_name": self.model_name, "tool_protocol": protocol, "constrained": constrained,
         }  # fmt: skip
@@ -267,7 +268,7 @@ class TransformersChatModel(BaseChatModel):
             tool_calls=calls,
             invalid_tool_calls=invalid,
             response_metadata=meta,
-            usage_metadata=_usage(inputs["input_ids"].shape[1], len(new)),
+            usage_metadata=token_usage(inputs["input_ids"].shape[1], len(new)),
         )
         return ChatResult(generations=[ChatGeneration(message=message)])
 
@@ -302,7 +303,7 @@ class TransformersChatModel(BaseChatModel):
             for piece in streamer:
                 text += piece
                 held = 0 if constrained else tool_call_start(text) if tools else None
-                visible = _cut(text[:held], stop).strip()
+                visible = cut_at_stops(text[:held], stop).strip()
                 if len(visible) > len(sent) and visible.startswith(sent):
                     yield ChatGenerationChunk(message=AIMessageChunk(content=visible[len(sent) :]))
                     sent = visible
@@ -316,7 +317,7 @@ class TransformersChatModel(BaseChatModel):
             log.debug("streamed content %r is not a prefix of the parsed content %r", sent, content)
         rest = content[len(sent) :] if content.startswith(sent) else ""
         n_new = len(self.tokenizer.encode(text, add_special_tokens=False))
-        usage = _usage(inputs["input_ids"].shape[1], n_new)
+        usage = token_usage(inputs["input_ids"].shape[1], n_new)
         last = final_chunk(
             calls,
             invalid,
@@ -357,13 +358,3 @@ def _generate_into(model: Any, inputs: Any, gen: dict, streamer: Any, errors: li
     except Exception as e:  # re-raised in the consuming thread
         errors.append(e)
         streamer.end()
-
-
-def _cut(text: str, stop: list[str] | None) -> str:
-    for s in stop or []:
-        text = text.split(s, 1)[0]
-    return text
-
-
-def _usage(n_in: int, n_out: int) -> dict[str, int]:
-    return {"input_tokens": n_in, "output_tokens": n_out, "total_tokens": n_in + n_out}
