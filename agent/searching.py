@@ -33,10 +33,9 @@ def cmd_search(args) -> int:
     settings = Settings()
     out_dir = Path(args.out) if args.out else settings.overlay_dir(args.db)
     title = f"{args.collection}: {query.text or ''} {query.image or ''}".strip()
-    store = Store.open(
+    with Store.open(
         args.db, lock_timeout=args.lock_timeout, timeout=settings.chroma_timeout
-    )  # fmt: skip
-    with store:
+    ) as store:
         model = args.model or store.model_of(args.collection)
         words = word_index(store, args.collection)  # built once for both stages
         first = None

@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import socket
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -146,7 +146,7 @@ def load_encoder(
     dev = torch.device(device) if device is not None else default_device()
     folder = model_folder(parsed)
     if folder is not None and has_parts(config := read_config(folder)):
-        return replace(_with_parts(parsed, folder, config, dev), weights=weights_id(str(parsed)))
+        return _with_parts(parsed, folder, config, dev)
     kwargs: dict[str, Any] = {"device": dev, "image_resize_mode": "squash"}
     if folder is not None:
         name, pretrained = f"local-dir:{folder}", None
@@ -178,7 +178,7 @@ def load_encoder(
     dim = _embed_dim(model, dev, size)
     return Encoder(
         str(parsed), model, preprocess, tokenizer, dev, dim, size, info={"arch": name},
-        weights=weights_id(str(parsed)) if folder is not None else None,
+        weights=weights_id(str(parsed)),
     )  # fmt: skip
 
 
@@ -199,8 +199,9 @@ def _with_parts(parsed: Spec, folder: Path, config: dict, device: torch.device) 
     dim = int(config["model_cfg"]["embed_dim"])
     info = {"arch": f"local-dir:{folder}", "parts": config["evident"]}
     return Encoder(
-        str(parsed), model, preprocess, towers.tokenizer(config), device, dim, size, info=info
-    )
+        str(parsed), model, preprocess, towers.tokenizer(config), device, dim, size, info=info,
+        weights=weights_id(str(parsed)),
+    )  # fmt: skip
 
 
 def _embed_dim(model: torch.nn.Module, device: torch.device, size: int) -> int:

@@ -85,9 +85,8 @@ def open_retrieval(
     encoder = model if isinstance(model, Encoder) else None
     if encoder is None:
         encoder = load_encoder(model or store.model_of(collection))
-    texts = store.captions(collection) is not None or store.words(collection) is not None
     if text_embedder == "auto":
-        text_embedder = load_text_embedder() if texts else None
+        text_embedder = load_text_embedder() if store.has_texts(collection) else None
     reranker = make_reranker(rerank, encoder)
     index = word_index(store, collection, words)  # `words` if it is still current
     return Retrieval(store, collection, encoder, text_embedder, reranker, word_index=index)

@@ -182,10 +182,9 @@ def quick_search(
     encoder = query_encoder(model)
     if encoder is None:
         return None
-    texts = store.captions(collection) is not None or store.words(collection) is not None
     return search_images(
         query, k, where, store=store, collection=collection, encoder=encoder,
-        text_embedder=QueryTextEmbedder(minilm()) if texts else None,
+        text_embedder=QueryTextEmbedder(minilm()) if store.has_texts(collection) else None,
         word_index=word_index(store, collection, words),
     )  # fmt: skip
 

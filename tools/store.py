@@ -167,6 +167,11 @@ class Store:
             )
         return self._side(name + WORDS_SUFFIX)
 
+    def has_texts(self, name: str) -> bool:
+        """Whether any image of `name` has a caption or words read in it (the searches
+        that score them need the text embedder)."""
+        return self.captions(name) is not None or self.words(name) is not None
+
     def _side(self, full: str):
         try:
             col = self.client.get_collection(full, embedding_function=None)
