@@ -169,8 +169,8 @@ def eval_summary(console: Console, report) -> None:
     r = data["retrieval"]
     console.print(
         f"{data['n_queries']} queries ({report.evaluated} run now, {report.seconds:.0f} s): "
-        f"R@1 {r['recall@1']:.3f}  R@5 {r['recall@5']:.3f}  P@5 {r['precision@5']:.3f}  "
-        f"MRR {r['mrr']:.3f}  nDCG@10 {r['ndcg@10']:.3f}"
+        f"R@1 {r['recall@1']:.3f}  R@5 {r['recall@5']:.3f}  P@5 {r['precision@5']:.3f} "
+        f"(capped {r['capped_precision@5']:.3f})  MRR {r['mrr']:.3f}  nDCG@10 {r['ndcg@10']:.3f}"
     )
     for method, values in data["localization"].items():
         if values["pointing_game"] is not None:

@@ -3,11 +3,15 @@
 report.json (plain numbers at the documented keys; None where nothing was measured):
 
     retrieval            {"recall@1", "recall@5", "recall@10", "success@1", "success@5",
-                          "success@10", "precision@5", "mrr", "ndcg@10"}: means over queries
+                          "success@10", "precision@5", "capped_precision@5", "mrr",
+                          "ndcg@10"}: means over queries
     retrieval_by_level   {LEVEL: the same}
     localization         {METHOD: {"pointing_game", "energy_pointing_game", "iou",
                           "deletion_auc", "insertion_auc", "supported_share"}}
     localization_vs_baselines  {METHOD: {BASELINE: {KEY: {"diff", "ci95"}}}}
+    cited_first          {"pointing_game", "ci95", "vs_random"|"vs_centre": {"diff", "ci95"},
+                          "images", "from_text"}: what the product cites first (a named
+                          part's text region, else the default method's hottest point)
     text_regions         {"all"|PART: {"pointing_game", "iou", "queries", "images"}}: the
                           top text region on queries naming a title, axis label, legend
                           or annotation (collections indexed with words only)
@@ -42,6 +46,7 @@ from evident.eval.metrics import (
     percentiles,
 )
 from evident.eval.suite import SuiteQuery
+from evident.tools.evidence.text_regions import LEADS
 
 N_BOOT = 1000
 LOWER_IS_BETTER = frozenset({"deletion_auc"})
@@ -92,6 +97,7 @@ def build_report(
         report["retrieval_by_level"][level], report["retrieval_by_level_ci"][level] = values, cis
     report.update(_localization(done, config["methods"], seed))
     report["text_regions"], report["text_regions_ci"] = _text_regions(done, seed)
+    report["cited_first"] = _cited_first(done, default_method, config["methods"], seed)
     report["explained"], report["explained_ci"] = _explained(done, seed)
     if config["mode"] == "ask":
         report["ask"], report["ask_ci"] = _ask(done, seed)
@@ -171,6 +177,41 @@ def _text_regions(done: Sequence[dict], seed: int) -> tuple[dict, dict]:
         values[name]["queries"] = len(these)
         values[name]["images"] = sum(len(r["images"]) for r in these)
     return values, cis
+
+
+def _cited_first(done: Sequence[dict], default: str, methods: Sequence[str], seed: int) -> dict:
+    """The pointing game of what the product cites first: for a query naming a title, an
+    axis label or a legend, the region of that part when one was read
+    (`text_regions.named_first` puts it first), else the default method's hottest point;
+    beside each baseline, paired."""
+    rows = [r for r in done if r.get("localization") and default in r["localization"]]
+    if not rows:
+        return {}
+    hits, counts, from_text = [], [], 0
+    for r in rows:
+        named = r.get("text_localization") or {}
+        leads = set(named.get("parts", ())) & set(LEADS)
+        text = {it["image"]: it for it in named.get("images", [])} if leads else {}
+        total = 0.0
+        for it in r["localization"][default]:
+            found = text.get(it["image"])
+            if found and found["regions"]:
+                total += found["pointing_game"]
+                from_text += 1
+            else:
+                total += it["pointing_game"]
+        hits.append(total)
+        counts.append(len(r["localization"][default]))
+    idx = bootstrap_indices(len(rows), N_BOOT, seed)
+    values, cis = _block({"pointing_game": (hits, counts)}, idx)
+    out = {"pointing_game": values["pointing_game"], "ci95": cis["pointing_game"]}
+    for b in (b for b in BASELINES if b in methods):
+        theirs = ([sum(it["pointing_game"] for it in r["localization"][b]) for r in rows], counts)
+        out[f"vs_{b}"] = {
+            "diff": _r(_diff(values["pointing_game"], _block({"p": theirs}, idx)[0]["p"])),
+            "ci95": _ci(difference_ci((hits, counts), theirs, indices=idx)),
+        }
+    return out | {"images": int(sum(counts)), "from_text": from_text}
 
 
 def _diff(a: float | None, b: float | None) -> float | None:

@@ -17,7 +17,9 @@ from evident.eval.localize import LOCALIZATION_KEYS
 from evident.eval.plots import write_plots
 from evident.eval.report import ASK_KEYS, LOWER_IS_BETTER, best_baseline
 
-RETRIEVAL_COLUMNS = ("recall@1", "recall@5", "recall@10", "precision@5", "mrr", "ndcg@10")
+RETRIEVAL_COLUMNS = (
+    "recall@1", "recall@5", "recall@10", "precision@5", "capped_precision@5", "mrr", "ndcg@10",
+)  # fmt: skip
 
 
 def _fmt(value, ci=None, signed: bool = False) -> str:
@@ -87,6 +89,25 @@ def _text_regions(data: dict) -> list[str]:
     return _table(["part named", "queries", "images", "pointing game", "IoU of top region"], rows)
 
 
+def _cited_first(data: dict) -> list[str]:
+    c = data.get("cited_first") or {}
+    if not c:
+        return []
+    rows = [["what is cited first", str(c["images"]), _fmt(c["pointing_game"], c["ci95"])]]
+    rows += [
+        [f"minus {name[3:]} (paired)", "", _fmt(v["diff"], v["ci95"], signed=True)]
+        for name, v in c.items() if name.startswith("vs_")
+    ]  # fmt: skip
+    return [
+        "",
+        "What the product cites first: the region of a title, axis label or legend the query "
+        f"names when one was read ({c['from_text']} images), else the default method's "
+        "hottest point.",
+        "",
+        *_table(["", "images", "pointing game"], rows),
+    ]
+
+
 def _latency(data: dict) -> list[str]:
     lat = data["latency_ms"]
     rows = [
@@ -126,6 +147,7 @@ def render_markdown(data: dict, plots: Sequence[str]) -> str:
         "target box.",
         "",
         *_text_regions(data),
+        *_cited_first(data),
         "",
         "## Explanations shown (top results, default method)",
         "",

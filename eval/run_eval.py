@@ -48,7 +48,7 @@ log = logging.getLogger(__name__)
 
 Mode = Literal["search", "ask"]
 RESULTS = "results.jsonl"
-VERSION = 1
+VERSION = 2  # 2: capped precision per query, stemmed words, gated image side
 
 
 @dataclass(frozen=True)

@@ -213,7 +213,7 @@ def test_skimage_documentation_is_captioned_and_searchable(tmp_path, monkeypatch
     import evident.tools.ingest.index
     from evident.tools.encoders import load_encoder
     from evident.tools.records import Query
-    from evident.tools.retrieve import search_images
+    from evident.tools.retrieve import Weights, search_images
     from evident.tools.store import Store
 
     if not SKIMAGE_DOCS.is_dir():
@@ -252,7 +252,7 @@ def test_skimage_documentation_is_captioned_and_searchable(tmp_path, monkeypatch
                     collection="skimage",
                     encoder=encoder,
                     text_embedder=text_embedder,
-                    caption_weight=weight,
+                    weights=Weights(image=1.0 - weight, caption=weight),
                 ).hits
                 good = sum(bool(re.search(answers, Path(h.uri).name)) for h in hits)
                 found["precision@5"][f"{query} | caption weight {weight}"] = good / 5

@@ -15,7 +15,8 @@ from evident.tools.errors import InputError
 from tests.conftest import TINY_VIT
 
 METHODS = ["legrad", "gradcam", "random", "centre"]
-RETRIEVAL = {"recall@1", "recall@5", "recall@10", "precision@5", "mrr", "ndcg@10"}
+RETRIEVAL = {"recall@1", "recall@5", "recall@10", "precision@5", "capped_precision@5", "mrr",
+             "ndcg@10"}  # fmt: skip
 LOCALIZATION = {
     "pointing_game",
     "energy_pointing_game",

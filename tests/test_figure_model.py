@@ -24,6 +24,9 @@ def test_the_recipe_builds_a_loadable_model_and_resumes(tmp_path):
     enc = load_encoder(f"local-dir:{out}")
     assert enc.dim == 384 and enc.image_size == 64
     assert enc.encode_texts(["a pie chart"]).shape == (1, 384)
+    band = recipe["query_band"]  # the best cosines of its validation queries, to the config
+    assert band["low"] <= band["high"] <= band["median"] and band["queries"] > 10
+    assert enc.text_band == (band["low"], band["high"])
     shards = sorted((out / "data" / "train").glob("shard_*.npz"))
     stamps = [p.stat().st_mtime_ns for p in shards]
     again = build_model(out, TOY)  # everything is there: nothing is rendered or trained

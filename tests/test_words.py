@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -17,11 +18,13 @@ from evident.agent.assistant import Assistant
 from evident.agent.llm.fake import ScriptedChatModel, call
 from evident.eval.run_eval import run_eval
 from evident.graphs.verify import check
+from evident.tools.evidence.heatmaps import default_method
 from evident.tools.evidence.text_regions import text_regions
 from evident.tools.ingest.index import index_paths
 from evident.tools.ingest.ocr import Reading, TextLine, assign_roles, load_reader
-from evident.tools.pipeline import open_retrieval, run_query
+from evident.tools.pipeline import open_retrieval, run_query, search
 from evident.tools.records import Query
+from evident.tools.retrieve import Weights
 from evident.tools.store import Store
 from tests.agent_helpers import outside_fences
 
@@ -123,6 +126,9 @@ def test_a_query_naming_the_legend_cites_the_legend_entries(collection):
     assert top["uri"].endswith("circ.png")
     legend = [g for g in top["regions"] if g.get("role") == "legend"]
     assert legend and "circmean" in legend[0]["text"] and "mean" in legend[0]["text"]
+    assert top["regions"][0] is legend[0] and legend[0]["id"] == "R1.1"  # the part asked for
+    ids = [g["id"] for g in top["regions"]]
+    assert ids == [f"R1.{n}" for n in range(1, len(ids) + 1)]
 
 
 def test_the_answer_quotes_what_the_image_reads_and_misquotes_fail(collection):
@@ -257,7 +263,8 @@ def test_the_evaluator_scores_text_regions_against_the_parts_drawn(collection, t
     suite.write_text("\n".join(json.dumps(r) for r in rows))
     report = run_eval(
         suite, db=collection["db"], collection="figs", encoder=tiny_encoder.spec,
-        methods=["centre"], out_dir=root / "eval", k=10, explain_top=0,
+        methods=[default_method(tiny_encoder), "centre"], out_dir=root / "eval", k=10,
+        explain_top=0,
     )  # fmt: skip
     text = report.data["text_regions"]
     assert text["all"]["queries"] == 3 and text["all"]["images"] == 9
@@ -265,3 +272,42 @@ def test_the_evaluator_scores_text_regions_against_the_parts_drawn(collection, t
     assert text["title"]["iou"] > 0.5 and text["xlabel"]["iou"] > 0.5
     assert text["legend"]["iou"] > 0.25  # the entries' words, not their handles and frame
     assert "Text regions" in (root / "eval" / "report.md").read_text()
+    cited = report.data["cited_first"]  # the named part's region leads the product's citations
+    assert cited["from_text"] == 9 and cited["pointing_game"] == 1.0
+    assert cited["vs_centre"]["diff"] > 0.5  # the centre of a chart is none of these parts
+    assert "What the product cites first" in (root / "eval" / "report.md").read_text()
+
+
+def test_another_form_of_a_word_finds_the_figure_and_cites_its_line(collection):
+    """ "rolled square" shares no word with "Rolling Least Squares", only stems."""
+    with Store.open(collection["db"]) as store:
+        ctx = open_retrieval(store, "figs")
+        result = run_query(Query("rolled square"), 3, ctx=ctx).to_dict()
+    top = result["results"][0]
+    assert top["uri"].endswith("rolling.png") and top["scores"]["lexical"] > 0
+    assert [g["role"] for g in top["regions"] if g["kind"] == "text"][:1] == ["title"]
+
+
+def test_the_image_side_counts_only_for_queries_the_model_knows(
+    collection, bundled_encoder, text_embedder
+):
+    """The bundled model's band (its config's `query_band`): a chart query keeps the image
+    signal even where every image is a line chart; a sentence from outside the model's
+    domain ranks by the words alone, the JSON saying why."""
+    root = collection["root"]
+    with Store.open(root / "db-bundled", create=True) as store:
+        index_paths(
+            [root / "images"], store=store, encoder=bundled_encoder, collection="figs",
+            text_embedder=text_embedder, ocr="auto", reader=collection["reader"],
+        )  # fmt: skip
+        ctx = open_retrieval(store, "figs", model=bundled_encoder, text_embedder=text_embedder)
+        chart = search(Query("a line chart with 2 lines"), 4, ctx=ctx)
+        prose = Query("Struve functions solve an inhomogeneous Bessel differential equation")
+        gated = search(prose, 4, ctx=ctx)
+        words_only = search(prose, 4, ctx=replace(ctx, weights=Weights(image=0.0)))
+    assert chart.fusion["image"]["confidence"] == 1.0 and chart.fusion["image"]["weight"] > 0
+    low, high = gated.fusion["image"]["band"]
+    assert gated.fusion["image"]["best"] < low and gated.fusion["image"]["confidence"] == 0.0
+    assert gated.fusion["image"]["weight"] == 0.0
+    assert [h.id for h in gated.hits] == [h.id for h in words_only.hits]
+    assert gated.hits[0].uri.endswith("struve.png")

@@ -34,6 +34,7 @@ from evident.tools.specs import (
     model_folder,
     parse_spec,
     read_config,
+    text_band,
     weights_id,
 )
 
@@ -56,6 +57,7 @@ class Encoder:
     batch_size: int = 32
     info: dict[str, Any] = field(default_factory=dict)
     weights: str | None = None  # a folder model's weights fingerprint (`specs.weights_id`)
+    text_band: tuple[float, float] | None = None  # `specs.text_band`: its in-domain queries
 
     def pixels(self, images: Sequence[Image.Image]) -> torch.Tensor:
         """Preprocess PIL images into one batch tensor on the encoder's device."""
@@ -200,7 +202,7 @@ def _with_parts(parsed: Spec, folder: Path, config: dict, device: torch.device) 
     info = {"arch": f"local-dir:{folder}", "parts": config["evident"]}
     return Encoder(
         str(parsed), model, preprocess, towers.tokenizer(config), device, dim, size, info=info,
-        weights=weights_id(str(parsed)),
+        weights=weights_id(str(parsed)), text_band=text_band(config),
     )  # fmt: skip
 
 

@@ -8,16 +8,23 @@ build takes a second or two and the index a few tens of MB; a `Retrieval` keeps 
 its queries and rebuilds it when the collection's count changes.
 
 Tokens are `ingest.ocr.words`: lower case, identifiers split ("halfLogistic" -> "half
-logistic"), so a query and a figure's text meet however either is written.
-Not handled: stemming, synonyms (the embedding half of the words signal covers those).
+logistic"), then reduced to their Snowball (Porter 2) stems, so a query and a figure's text
+meet however either is written: "Skeletonization" finds a panel titled "skeletonize",
+"thresholding" one that says "threshold". On the Debian documentation figures stemming
+lifts recall@10 from the words alone from 0.347 to 0.385 (README). The stored search
+documents keep the words as read; stems are taken when the index is built.
+Not handled: synonyms (the embedding half of the words signal covers those).
 """
 
 from __future__ import annotations
 
+import threading
 from collections import Counter
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
+import snowballstemmer
 from scipy import sparse
 
 from evident.tools.ingest.ocr import words
@@ -27,6 +34,21 @@ K1, B = 1.2, 0.75
 _STOP = """a an the of in on at to for with and or by from as is are was were be this that
 these those it its into over under vs show shows showing figure plot chart image"""
 STOP = frozenset(_STOP.split())
+_STEMMER = snowballstemmer.stemmer("english")
+_STEMMING = threading.Lock()  # a Snowball stemmer keeps its word in itself while it works
+
+
+@lru_cache(maxsize=1 << 18)
+def stem(token: str) -> str:
+    """A token's Snowball stem (numbers and short tokens as they are).
+
+    >>> [stem(t) for t in ("skeletonization", "skeletonize", "thresholding", "2010")]
+    ['skeleton', 'skeleton', 'threshold', '2010']
+    """
+    if len(token) < 4 or not token.isalpha():
+        return token
+    with _STEMMING:
+        return _STEMMER.stemWord(token)
 
 
 @dataclass(frozen=True)
@@ -53,6 +75,8 @@ class WordIndex:
                 tfs.append(tf)
         n = max(1, len(docs))
         tf = sparse.csr_matrix((np.asarray(tfs, np.float32), (rows, cols)), (len(docs), len(vocab)))
+        tf, vocab = _stemmed(tf, vocab)
+        cols = tf.tocoo().col
         lengths = np.asarray(tf.sum(1)).ravel()
         norm = K1 * (
             1 - B + B * lengths / max(1e-9, float(lengths.mean()) if len(lengths) else 1.0)
@@ -67,7 +91,7 @@ class WordIndex:
 
     def scores(self, text: str, top: int = 200) -> dict[str, float]:
         """The `top` documents' BM25 scores for `text` (only documents with a match)."""
-        terms = [self.vocab[t] for t in dict.fromkeys(query_tokens(text)) if t in self.vocab]
+        terms = [self.vocab[t] for t in query_terms(text) if t in self.vocab]
         if not terms or not self.ids:
             return {}
         total = np.asarray(self.weights[:, terms].sum(1)).ravel()
@@ -78,19 +102,19 @@ class WordIndex:
     def score(self, text: str, tokens: list[str]) -> float:
         """BM25 of `text` against a document of `tokens`, with this index's statistics
         (how a result's lexical score changes when some of its words are taken out)."""
-        counts = Counter(tokens)
+        counts = Counter(map(stem, tokens))
         norm = K1 * (1 - B + B * len(tokens) / max(1e-9, self.mean_length))
         total = 0.0
-        for t in dict.fromkeys(query_tokens(text)):
+        for t in query_terms(text):
             if t in self.vocab and counts[t]:
                 tf = counts[t]
                 total += float(self.idf[self.vocab[t]]) * tf * (K1 + 1) / (tf + norm)
         return total
 
     def matched(self, text: str, document: str) -> list[str]:
-        """The query's tokens that occur in `document` (a search document)."""
-        present = set(document.split())
-        return [t for t in dict.fromkeys(query_tokens(text)) if t in present]
+        """The query's tokens whose stems occur in `document` (a search document)."""
+        present = {stem(t) for t in document.split()}
+        return [t for t in dict.fromkeys(query_tokens(text)) if stem(t) in present]
 
 
 def query_tokens(text: str) -> list[str]:
@@ -100,6 +124,26 @@ def query_tokens(text: str) -> list[str]:
     ['half', 'logistic', 'pdf']
     """
     return [t for t in words(text) if t not in STOP]
+
+
+def query_terms(text: str) -> list[str]:
+    """The distinct stems of a query's tokens, in order.
+
+    >>> query_terms("Fitted models: fitting the model")
+    ['fit', 'model']
+    """
+    return list(dict.fromkeys(map(stem, query_tokens(text))))
+
+
+def _stemmed(tf: sparse.csr_matrix, vocab: dict[str, int]):
+    """Term counts over surface tokens folded into counts over their stems."""
+    stems: dict[str, int] = {}
+    column = [stems.setdefault(stem(term), len(stems)) for term in vocab]
+    fold = sparse.csr_matrix(
+        (np.ones(len(column), np.float32), (np.arange(len(column)), column)),
+        (len(column), len(stems)),
+    )
+    return (tf @ fold).tocsr(), stems
 
 
 def word_index(store, collection: str, have: WordIndex | None = None) -> WordIndex | None:

@@ -38,6 +38,7 @@ from evident.tools.specs import (
     model_folder,
     parse_spec,
     read_config,
+    text_band,
     weights_id,
 )
 
@@ -145,6 +146,7 @@ class QueryEncoder:
     proj: np.ndarray  # (dim, 384)
     model: MiniLM
     weights: str | None = None  # the folder's weights fingerprint (`specs.weights_id`)
+    text_band: tuple[float, float] | None = None  # `specs.text_band`
 
     def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
         cleaned = [" ".join(html.unescape(html.unescape(ftfy.fix_text(t))).strip().split())
@@ -176,5 +178,5 @@ def query_encoder(spec: str) -> QueryEncoder | None:
     dim = int(config["model_cfg"]["embed_dim"])
     return QueryEncoder(
         str(parsed), dim, int(text.get("context_length", 128)), proj, minilm(),
-        weights_id(str(parsed)),
+        weights_id(str(parsed)), text_band(config),
     )  # fmt: skip

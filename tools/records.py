@@ -174,7 +174,8 @@ class Region:
     exclusive. `kind` is "heat" (a compact peak of the heatmap: `peak` its highest heat,
     `mass` its share of all heat) or "text" (words read in the image that the query names:
     `text` holds them, `role` their place in the figure). `id` is `R<rank>.<n>`: `R1.1` is
-    the first region of result 1; text regions are numbered after the heat regions.
+    the first region of result 1; text regions are numbered after the heat regions, except
+    that the regions of a part the query names ("the title of ...") come first.
 
     A region is `supported` when its counterfactual check passed: removing it lowers the
     image's cosine more than removing boxes of its size elsewhere does; for text, also when

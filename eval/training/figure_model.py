@@ -45,11 +45,13 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 from safetensors.torch import save_file
 
 from evident.eval.metrics import pointing_game
 from evident.eval.training.figure_data import load_shards, pooled_phrases, render, texts_of
 from evident.tools import specs, towers
+from evident.tools.encoders import load_encoder
 from evident.tools.towers import grid_coverage, patch_features
 
 log = logging.getLogger(__name__)
@@ -291,6 +293,7 @@ def build_model(out: Path, settings: dict | None = None) -> dict:
     export(out, model, config)
     val_pixels, val_records = load_shards(data / "val")
     recipe["check"] = timed("check", lambda: check(model, val_pixels, val_records, s["size"]))
+    recipe["query_band"] = timed("calibrate", lambda: calibrate(out, val_pixels, val_records))
     recipe["complete"] = True
     _write(recipe_path, recipe)
     return recipe
@@ -344,6 +347,32 @@ def check(model, pixels: np.ndarray, records: list[dict], size: int) -> dict:
             hits.append(pointing_game(point, boxes))
     out["pointing"] = round(float(np.mean(hits)), 4)
     return out
+
+
+def calibrate(folder: Path, pixels: np.ndarray, records: list[dict]) -> dict:
+    """Write the model's in-domain band for text queries into its config (`evident.
+    query_band`, read by `tools.specs.text_band`): over the held-out figures' captions,
+    chart types and attribute phrases, each query's best cosine; the band is their 1st
+    and 5th percentiles. Measured through the product's encoder, as search sees it."""
+
+    encoder = load_encoder(f"local-dir:{folder}")
+    images = [Image.fromarray(p) for p in pixels]
+    emb = encoder.encode_images(images)
+    texts = sorted({t for r in records for t in [r["caption"], r["type"], *r["phrases"]]})
+    sims = encoder.encode_texts(texts) @ emb.T
+    best = sims.max(1)
+    low, high = np.percentile(best, [1, 5])
+    band = {
+        "low": round(float(low), 4), "high": round(float(high), 4),
+        "median": round(float(np.median(best)), 4), "queries": len(texts),
+        "images": len(images),
+    }  # fmt: skip
+    config = specs.read_config(folder)
+    config["evident"]["query_band"] = band
+    tmp = folder / (specs.CONFIG_FILE + ".tmp")
+    tmp.write_text(json.dumps(config, indent=1) + "\n")
+    tmp.replace(folder / specs.CONFIG_FILE)
+    return band
 
 
 def _machine() -> str:

@@ -39,7 +39,7 @@ from evident.tools.evidence.heatmaps import (
 )
 from evident.tools.evidence.overlays import prune, write_heatmap, write_overlay
 from evident.tools.evidence.regions import find_regions
-from evident.tools.evidence.text_regions import text_regions, words_checks
+from evident.tools.evidence.text_regions import named_first, text_regions, words_checks
 from evident.tools.ingest.ocr import Reading
 from evident.tools.lexical import WordIndex
 from evident.tools.records import Evidence, Hit, Query, Region
@@ -131,6 +131,10 @@ def explain_results(
                     heat=regions[i],
                 )  # fmt: skip
         regions = [h + t for h, t in zip(regions, texts, strict=True)]
+        if query is not None and query.text:  # "the title of ..." cites the title first
+            regions = [
+                named_first(query.text, r, h.rank) for r, h in zip(regions, hits, strict=True)
+            ]
     # The PNGs are written on a second thread while the checks and the attribution run
     # (PIL's encoder and torch both release the GIL): the heatmaps as soon as they exist,
     # the overlays once the checks have marked their regions.

@@ -1,7 +1,8 @@
 """Text regions: words read in a result's image that the query names, as citable evidence.
 
-A line becomes a region when it shares a word with the query (exactly, or for words of five
-letters or more, nearly: one edit in ten letters, "cirmean" for "circmean"), or when the
+A line becomes a region when it shares a word with the query (exactly or by its stem, or
+for words of five letters or more, nearly: one edit in ten letters, "cirmean" for
+"circmean"), or when the
 query names the part of the figure it plays ("the title", "the legend", "the x-axis
 label", "the y-axis label", "the axis labels", "the annotation"). The lines of a named
 part that sit together are one region (a legend's entries, a two-line title); the same
@@ -27,7 +28,7 @@ from difflib import SequenceMatcher
 import numpy as np
 
 from evident.tools.ingest.ocr import WEIGHTS, Reading, TextLine, words
-from evident.tools.lexical import WordIndex, query_tokens
+from evident.tools.lexical import WordIndex, query_tokens, stem
 from evident.tools.records import Region, WordsCheck
 
 PARTS = {
@@ -41,6 +42,9 @@ PARTS = {
     ),
     "label": re.compile(r"\bannotations?\b|\barrows?\b", re.I),
 }
+LEADS = ("title", "xlabel", "ylabel", "legend")
+"""The parts whose region is cited first when named (`named_first`): those the layout
+finds reliably (an annotation's text is an ordinary label; README, text regions)."""
 Box = tuple[int, int, int, int]
 
 
@@ -80,6 +84,23 @@ def text_regions(
                 Region(f"R{rank}.{first + len(found)}", box, kind="text", text=text, role=role)
             )
     return tuple(heat), tuple(found)
+
+
+def named_first(query: str, regions: Sequence[Region], rank: int) -> tuple[Region, ...]:
+    """The regions renumbered `R<rank>.1...` with those of a part the query names first
+    (one of `LEADS`): "the title of the pie chart" is answered by the title's region (a
+    text region, or the heat region that covers the title), then the rest in their order.
+
+    >>> heat, title = Region("R1.1", (0, 0, 9, 9)), Region("R1.2", (0, 0, 9, 2), role="title")
+    >>> [(r.id, r.role) for r in named_first("the title of a chart", [heat, title], 1)]
+    [('R1.1', 'title'), ('R1.2', None)]
+    """
+    named = {role for role in LEADS if PARTS[role].search(query)}
+    lead = [r for r in regions if r.role in named]
+    if not lead or lead[0] is regions[0] and len(lead) == 1:
+        return tuple(regions)
+    order = lead + [r for r in regions if all(r is not x for x in lead)]
+    return tuple(replace(r, id=f"R{rank}.{n}") for n, r in enumerate(order, 1))
 
 
 def words_checks(
@@ -126,12 +147,14 @@ def iou(a: Box, b: Box) -> float:
 
 
 def _match(tokens: list[str], line: TextLine) -> float:
-    """How strongly a line matches the query's tokens: exact matches count 1, near ones
-    0.5; tick labels only match exactly."""
+    """How strongly a line matches the query's tokens: exact matches (or the same stem,
+    "skeletonization" and "skeletonize") count 1, near ones 0.5; tick labels only match
+    exactly."""
     mine = words(line.text)
+    stems = {stem(m) for m in mine}
     score = 0.0
     for t in tokens:
-        if t in mine:
+        if t in mine or stem(t) in stems:
             score += 1.0
         elif line.role != "tick" and len(t) >= 5 and any(_near(t, m) for m in mine):
             score += 0.5
