@@ -311,3 +311,18 @@ def test_the_image_side_counts_only_for_queries_the_model_knows(
     assert gated.fusion["image"]["weight"] == 0.0
     assert [h.id for h in gated.hits] == [h.id for h in words_only.hits]
     assert gated.hits[0].uri.endswith("struve.png")
+
+
+def test_words_that_resemble_nothing_in_the_images_do_not_reorder_them(collection):
+    """The words' embedding half counts as far as the query resembles some image's words
+    (`retrieve.WORDS_BAND`): min-max scaling would otherwise stretch noise to full range."""
+    with Store.open(collection["db"]) as store:
+        ctx = open_retrieval(store, "figs")
+        named = search(Query("Modified Struve functions"), 4, ctx=ctx)
+        unrelated = search(Query("boil the pasta in salted water"), 4, ctx=ctx)
+    assert named.fusion["words"]["embedding"]["confidence"] == 1.0
+    assert named.hits[0].uri.endswith("struve.png")
+    gate = unrelated.fusion["words"]["embedding"]
+    assert gate["best"] < gate["band"][0] and gate["confidence"] == 0.0
+    shares = {round(h.contributions["words"], 6) for h in unrelated.hits}
+    assert len(shares) == 1  # no lexical match and no embedding: the words reorder nothing

@@ -20,12 +20,17 @@ what that looks like (`specs.text_band`; the bundled figure model does): the cos
 the query's best image against the band of best cosines the model reaches on its own
 validation queries (their 1st and 5th percentiles). Below the band the image side counts
 nothing (the query is outside what the model learnt, and its ranking is noise), above it
-in full, linearly between (`image_confidence`; the JSON's `fusion.image` gives the best
+in full, linearly between (`confidence`; the JSON's `fusion.image` gives the best
 cosine, the band and the confidence). The best cosine, not its distance from the
 collection's mean: in a folder of line charts alone a line-chart query's best image does
 not stand out from the rest, yet the model knows it. On the Debian documentation figures,
 queried by what people wrote, the bundled model's image side ranks at chance (1.2x) and
 drowned the words; on the figure benchmark the gate changes no retrieval metric (README).
+The words' embedding half is gated the same way, on the best MiniLM cosine between the
+query and any image's words (`WORDS_BAND`): a query whose words resemble no figure's
+("a line chart with a red dashed line" against titles and tick labels) gets noise from
+it, which min-max scaling would stretch to full range (figure benchmark, attribute
+precision@5 0.159 -> 0.197; the documentation figures and caption queries unchanged).
 """
 
 from __future__ import annotations
@@ -93,6 +98,11 @@ def embed_query(query: Query, encoder: Encoder) -> np.ndarray:
 
 
 FLOORS = {"image": 0.1, "caption": 0.1, "embedding": 0.1, "lexical": 2.0}
+WORDS_BAND = (0.4, 0.5)
+"""all-MiniLM-L6-v2 cosines of a query with an image's words: below 0.4 they resemble
+nothing there (the best cosine of the figure benchmark's attribute queries is 0.24-0.33,
+of its caption queries, which name titles, 0.55-0.76); set by hand, and any band from
+(0.3, 0.4) to (0.45, 0.51) gives the same results within 0.005 on both benchmarks."""
 
 
 @dataclass(frozen=True)
@@ -171,10 +181,12 @@ def search_images(
         have |= _exact(words, qt, [i for i in ids if i not in have])
     metas |= _metadatas(images, [i for i in ids if i not in metas])
     band = getattr(encoder, "text_band", None)
-    gate = None
+    gates = {}
     if band is not None and query.text and not query.image and img:
-        gate = image_confidence(max(img.values()), band)
-    fused, parts, fusion = _fuse(ids, raw, weights, gate)
+        gates["image"] = confidence(max(img.values()), band)
+    if raw.get("embedding"):
+        gates["embedding"] = confidence(max(raw["embedding"].values()), WORDS_BAND)
+    fused, parts, fusion = _fuse(ids, raw, weights, gates)
     order = np.argsort(-fused, kind="stable")[:k]
     hits = [
         _hit(r, ids[j], float(fused[j]), metas.get(ids[j], {}), _scores(raw, ids[j]), parts[j])
@@ -219,11 +231,11 @@ def _candidates(images, raw: dict, where: dict | None) -> list[str]:
     return ids
 
 
-def image_confidence(best: float, band: tuple[float, float]) -> dict[str, Any]:
-    """How much the image signal counts for a text query whose best image has cosine
-    `best`, given the model's in-domain `band` (see the module's docstring).
+def confidence(best: float, band: tuple[float, float]) -> dict[str, Any]:
+    """How much a signal counts for a query whose best candidate has cosine `best`, given
+    the band of best cosines its in-domain queries reach (see the module's docstring).
 
-    >>> image_confidence(0.30, (0.47, 0.51))["confidence"], image_confidence(0.49, (0.47, 0.51))
+    >>> confidence(0.30, (0.47, 0.51))["confidence"], confidence(0.49, (0.47, 0.51))
     (0.0, {'best': 0.49, 'band': [0.47, 0.51], 'confidence': 0.5})
     """
     low, high = band
@@ -231,10 +243,13 @@ def image_confidence(best: float, band: tuple[float, float]) -> dict[str, Any]:
     return {"best": round(best, 4), "band": [low, high], "confidence": round(share, 4)}
 
 
-def _fuse(ids: list[str], raw: dict, w: Weights, gate: dict | None = None):
-    """`(fused scores, per-candidate contributions, the fusion record)`; `gate`, an
-    `image_confidence`, scales the image signal's weight."""
-    signals = {"image": w.image * (gate["confidence"] if gate else 1.0)}
+def _fuse(ids: list[str], raw: dict, w: Weights, gates: dict | None = None):
+    """`(fused scores, per-candidate contributions, the fusion record)`; `gates` holds a
+    `confidence` for the image signal (scaling its weight) and for the words' embedding
+    (scaling its column)."""
+    gates = gates or {}
+    image_share = gates["image"]["confidence"] if "image" in gates else 1.0
+    signals = {"image": w.image * image_share}
     if "caption" in raw:
         signals["caption"] = w.caption
     if "embedding" in raw:
@@ -247,6 +262,8 @@ def _fuse(ids: list[str], raw: dict, w: Weights, gate: dict | None = None):
     if "words" in signals:
         lex = _minmax([raw["lexical"].get(i, 0.0) for i in ids], FLOORS["lexical"])
         emb = _minmax([raw["embedding"].get(i, np.nan) for i in ids], FLOORS["embedding"])
+        if "embedding" in gates:
+            emb = emb * gates["embedding"]["confidence"]
         columns["words"] = w.lexical * lex + (1 - w.lexical) * emb
     fused = np.zeros(len(ids))
     parts = [{} for _ in ids]
@@ -261,8 +278,10 @@ def _fuse(ids: list[str], raw: dict, w: Weights, gate: dict | None = None):
     }
     if "words" in signals:
         fusion["words"]["lexical_share"] = w.lexical
-    if gate:
-        fusion["image"] |= gate
+    if "image" in gates:
+        fusion["image"] |= gates["image"]
+    if "words" in fusion and "embedding" in gates:
+        fusion["words"]["embedding"] = gates["embedding"]
     return fused, parts, fusion
 
 
