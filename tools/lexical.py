@@ -38,15 +38,19 @@ _STEMMER = snowballstemmer.stemmer("english")
 _STEMMING = threading.Lock()  # a Snowball stemmer keeps its word in itself while it works
 
 
-@lru_cache(maxsize=1 << 18)
 def stem(token: str) -> str:
-    """A token's Snowball stem (numbers and short tokens as they are).
+    """A token's Snowball stem (numbers, short tokens and very long ones as they are).
 
     >>> [stem(t) for t in ("skeletonization", "skeletonize", "thresholding", "2010")]
     ['skeleton', 'skeleton', 'threshold', '2010']
     """
-    if len(token) < 4 or not token.isalpha():
+    if not 4 <= len(token) <= 40 or not token.isalpha():
         return token
+    return _stem(token)
+
+
+@lru_cache(maxsize=1 << 18)
+def _stem(token: str) -> str:
     with _STEMMING:
         return _STEMMER.stemWord(token)
 
