@@ -66,15 +66,39 @@ def index_summary(console: Console, report, collection: str) -> None:
         console.print(Text.assemble(("  warning: ", "yellow"), w))
 
 
-def ranked_table(title: str, results: list[dict]) -> Table:
+def ranked_table(title: str, results: list[dict], fusion: dict | None = None) -> Table:
     """`evident search`'s results, from the search JSON's `results` (printed as soon as
-    they are ranked, before their evidence)."""
-    table = Table(title=Text(title))
+    they are ranked, before their evidence), with `fusion_note` under them."""
+    note = fusion_note(fusion or {})
+    table = Table(title=Text(title), caption=Text(note) if note else None)
     for col in ("#", "score", "image", "caption"):
         table.add_column(col)
     for r in results:
         table.add_row(str(r["rank"]), f"{r['score']:.3f}", Text(r["uri"]), Text(r["caption"] or ""))
     return table
+
+
+def fusion_note(fusion: dict) -> str | None:
+    """One line on the signals that counted less than their weight because the query is
+    outside what they know (`tools.retrieve.confidence`), or None.
+
+    >>> fusion_note({"image": {"best": 0.21, "band": [0.48, 0.5], "confidence": 0.0}})
+    "image signal not counted: its best match, 0.21, is below the model's 0.48-0.50"
+    """
+    notes = []
+    image = fusion.get("image", {})
+    if image.get("confidence", 1.0) < 1.0:
+        low, high = image["band"]
+        how = "not counted" if image["confidence"] == 0 else f"counted {image['confidence']:.0%}"
+        where = "below" if image["best"] < low else "inside"
+        notes.append(
+            f"image signal {how}: its best match, {image['best']:.2f}, is {where} the "
+            f"model's {low:.2f}-{high:.2f}"
+        )
+    words = fusion.get("words", {}).get("embedding", {})
+    if words.get("confidence", 1.0) < 1.0:
+        notes.append("no image's words resemble the query (only exact words counted)")
+    return "; ".join(notes) or None
 
 
 def evidence_table(result: dict) -> Table | None:

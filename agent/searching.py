@@ -45,7 +45,7 @@ def cmd_search(args) -> int:
                 words=words,
             )  # fmt: skip
         if first is not None and not args.json:
-            out.print(render.ranked_table(title, [h.to_dict() for h in first.hits]))
+            out.print(render.ranked_table(title, [h.to_dict() for h in first.hits], first.fusion))
         if first is not None and args.cam == "none":
             result = QueryResult(first, Explanation(None))
         else:
@@ -58,7 +58,7 @@ def cmd_search(args) -> int:
         render.emit_json(data)
         return 0
     if first is None:
-        out.print(render.ranked_table(title, data["results"]))
+        out.print(render.ranked_table(title, data["results"], data.get("fusion")))
     evidence = render.evidence_table(data)
     if evidence is not None:
         out.print(evidence)

@@ -106,6 +106,17 @@ def test_the_cli_prints_the_ranking_then_the_evidence(figures_db, capsys):
     assert all(r["heatmap"] for r in data["results"]) and data["scoring"] == "hybrid"
 
 
+def test_the_cli_says_when_the_image_side_did_not_count(figures_db, capsys):
+    """A sentence from outside the figure model's domain ranks by the captions alone, and
+    the table says so; a chart query does not get the note."""
+    argv = ["search", "--db", str(figures_db), "--k", "3", "--cam", "none"]
+    assert main([*argv, "boil the pasta in salted water"]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "image signal not counted: its best match" in out and "is below the model's" in out
+    assert main([*argv, "a pie chart"]) == 0
+    assert "image signal" not in capsys.readouterr().out
+
+
 def test_a_missing_or_broken_minilm_is_a_clear_error(tmp_path):
     with pytest.raises(ModelLoadError, match="cannot load all-MiniLM-L6-v2"):
         MiniLM(tmp_path / "nowhere")
