@@ -80,17 +80,13 @@ class WordIndex:
         n = max(1, len(docs))
         tf = sparse.csr_matrix((np.asarray(tfs, np.float32), (rows, cols)), (len(docs), len(vocab)))
         tf, vocab = _stemmed(tf, vocab)
-        cols = tf.tocoo().col
         lengths = np.asarray(tf.sum(1)).ravel()
-        norm = K1 * (
-            1 - B + B * lengths / max(1e-9, float(lengths.mean()) if len(lengths) else 1.0)
-        )
-        df = np.bincount(np.asarray(cols, dtype=np.int64), minlength=len(vocab))
+        mean = float(lengths.mean()) if len(lengths) else 1.0
+        norm = K1 * (1 - B + B * lengths / max(1e-9, mean))
+        df = np.bincount(tf.col, minlength=len(vocab))
         idf = np.log(1 + (n - df + 0.5) / (df + 0.5)).astype(np.float32)
-        tf = tf.tocoo()
         w = idf[tf.col] * tf.data * (K1 + 1) / (tf.data + norm[tf.row])
         weights = sparse.csc_matrix((w, (tf.row, tf.col)), tf.shape)
-        mean = float(lengths.mean()) if len(lengths) else 1.0
         return cls(tuple(ids), vocab, weights, len(ids), idf, mean)
 
     def scores(self, text: str, top: int = 200) -> dict[str, float]:
@@ -115,11 +111,6 @@ class WordIndex:
                 total += float(self.idf[self.vocab[t]]) * tf * (K1 + 1) / (tf + norm)
         return total
 
-    def matched(self, text: str, document: str) -> list[str]:
-        """The query's tokens whose stems occur in `document` (a search document)."""
-        present = {stem(t) for t in document.split()}
-        return [t for t in dict.fromkeys(query_tokens(text)) if stem(t) in present]
-
 
 def query_tokens(text: str) -> list[str]:
     """The tokens of a query that can match words in an image (no stop words).
@@ -140,14 +131,15 @@ def query_terms(text: str) -> list[str]:
 
 
 def _stemmed(tf: sparse.csr_matrix, vocab: dict[str, int]):
-    """Term counts over surface tokens folded into counts over their stems."""
+    """Term counts over surface tokens folded into counts over their stems: `(counts,
+    one entry per document and stem (COO), the stems' vocabulary)`."""
     stems: dict[str, int] = {}
     column = [stems.setdefault(stem(term), len(stems)) for term in vocab]
     fold = sparse.csr_matrix(
         (np.ones(len(column), np.float32), (np.arange(len(column)), column)),
         (len(column), len(stems)),
     )
-    return (tf @ fold).tocsr(), stems
+    return (tf @ fold).tocoo(), stems
 
 
 def word_index(store, collection: str, have: WordIndex | None = None) -> WordIndex | None:

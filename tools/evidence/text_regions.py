@@ -1,12 +1,11 @@
 """Text regions: words read in a result's image that the query names, as citable evidence.
 
-A line becomes a region when it shares a word with the query (exactly or by its stem, or
-for words of five letters or more, nearly: one edit in ten letters, "cirmean" for
-"circmean"), or when the
-query names the part of the figure it plays ("the title", "the legend", "the x-axis
-label", "the y-axis label", "the axis labels", "the annotation"). The lines of a named
+A line becomes a region when it shares a word with the query (by its stem, or for words
+of five letters or more, nearly: one edit in ten letters, "cirmean" for "circmean"), or
+when the query names the part of the figure it plays ("the title", "the legend", "the
+x-axis label", "the y-axis label", "the axis labels", "the annotation"). The lines of a named
 part that sit together are one region (a legend's entries, a two-line title); the same
-part in two panels is two. Tick labels only by an exact match. A text region is dropped
+part in two panels is two. Tick labels only by their words, never nearly. A text region is dropped
 when a heat region already covers it (IoU >= 0.5): the heat region then carries its
 words. At most `max_regions` per result, strongest first.
 
@@ -97,7 +96,7 @@ def named_first(query: str, regions: Sequence[Region], rank: int) -> tuple[Regio
     """
     named = {role for role in LEADS if PARTS[role].search(query)}
     lead = [r for r in regions if r.role in named]
-    if not lead or lead[0] is regions[0] and len(lead) == 1:
+    if not lead:
         return tuple(regions)
     order = lead + [r for r in regions if all(r is not x for x in lead)]
     return tuple(replace(r, id=f"R{rank}.{n}") for n, r in enumerate(order, 1))
@@ -154,7 +153,7 @@ def _match(tokens: list[str], line: TextLine) -> float:
     stems = {stem(m) for m in mine}
     score = 0.0
     for t in tokens:
-        if t in mine or stem(t) in stems:
+        if stem(t) in stems:
             score += 1.0
         elif line.role != "tick" and len(t) >= 5 and any(_near(t, m) for m in mine):
             score += 0.5
