@@ -182,24 +182,24 @@ def _vjp(fn, x: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
 
 
 def _pull(module: nn.Module, x: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
-    """`_vjp` through one of a block's small modules, in closed form for those open_clip's
-    ViTs use (identity LayerScale, exact GELU, LayerNorm): at one token per image the
-    autograd round trip costs more than the arithmetic (about 10 ms of a ViT-B/32's 12
-    blocks for five images). Anything else goes through autograd."""
+    """`_vjp` through one of a block's small modules, by torch's own backward kernels for
+    those open_clip's ViTs use (identity LayerScale, GELU, LayerNorm) without building a
+    graph: at one token per image the autograd round trip costs more than the arithmetic
+    (about 10 ms of a ViT-B/32's 12 blocks for five images). Anything else goes through
+    autograd."""
     if isinstance(module, nn.Identity):
         return grad
-    if isinstance(module, nn.GELU) and module.approximate == "none":
-        x = x.float()
-        cdf = 0.5 * (1.0 + torch.erf(x * 0.7071067811865476))
-        pdf = torch.exp(-0.5 * x * x) * 0.3989422804014327
-        return grad * (cdf + x * pdf)
+    if isinstance(module, nn.GELU):
+        return torch.ops.aten.gelu_backward(grad, x, approximate=module.approximate)
     if isinstance(module, nn.LayerNorm) and len(module.normalized_shape) == 1:
         x = x.float()
         mean = x.mean(-1, keepdim=True)
-        inv = torch.rsqrt(x.var(-1, unbiased=False, keepdim=True) + module.eps)
-        unit = (x - mean) * inv
-        g = grad * module.weight if module.weight is not None else grad
-        return inv * (g - g.mean(-1, keepdim=True) - unit * (g * unit).mean(-1, keepdim=True))
+        rstd = torch.rsqrt(x.var(-1, unbiased=False, keepdim=True) + module.eps)
+        pulled, _, _ = torch.ops.aten.native_layer_norm_backward(
+            grad, x, list(module.normalized_shape), mean, rstd, module.weight, module.bias,
+            [True, False, False],
+        )  # fmt: skip
+        return pulled
     return _vjp(module, x, grad)
 
 
