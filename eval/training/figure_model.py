@@ -60,7 +60,7 @@ log = logging.getLogger(__name__)
 DEFAULTS = {
     "n": 36_000, "seed": 1001, "val": 500, "val_seed": 2002, "size": 192, "width": 256,
     "layers": 8, "stem": [32, 64, 128, 256], "dim": 384, "steps": 3000, "batch": 64,
-    "lr": 1e-3, "weight_decay": 0.05, "dense_weight": 1.0, "attributes": 3, "components": 2,
+    "lr": 1e-3, "weight_decay": 0.05, "dense_weight": 1.0, "attributes": 6, "components": 2,
     "drop": 0.25, "drop_until": 0.8, "train_seed": 0, "checkpoint_every": 200,
 }  # fmt: skip
 MEAN, STD = OPENAI_DATASET_MEAN, OPENAI_DATASET_STD  # CLIP's own pixel statistics
