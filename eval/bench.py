@@ -107,7 +107,8 @@ def bench_queries(encoder, n_vectors: int, workdir: Path, n_queries: int = 40) -
 
     rng = np.random.default_rng(0)
     with Store.open(workdir / "qdb", create=True) as store:
-        images, _ = store.ensure("vectors", model=encoder.spec, dim=encoder.dim)
+        weights = getattr(encoder, "weights", None)
+        images, _ = store.ensure("vectors", model=encoder.spec, dim=encoder.dim, weights=weights)
         step = store.batch_size()
         t = time.perf_counter()
         for i in range(0, n_vectors, step):

@@ -195,6 +195,23 @@ def test_index_without_a_model_uses_the_bundled_figure_model(tmp_path, capsys):
     assert code == 0 and json.loads(out)["model"] == "bundled:evident-figures"
 
 
+def test_a_bundled_collection_older_than_recorded_versions_is_refused(tmp_path, capsys):
+    """A collection indexed with the bundled model before collections recorded a
+    fingerprint was made by an earlier bundled model (it has been retrained since): search
+    refuses with one line instead of mixing its vectors with this model's."""
+    write_scenes(tmp_path / "imgs", make_scenes(2, seed=22))
+    db = str(tmp_path / "db")
+    assert cli(capsys, "index", str(tmp_path / "imgs"), "--db", db, "--ocr", "off")[0] == 0
+    with Store.open(tmp_path / "db") as store:
+        images = store.client.get_collection("images", embedding_function=None)
+        meta = dict(images.metadata)
+        del meta["evident_weights"]
+        images.modify(metadata=meta)  # as an index from before fingerprints left it
+    code, out, err = cli(capsys, "search", "a red circle", "--db", db, "--cam", "none")
+    assert code == 2 and "earlier version of 'bundled:evident-figures'" in err
+    assert "Traceback" not in err and out == ""
+
+
 def test_a_collection_from_another_version_of_the_model_is_refused(tmp_path, capsys):
     """Same spec, new weights (an upgraded bundled model, a retrained local-dir one): the
     stored vectors no longer match the model's, so search and indexing refuse with one

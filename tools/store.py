@@ -142,6 +142,15 @@ class Store:
                 "collection with --collection NAME."
             )
         recorded = meta.get("evident_weights")
+        if model is not None and weights and not recorded and model.startswith("bundled:"):
+            # every index since fingerprints were recorded writes one, and the bundled
+            # model has been replaced since: a collection without one predates this model
+            raise EncoderMismatchError(
+                f"collection {name!r} was indexed with an earlier version of {model!r} (it "
+                "predates recorded model versions), so its image vectors do not match this "
+                "model's. Index the images again into a new collection (--collection NAME), "
+                "or delete the old one's database folder first."
+            )
         if model is not None and weights and recorded and recorded != weights:
             raise EncoderMismatchError(
                 f"collection {name!r} was indexed with another version of {model!r} (weights "
