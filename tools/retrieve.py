@@ -243,11 +243,10 @@ def confidence(best: float, band: tuple[float, float]) -> dict[str, Any]:
     return {"best": round(best, 4), "band": [low, high], "confidence": round(share, 4)}
 
 
-def _fuse(ids: list[str], raw: dict, w: Weights, gates: dict | None = None):
+def _fuse(ids: list[str], raw: dict, w: Weights, gates: dict):
     """`(fused scores, per-candidate contributions, the fusion record)`; `gates` holds a
     `confidence` for the image signal (scaling its weight) and for the words' embedding
-    (scaling its column)."""
-    gates = gates or {}
+    (scaling its column), where they apply."""
     image_share = gates["image"]["confidence"] if "image" in gates else 1.0
     signals = {"image": w.image * image_share}
     if "caption" in raw:

@@ -142,21 +142,19 @@ class Store:
                 "collection with --collection NAME."
             )
         recorded = meta.get("evident_weights")
-        if model is not None and weights and not recorded and model.startswith("bundled:"):
-            # every index since fingerprints were recorded writes one, and the bundled
-            # model has been replaced since: a collection without one predates this model
+        if model is not None and weights and recorded != weights:
+            # every index since fingerprints were recorded writes one, and the bundled model
+            # has been retrained since: a bundled collection without one predates this model
+            if recorded:
+                which = f"another version of {model!r} (weights {recorded}, installed {weights})"
+            elif model.startswith("bundled:"):
+                which = f"an earlier version of {model!r} (it predates recorded model versions)"
+            else:
+                return col  # a local-dir collection from before fingerprints: unchecked
             raise EncoderMismatchError(
-                f"collection {name!r} was indexed with an earlier version of {model!r} (it "
-                "predates recorded model versions), so its image vectors do not match this "
-                "model's. Index the images again into a new collection (--collection NAME), "
-                "or delete the old one's database folder first."
-            )
-        if model is not None and weights and recorded and recorded != weights:
-            raise EncoderMismatchError(
-                f"collection {name!r} was indexed with another version of {model!r} (weights "
-                f"{recorded}, this install has {weights}), so its image vectors do not match "
-                "this model's. Index the images again into a new collection (--collection "
-                "NAME), or delete the old one's database folder first."
+                f"collection {name!r} was indexed with {which}, so its image vectors do not "
+                "match this model's. Index the images again into a new collection "
+                "(--collection NAME), or delete the old one's database folder first."
             )
         return col
 
