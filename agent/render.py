@@ -198,7 +198,10 @@ def eval_summary(console: Console, report) -> None:
     )
     for method, values in data["localization"].items():
         if values["pointing_game"] is not None:
-            console.print(f"  {method:<12} pointing game {values['pointing_game']:.3f}")
+            console.print(
+                f"  {method:<12} pointing game {values['pointing_game']:.3f} "
+                f"({values['pointing_game_15px']:.3f} within 15 px)"
+            )
     text = (data.get("text_regions") or {}).get("all")
     if text and text["pointing_game"] is not None:
         console.print(f"  {'text regions':<12} pointing game {text['pointing_game']:.3f} "

@@ -44,8 +44,10 @@ from evident.tools.evidence.text_regions import PARTS, text_regions
 from evident.tools.ingest.images import read_image
 from evident.tools.ingest.ocr import Reading
 
+TOLERANCE = 15  # pixels: the pointing game's tolerance in Zhang et al. (2016) and TorchRay
 LOCALIZATION_KEYS = (
     "pointing_game",
+    "pointing_game_15px",
     "energy_pointing_game",
     "iou",
     "deletion_auc",
@@ -125,6 +127,7 @@ def _record(image: str, heat: np.ndarray, targets, regions, faith) -> dict:
     return {
         "image": image,
         "pointing_game": round(pointing_game(heat, targets), 6),
+        "pointing_game_15px": round(pointing_game(heat, targets, TOLERANCE), 6),
         "energy_pointing_game": round(energy_pointing_game(heat, targets), 6),
         "iou": round(best_iou(top, targets), 6),
         "deletion_auc": round(faith.deletion_auc, 6),

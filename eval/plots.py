@@ -12,7 +12,9 @@ from matplotlib.figure import Figure
 from evident.eval.baselines import BASELINES
 
 RETRIEVAL_PLOT = ("recall@5", "precision@5", "mrr", "ndcg@10")
-LOCALIZATION_PLOT = ("pointing_game", "energy_pointing_game", "iou", "supported_share")
+LOCALIZATION_PLOT = (
+    "pointing_game", "pointing_game_15px", "energy_pointing_game", "iou", "supported_share",
+)  # fmt: skip
 
 
 def _bars(ax, groups: list[str], series: dict[str, tuple[list, list]], *, hatch_groups=()):

@@ -6,8 +6,11 @@ report.json (plain numbers at the documented keys; None where nothing was measur
                           "success@10", "precision@5", "capped_precision@5", "mrr",
                           "ndcg@10"}: means over queries
     retrieval_by_level   {LEVEL: the same}
-    localization         {METHOD: {"pointing_game", "energy_pointing_game", "iou",
-                          "deletion_auc", "insertion_auc", "supported_share"}}
+    localization         {METHOD: {"pointing_game", "pointing_game_15px",
+                          "energy_pointing_game", "iou", "deletion_auc", "insertion_auc",
+                          "supported_share"}}: `pointing_game_15px` counts a peak within
+                          15 pixels of a target (Zhang et al.'s definition), the other
+                          one only a peak inside it
     localization_vs_baselines  {METHOD: {BASELINE: {KEY: {"diff", "ci95"}}}}
     cited_first          {"pointing_game", "ci95", "vs_random"|"vs_centre": {"diff", "ci95"},
                           "images", "from_text"}: what the product cites first (a named
@@ -118,7 +121,11 @@ def _retrieval(rows: Sequence[dict], seed: int) -> tuple[dict, dict]:
 def _loc_columns(rows: Sequence[dict], method: str) -> dict[str, tuple]:
     items = [[it for it in r["localization"][method]] for r in rows]
     counts = [len(its) for its in items]
-    cols = {k: ([sum(it[k] for it in its) for its in items], counts) for k in LOCALIZATION_KEYS[:5]}
+    cols = {
+        k: ([sum(it[k] for it in its) for its in items], counts)
+        for k in LOCALIZATION_KEYS
+        if k != "supported_share"
+    }
     cols["supported_share"] = (
         [sum(it["supported"] for it in its) for its in items],
         [sum(it["regions"] for it in its) for its in items],

@@ -48,7 +48,7 @@ log = logging.getLogger(__name__)
 
 Mode = Literal["search", "ask"]
 RESULTS = "results.jsonl"
-VERSION = 2  # 2: capped precision per query, stemmed words, gated image side
+VERSION = 3  # 2: capped precision per query, stemmed words, gated image side; 3: 15 px pointing
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ RETRIEVAL = {"recall@1", "recall@5", "recall@10", "precision@5", "capped_precisi
              "ndcg@10"}  # fmt: skip
 LOCALIZATION = {
     "pointing_game",
+    "pointing_game_15px",
     "energy_pointing_game",
     "iou",
     "deletion_auc",
@@ -82,8 +83,9 @@ def test_report_keys_and_ranges(first, bench):
     assert set(data["localization"]) == set(METHODS)
     for method, values in data["localization"].items():
         assert set(values) == LOCALIZATION, method
-        for k in ("pointing_game", "energy_pointing_game", "iou"):
+        for k in ("pointing_game", "pointing_game_15px", "energy_pointing_game", "iou"):
             assert 0 <= values[k] <= 1
+        assert values["pointing_game_15px"] >= values["pointing_game"]  # tolerance only adds
         # a share of regions: None when a method's maps had no compact peak at all
         assert values["supported_share"] is None or 0 <= values["supported_share"] <= 1
         assert math.isfinite(values["deletion_auc"]) and math.isfinite(values["insertion_auc"])

@@ -96,6 +96,19 @@ def test_pointing_game_ties_share_the_vote():
     assert pointing_game(heat, [(0, 0, 4, 1)]) == 0.5
 
 
+def test_pointing_game_tolerance_is_the_distance_to_the_nearest_target_pixel():
+    heat = np.zeros((60, 60))
+    heat[40, 40] = 1.0  # 11 columns and 11 rows past the box's last pixel (29, 29): 15.6 away
+    box = [(10, 10, 30, 30)]
+    assert [pointing_game(heat, box, t) for t in (0, 15, 16)] == [0.0, 0.0, 1.0]
+    heat[40, 40], heat[20, 44] = 0.0, 1.0  # beside the box, 15 columns out
+    assert [pointing_game(heat, box, t) for t in (0, 14, 15)] == [0.0, 0.0, 1.0]
+    assert pointing_game(heat, [(100, 100, 120, 120)], 15) == 0.0  # far off the image
+    ties = np.zeros((4, 4))
+    ties[0, 0] = ties[0, 3] = 1.0  # two peaks, one within 2 px of the box, one 3 px away
+    assert pointing_game(ties, [(0, 2, 1, 3)], 2) == 0.5
+
+
 def test_empty_heatmap_scores_chance():
     empty = np.zeros((10, 10))
     assert pointing_game(empty, [(0, 0, 5, 4)]) == pytest.approx(0.2)
