@@ -10,7 +10,8 @@ position, which could follow file order).
 For each method, one batch per query: the heatmaps, the regions (`tools.evidence.regions`), and one
 counterfactual pass for the regions and the deletion/insertion curves
 (`tools.evidence.counterfactuals.verify`). Pointing is measured on the map resized to the
-image, where the target boxes live.
+image, where the target boxes live, twice: the peak inside a box, and within `TOLERANCE`
+(15) pixels of one (`eval.metrics.pointing_game`).
 Text regions (`localize_text`) are judged apart, on the queries that name a part of a
 figure that is words (a title, an axis label, the legend, an annotation): the strongest
 text region the product would cite in each chosen image, from the words read there at
@@ -95,7 +96,8 @@ def localize(
     curve_steps: int = 5,
     max_regions: int = 3,
 ) -> dict[str, list[dict]]:
-    """Per method, one record per chosen image: the five scores plus region counts."""
+    """Per method, one record per chosen image: the scores (`LOCALIZATION_KEYS` but the
+    supported share) plus region counts."""
     chosen = chosen_images(query, per_query, seed)
     if not chosen:
         return {}
