@@ -24,7 +24,7 @@ from evident.tools.ingest.index import index_paths
 from evident.tools.ingest.ocr import Reading, TextLine, assign_roles, load_reader
 from evident.tools.pipeline import open_retrieval, run_query, search
 from evident.tools.records import Query
-from evident.tools.retrieve import Weights
+from evident.tools.retrieve import Weights, _fuse, confidence
 from evident.tools.store import Store
 from tests.agent_helpers import outside_fences
 
@@ -326,3 +326,25 @@ def test_words_that_resemble_nothing_in_the_images_do_not_reorder_them(collectio
     assert gate["best"] < gate["band"][0] and gate["confidence"] == 0.0
     shares = {round(h.contributions["words"], 6) for h in unrelated.hits}
     assert len(shares) == 1  # no lexical match and no embedding: the words reorder nothing
+
+
+def test_an_exact_word_counts_little_when_the_model_knows_the_query_and_the_words_do_not():
+    """The lexical half of the words counts `1 - image x (1 - words)` of itself: a query the
+    model sees (image gate open) whose words resemble nothing read (words gate shut) is not
+    reordered by one incidental shared word; outside the model's domain, or with a model
+    that has no band to say, that word leads."""
+    ids = ["a", "b", "c"]
+    raw = {
+        "image": {"a": 0.60, "b": 0.58, "c": 0.45},
+        "embedding": {"a": 0.20, "b": 0.21, "c": 0.20},
+        "lexical": {"b": 6.0},  # "b" shares one exact word with the query
+    }
+    shut = confidence(0.21, (0.4, 0.5))
+    known = {"image": confidence(0.9, (0.5, 0.53)), "embedding": shut}
+    unknown = {"image": confidence(0.3, (0.5, 0.53)), "embedding": shut}
+    fused, parts, _ = _fuse(ids, raw, Weights(), known)
+    assert ids[int(np.argmax(fused))] == "a" and parts[1]["words"] == 0.0
+    fused, parts, _ = _fuse(ids, raw, Weights(), unknown)
+    assert ids[int(np.argmax(fused))] == "b" and parts[1]["words"] > 0.4
+    fused, _, _ = _fuse(ids, raw, Weights(), {"embedding": shut})  # a model without a band
+    assert ids[int(np.argmax(fused))] == "b"
