@@ -342,9 +342,11 @@ def test_an_exact_word_counts_little_when_the_model_knows_the_query_and_the_word
     shut = confidence(0.21, (0.4, 0.5))
     known = {"image": confidence(0.9, (0.5, 0.53)), "embedding": shut}
     unknown = {"image": confidence(0.3, (0.5, 0.53)), "embedding": shut}
-    fused, parts, _ = _fuse(ids, raw, Weights(), known)
+    fused, parts, fusion = _fuse(ids, raw, Weights(), known)
     assert ids[int(np.argmax(fused))] == "a" and parts[1]["words"] == 0.0
-    fused, parts, _ = _fuse(ids, raw, Weights(), unknown)
+    assert fusion["words"]["lexical_gate"] == 0.0  # the JSON says why
+    fused, parts, fusion = _fuse(ids, raw, Weights(), unknown)
     assert ids[int(np.argmax(fused))] == "b" and parts[1]["words"] > 0.4
+    assert fusion["words"]["lexical_gate"] == 1.0
     fused, _, _ = _fuse(ids, raw, Weights(), {"embedding": shut})  # a model without a band
     assert ids[int(np.argmax(fused))] == "b"

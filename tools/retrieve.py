@@ -269,14 +269,15 @@ def _fuse(ids: list[str], raw: dict, w: Weights, gates: dict):
         "image": _minmax([raw["image"].get(i, np.nan) for i in ids], FLOORS["image"]),
         "caption": _minmax([raw.get("caption", {}).get(i, np.nan) for i in ids], FLOORS["caption"]),
     }
+    lexical_gate = 1.0
     if "words" in signals:
         lex = _minmax([raw["lexical"].get(i, 0.0) for i in ids], FLOORS["lexical"])
         emb = _minmax([raw["embedding"].get(i, np.nan) for i in ids], FLOORS["embedding"])
         if "embedding" in gates:
             emb = emb * gates["embedding"]["confidence"]
             known = gates["image"]["confidence"] if "image" in gates else 0.0  # no band: unknown
-            lex = lex * (1 - known * (1 - gates["embedding"]["confidence"]))
-        columns["words"] = w.lexical * lex + (1 - w.lexical) * emb
+            lexical_gate = 1 - known * (1 - gates["embedding"]["confidence"])
+        columns["words"] = w.lexical * lexical_gate * lex + (1 - w.lexical) * emb
     fused = np.zeros(len(ids))
     parts = [{} for _ in ids]
     for name, weight in signals.items():
@@ -290,6 +291,7 @@ def _fuse(ids: list[str], raw: dict, w: Weights, gates: dict):
     }
     if "words" in signals:
         fusion["words"]["lexical_share"] = w.lexical
+        fusion["words"]["lexical_gate"] = round(lexical_gate, 4)
     if "image" in gates:
         fusion["image"] |= gates["image"]
     if "words" in fusion and "embedding" in gates:
