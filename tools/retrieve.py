@@ -258,8 +258,10 @@ def _fuse(ids: list[str], raw: dict, w: Weights, gates: dict):
     """`(fused scores, per-candidate contributions, the fusion record)`; `gates` holds a
     `confidence` for the image signal (scaling its weight) and for the words' embedding
     (scaling its column, and with the image's the lexical column), where they apply."""
-    image_share = gates["image"]["confidence"] if "image" in gates else 1.0
-    signals = {"image": w.image * image_share}
+    # how well the model knows the query; None without a band: the image side then counts
+    # in full, and the exact words too (nothing says the model sees what the query asks)
+    known = gates["image"]["confidence"] if "image" in gates else None
+    signals = {"image": w.image * (1.0 if known is None else known)}
     if "caption" in raw:
         signals["caption"] = w.caption
     if "embedding" in raw:
@@ -275,8 +277,7 @@ def _fuse(ids: list[str], raw: dict, w: Weights, gates: dict):
         emb = _minmax([raw["embedding"].get(i, np.nan) for i in ids], FLOORS["embedding"])
         if "embedding" in gates:
             emb = emb * gates["embedding"]["confidence"]
-            known = gates["image"]["confidence"] if "image" in gates else 0.0  # no band: unknown
-            lexical_gate = 1 - known * (1 - gates["embedding"]["confidence"])
+            lexical_gate = 1 - (known or 0.0) * (1 - gates["embedding"]["confidence"])
         columns["words"] = w.lexical * lexical_gate * lex + (1 - w.lexical) * emb
     fused = np.zeros(len(ids))
     parts = [{} for _ in ids]

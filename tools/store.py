@@ -142,15 +142,16 @@ class Store:
                 "collection with --collection NAME."
             )
         recorded = meta.get("evident_weights")
-        if model is not None and weights and recorded != weights:
-            # every index since fingerprints were recorded writes one, and the bundled model
-            # has been retrained since: a bundled collection without one predates this model
-            if recorded:
-                which = f"another version of {model!r} (weights {recorded}, installed {weights})"
-            elif model.startswith("bundled:"):
-                which = f"an earlier version of {model!r} (it predates recorded model versions)"
-            else:
-                return col  # a local-dir collection from before fingerprints: unchecked
+        # every index since fingerprints were recorded writes one, and the bundled model has
+        # been retrained since: a bundled collection without one predates this model (a
+        # local-dir one from then stays unchecked: its folder may be unchanged)
+        stale = recorded != weights if recorded else str(model).startswith("bundled:")
+        if model is not None and weights and stale:
+            which = (
+                f"another version of {model!r} (weights {recorded}, installed {weights})"
+                if recorded
+                else f"an earlier version of {model!r} (it predates recorded model versions)"
+            )
             raise EncoderMismatchError(
                 f"collection {name!r} was indexed with {which}, so its image vectors do not "
                 "match this model's. Index the images again into a new collection "
