@@ -9,6 +9,8 @@ the previous batch. Bad files are skipped with a reason and never stop the run, 
 neither does an entry the database refuses (it is skipped with the database's reason
 and the rest of its batch written one by one). What was changed on the way in (a cut
 caption, a renamed metadata key: `ingest.metadata`) is in the report's `warnings`.
+Each image's colours are counted as it is read (`tools.colours`, a few milliseconds); an
+image indexed before that gains them on the next run without being embedded again.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from typing import Any, Literal
 import torch
 from chromadb.errors import InvalidArgumentError
 
+from evident.tools.colours import colour_shares, encode
 from evident.tools.encoders import Encoder
 from evident.tools.errors import InputError
 from evident.tools.ingest.documents import discover_with_documents
@@ -175,6 +178,8 @@ def _unchanged(f: ImageFile, existing: tuple[str, dict] | None, ocr: OcrMode) ->
     _, meta = existing
     if ocr != "off" and "ocr" not in meta:  # never looked at for words: look now
         return False
+    if "colours" not in meta:  # indexed before colours were counted: count them now
+        return False
     try:
         st = f.path.stat()
     except OSError:
@@ -206,14 +211,18 @@ def _decode(
     if f.caption:
         meta["caption"] = f.caption
     if id_ in known:  # same bytes already embedded: only the record changes
-        kept = ("width", "height", "format", "ocr", "words")
+        kept = ("width", "height", "format", "ocr", "words", "colours")
         meta.update({k: known[id_][k] for k in kept if k in known[id_]})
-        if ocr == "off" or meta.get("ocr") is not None:
+        to_read = ocr != "off" and meta.get("ocr") is None
+        if not to_read and "colours" in meta:
             return _Decoded(f, id_, None, meta)
-        reading = _read_words(read_image(f.path, data), ocr, reader, meta, id_)
+        image = read_image(f.path, data)
+        meta.setdefault("colours", encode(colour_shares(image)))
+        reading = _read_words(image, ocr, reader, meta, id_) if to_read else None
         return _Decoded(f, id_, None, meta, reading)
     image = read_image(f.path, data)
     meta.update({"width": image.width, "height": image.height, "format": f.path.suffix[1:].lower()})
+    meta["colours"] = encode(colour_shares(image))
     reading = _read_words(image, ocr, reader, meta, id_) if ocr != "off" else None
     return _Decoded(f, id_, encoder.preprocess(image), meta, reading)
 
