@@ -153,6 +153,7 @@ def _figure(r: Mapping[str, Any], cited: Mapping[str, Mapping]) -> str:
     marks = " ".join(
         f"{g['id']}{'' if is_supported(g) else ' ?'}"
         + (f" “{g['text']}”" if g.get("text") else "")
+        + (f" ({g['colour']})" if g.get("colour") else "")
         + (" ✓" if g["id"] in cited else "")
         for g in r.get("regions", [])
     )

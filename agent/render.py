@@ -141,6 +141,9 @@ def evidence_lines(result: dict) -> list[Text]:
         if g.get("text"):
             line.append(" reads ")
             line.append(f"“{g['text']}”", style="cyan")
+        if cc := g.get("colour_check"):
+            line.append(f", drawn in {g['colour']} (its share of the ink ")
+            line.append(f"{cc['score_before']:.0%} -> {cc['score_after']:.0%} without it)")
         out.append(line)
     return out
 

@@ -15,7 +15,9 @@ image, where the target boxes live, twice: the peak inside a box, and within `TO
 Text regions (`localize_text`) are judged apart, on the queries that name a part of a
 figure that is words (a title, an axis label, the legend, an annotation): the strongest
 text region the product would cite in each chosen image, from the words read there at
-index time, scores a point when its centre lies in a target box.
+index time, scores a point when its centre lies in a target box. Colour regions
+(`localize_colour`) the same way, on the queries that name a colour they place ("the red
+markers in a scatter plot"), with the share whose colour check passed.
 Not handled: targets on images that are not relevant, query images with targets.
 """
 
@@ -32,6 +34,7 @@ from PIL import Image
 from evident.eval.baselines import BASELINES, baseline_heatmap
 from evident.eval.metrics import best_iou, energy_pointing_game, pointing_game
 from evident.eval.suite import SuiteQuery, stable_seed
+from evident.tools.evidence.colour_regions import colour_regions
 from evident.tools.evidence.counterfactuals import verify
 from evident.tools.evidence.heatmaps import (
     CAM_METHODS,
@@ -171,6 +174,30 @@ def localize_text(
             "image": rel,
             "pointing_game": float(hit),
             "iou": round(best_iou(top, query.targets[rel]), 6),
+            "regions": len(found),
+        })  # fmt: skip
+    return out
+
+
+def localize_colour(
+    query: SuiteQuery,
+    read: Callable[[str], Image.Image],
+    *,
+    per_query: int | None = 5,
+    seed: int = 0,
+) -> list[dict]:
+    """One record per chosen image: whether the top colour region's centre is in a target
+    box, its IoU, and whether its colour check passed (`tools.evidence.colour_regions`)."""
+    out = []
+    for rel in chosen_images(query, per_query, seed):
+        _, found = colour_regions(query.text or "", read(query.paths[rel]), rank=1, first=1)
+        top = found[0].box if found else None
+        hit = top is not None and any(_holds(t, _centre(top)) for t in query.targets[rel])
+        out.append({
+            "image": rel,
+            "pointing_game": float(hit),
+            "iou": round(best_iou(top, query.targets[rel]), 6),
+            "supported": float(bool(found) and found[0].supported),
             "regions": len(found),
         })  # fmt: skip
     return out

@@ -22,11 +22,13 @@ from evident.eval.localize import (
     chosen_images,
     image_reader,
     localize,
+    localize_colour,
     localize_text,
     named_parts,
 )
 from evident.eval.metrics import retrieval_scores
 from evident.eval.suite import SuiteQuery
+from evident.tools.evidence.colour_regions import placeable
 from evident.tools.ingest.ocr import Reading
 from evident.tools.pipeline import Retrieval, readings_of, run_query
 from evident.tools.records import Query
@@ -139,6 +141,11 @@ def _localized(ctx: RunContext, q: SuiteQuery, embedding, record: dict) -> dict:
                 "parts": named_parts(q.text),
                 "images": localize_text(q, readings, per_query=ctx.per_query, seed=ctx.seed),
             }
+    if colours := placeable(q.text or ""):
+        record["colour_localization"] = {
+            "colours": list(colours),
+            "images": localize_colour(q, ctx.read, per_query=ctx.per_query, seed=ctx.seed),
+        }
     record["latency_ms"]["localize"] = _ms(start)
     return record
 

@@ -13,11 +13,14 @@ report.json (plain numbers at the documented keys; None where nothing was measur
                           one only a peak inside it
     localization_vs_baselines  {METHOD: {BASELINE: {KEY: {"diff", "ci95"}}}}
     cited_first          {"pointing_game", "ci95", "vs_random"|"vs_centre": {"diff", "ci95"},
-                          "images", "from_text"}: what the product cites first (a named
-                          part's text region, else the default method's hottest point)
+                          "images", "from_text", "from_colour"}: what the product cites
+                          first (a named part's text region, else a named colour's
+                          region, else the default method's hottest point)
     text_regions         {"all"|PART: {"pointing_game", "iou", "queries", "images"}}: the
                           top text region on queries naming a title, axis label, legend
                           or annotation (collections indexed with words only)
+    colour_regions       {"all"|COLOUR: {"pointing_game", "iou", "supported", "queries",
+                          "images"}}: the top colour region on queries naming a colour
     explained            the product path (top `explain_top` hits, default method):
                           regions shown per result, share that pass the counterfactual
     ask                  (ask mode) citation validity, support, coverage, relevance
@@ -100,6 +103,9 @@ def build_report(
         report["retrieval_by_level"][level], report["retrieval_by_level_ci"][level] = values, cis
     report.update(_localization(done, config["methods"], seed))
     report["text_regions"], report["text_regions_ci"] = _text_regions(done, seed)
+    report["colour_regions"], report["colour_regions_ci"] = _named_regions(
+        done, "colour_localization", "colours", ("pointing_game", "iou", "supported"), seed
+    )
     report["cited_first"] = _cited_first(done, default_method, config["methods"], seed)
     report["explained"], report["explained_ci"] = _explained(done, seed)
     if config["mode"] == "ask":
@@ -169,16 +175,24 @@ def _localization(done: Sequence[dict], methods: Sequence[str], seed: int) -> di
 def _text_regions(done: Sequence[dict], seed: int) -> tuple[dict, dict]:
     """Pointing game and IoU of the top text region, over the queries naming a part made of
     words, overall and by part (a query naming two parts counts for each)."""
-    rows = [r["text_localization"] for r in done if r.get("text_localization")]
+    return _named_regions(done, "text_localization", "parts", ("pointing_game", "iou"), seed)
+
+
+def _named_regions(
+    done: Sequence[dict], record: str, named: str, keys: Sequence[str], seed: int
+) -> tuple[dict, dict]:
+    """`keys` of the top region over the queries with a `record`, overall and by what they
+    name (`named`: parts, colours; a query naming two counts for each)."""
+    rows = [r[record] for r in done if r.get(record)]
     values, cis = {}, {}
-    parts = sorted({p for r in rows for p in r["parts"]})
-    for name in ["all", *parts]:
-        these = [r for r in rows if name == "all" or name in r["parts"]]
+    parts = sorted({p for r in rows for p in r[named]})
+    for name in ["all", *parts] if rows else []:
+        these = [r for r in rows if name == "all" or name in r[named]]
         idx = bootstrap_indices(len(these), N_BOOT, seed)
         cols = {
             k: ([sum(it[k] for it in r["images"]) for r in these],
                 [len(r["images"]) for r in these])
-            for k in ("pointing_game", "iou")
+            for k in keys
         }  # fmt: skip
         values[name], cis[name] = _block(cols, idx)
         values[name]["queries"] = len(these)
@@ -189,22 +203,27 @@ def _text_regions(done: Sequence[dict], seed: int) -> tuple[dict, dict]:
 def _cited_first(done: Sequence[dict], default: str, methods: Sequence[str], seed: int) -> dict:
     """The pointing game of what the product cites first: for a query naming a title, an
     axis label or a legend, the region of that part when one was read
-    (`text_regions.named_first` puts it first), else the default method's hottest point;
-    beside each baseline, paired."""
+    (`text_regions.named_first` puts it first), else for a query naming a colour that
+    colour's region when there is one (`colour_regions.colour_first`), else the default
+    method's hottest point; beside each baseline, paired."""
     rows = [r for r in done if r.get("localization") and default in r["localization"]]
     if not rows:
         return {}
-    hits, counts, from_text = [], [], 0
+    hits, counts, from_text, from_colour = [], [], 0, 0
     for r in rows:
         named = r.get("text_localization") or {}
         leads = set(named.get("parts", ())) & set(LEADS)
         text = {it["image"]: it for it in named.get("images", [])} if leads else {}
+        colour = {it["image"]: it for it in (r.get("colour_localization") or {}).get("images", [])}
         total = 0.0
         for it in r["localization"][default]:
-            found = text.get(it["image"])
+            found, drawn = text.get(it["image"]), colour.get(it["image"])
             if found and found["regions"]:
                 total += found["pointing_game"]
                 from_text += 1
+            elif drawn and drawn["regions"]:
+                total += drawn["pointing_game"]
+                from_colour += 1
             else:
                 total += it["pointing_game"]
         hits.append(total)
@@ -218,7 +237,7 @@ def _cited_first(done: Sequence[dict], default: str, methods: Sequence[str], see
             "diff": _r(_diff(values["pointing_game"], _block({"p": theirs}, idx)[0]["p"])),
             "ci95": _ci(difference_ci((hits, counts), theirs, indices=idx)),
         }
-    return out | {"images": int(sum(counts)), "from_text": from_text}
+    return out | {"images": int(sum(counts)), "from_text": from_text, "from_colour": from_colour}
 
 
 def _diff(a: float | None, b: float | None) -> float | None:

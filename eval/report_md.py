@@ -89,6 +89,19 @@ def _text_regions(data: dict) -> list[str]:
     return _table(["part named", "queries", "images", "pointing game", "IoU of top region"], rows)
 
 
+def _colour_regions(data: dict) -> list[str]:
+    values, cis = data.get("colour_regions") or {}, data.get("colour_regions_ci") or {}
+    if not values:
+        return ["No query with target boxes named a colour."]
+    rows = [
+        [name, str(v["queries"]), str(v["images"]),
+         *(_fmt(v[k], cis[name][k]) for k in ("pointing_game", "iou", "supported"))]
+        for name, v in values.items()
+    ]  # fmt: skip
+    header = ["colour named", "queries", "images", "pointing game", "IoU of top region"]
+    return _table([*header, "colour check passed"], rows)
+
+
 def _cited_first(data: dict) -> list[str]:
     c = data.get("cited_first") or {}
     if not c:
@@ -101,8 +114,8 @@ def _cited_first(data: dict) -> list[str]:
     return [
         "",
         "What the product cites first: the region of a title, axis label or legend the query "
-        f"names when one was read ({c['from_text']} images), else the default method's "
-        "hottest point.",
+        f"names when one was read ({c['from_text']} images), else the region of a colour it "
+        f"names ({c.get('from_colour', 0)} images), else the default method's hottest point.",
         "",
         *_table(["", "images", "pointing game"], rows),
     ]
@@ -147,6 +160,13 @@ def render_markdown(data: dict, plots: Sequence[str]) -> str:
         "target box.",
         "",
         *_text_regions(data),
+        "",
+        "### Colour regions (where a colour the query names is drawn)",
+        "",
+        "The strongest colour region the product would cite; a point when its centre is in a "
+        "target box.",
+        "",
+        *_colour_regions(data),
         *_cited_first(data),
         "",
         "## Explanations shown (top results, default method)",

@@ -48,7 +48,8 @@ log = logging.getLogger(__name__)
 
 Mode = Literal["search", "ask"]
 RESULTS = "results.jsonl"
-VERSION = 3  # 2: capped precision per query, stemmed words, gated image side; 3: 15 px pointing
+VERSION = 4  # 2: capped precision per query, stemmed words, gated image side; 3: 15 px pointing;
+# 4: colour regions
 
 
 @dataclass(frozen=True)

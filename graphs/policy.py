@@ -212,19 +212,43 @@ def _describe_evidence(ev: dict) -> str:
     head = f"#{rank} (score {ev['score']:.3f}, {ev['method']} heatmap)"
     if not supported:
         return f"{head}: no region passed the counterfactual check, so I cite no evidence for it."
-    heat = [r for r in supported if r.get("kind", "heat") == "heat"]
+    heat = [
+        r for r in supported
+        if r.get("kind", "heat") == "heat" and (r.get("counterfactual") or {}).get("supported")
+    ]  # fmt: skip
     words = [r for r in supported if r.get("kind") == "text"]
+    colours = [r for r in supported if (r.get("colour_check") or {}).get("supported")]
     if heat:
         text = _heat_sentence(head, rank, heat[0], ev) + "".join(
             f" Removing {r['id']} at {r['box']} lowers it by "
             f"{_cosine(r['counterfactual']['score_drop'])} too [{r['id']}]."
             for r in heat[1:2]
         )
-    else:
+    elif words:
         text = f"{head} matches on the words read in it."
+    else:
+        text = f"{head} matches on the colour the query names."
     for r in words:
         text += f" {_reads(r)} [{r['id']}]."
+    for r in colours[:1]:
+        text += " " + _drawn(r)
     return text
+
+
+def _drawn(region: dict) -> str:
+    """Where a colour the query names is drawn, and what its check measured."""
+    cc = region["colour_check"]
+    null = max(cc["null"]["drops"] or [0.0])
+    elsewhere = (
+        f"boxes of its size elsewhere lower it by {null:.0%} at most"
+        if null > 0
+        else "boxes of its size elsewhere do not lower it"
+    )
+    return (
+        f"Its {region['colour']} is drawn in {region['id']} at {region['box']}: painted over, "
+        f"the {region['colour']} share of its ink falls from {cc['score_before']:.0%} to "
+        f"{cc['score_after']:.0%}, where {elsewhere} [{region['id']}]."
+    )
 
 
 def _heat_sentence(head: str, rank: int, top: dict, ev: dict) -> str:

@@ -77,7 +77,8 @@ def for_writer(state: State, ctx: Ctx) -> list:
         regions = [
             {"id": g["id"], "box": g["box"], "supported": is_supported(g),
              "score_drop": (g.get("counterfactual") or {}).get("score_drop", 0.0),
-             "reads": g.get("text") or "", "role": g.get("role") or ""}
+             "reads": g.get("text") or "", "role": g.get("role") or "",
+             "colour": g.get("colour") or ""}
             for g in evidence.get(r["rank"], {}).get("regions", [])
         ]  # fmt: skip
         results.append({

@@ -14,10 +14,19 @@ from matplotlib.figure import Figure
 from PIL import Image
 
 import evident.tools.colours
+import evident.tools.evidence.colour_regions as colour_regions_module
 from evident.eval.figures.generate import generate_figures
-from evident.tools.colours import colour_shares, named_colours
+from evident.eval.run_eval import run_eval
+from evident.graphs.policy import _describe_evidence
+from evident.tools.agent_tools import _evidence, _evidence_content
+from evident.tools.colours import NAMES, colour_shares, name_grid, named_colours
+from evident.tools.evidence.colour_regions import colour_first, colour_regions
+from evident.tools.evidence.counterfactuals import placements
+from evident.tools.evidence.explain import explain_results
+from evident.tools.evidence.heatmaps import default_method
+from evident.tools.evidence.text_regions import iou
 from evident.tools.ingest.index import index_paths
-from evident.tools.records import Query
+from evident.tools.records import Hit, Query, Region
 from evident.tools.retrieve import Weights, search_images
 from evident.tools.store import Store
 
@@ -156,3 +165,118 @@ def test_colours_lift_the_figure_models_attribute_queries(tmp_path, bundled_enco
         first_right[name] = float(np.mean(found))
     assert len(queries) >= 80
     assert first_right["with colour"] >= first_right["model"] + 0.15, first_right
+
+
+def _two_lines(path) -> dict[str, tuple[int, int, int, int]]:
+    """A line chart with a red and a blue series in separate halves; each line's box
+    (x0, y0, x1, y1 from the top left)."""
+    fig = Figure(figsize=(4, 3), dpi=100, facecolor="white")
+    ax = fig.add_subplot()
+    red = ax.plot([0, 1, 2, 3], [8, 9, 8.5, 9.5], color="tab:red", linewidth=2)[0]
+    blue = ax.plot([0, 1, 2, 3], [1, 2, 1.5, 2.5], color="tab:blue", linewidth=2)[0]
+    ax.set_ylim(0, 10)
+    ax.set_title("Run 12: two series")
+    canvas = FigureCanvasAgg(fig)
+    canvas.print_png(str(path))
+    renderer, height = canvas.get_renderer(), fig.bbox.height
+    boxes = {}
+    for name, line in {"red": red, "blue": blue}.items():
+        x0, y0, x1, y1 = line.get_window_extent(renderer).extents
+        boxes[name] = (int(x0), int(height - y1), int(x1) + 1, int(height - y0) + 1)
+    return boxes
+
+
+def test_a_colour_region_is_where_the_named_colour_is_drawn(tmp_path):
+    boxes = _two_lines(tmp_path / "f.png")
+    image = Image.open(tmp_path / "f.png").convert("RGB")
+    for name, other in (("red", "blue"), ("blue", "red")):
+        _, found = colour_regions(f"the {name} line", image, rank=2, first=3)
+        assert found and found[0].id == "R2.3" and found[0].kind == "colour"
+        top = found[0]
+        assert top.colour == name and top.supported, top
+        assert iou(top.box, boxes[name]) >= 0.5 and iou(top.box, boxes[other]) == 0, top.box
+        area = (top.box[2] - top.box[0]) * (top.box[3] - top.box[1])
+        assert area <= 0.35 * image.width * image.height
+        d = top.to_dict()["colour_check"]
+        assert d["score_drop"] == pytest.approx(d["score_before"] - d["score_after"], abs=2e-6)
+        assert d["null"]["placements"] == 8 and d["supported"]
+    assert colour_regions("the green line", image, rank=1, first=1)[1] == ()  # not drawn
+    assert colour_regions("the line chart", image, rank=1, first=1)[1] == ()  # none named
+    assert colour_regions("the black title", image, rank=1, first=1)[1] == ()  # black: text
+
+
+def test_the_colour_check_turns_away_boxes_placed_at_random(tmp_path):
+    """The same check on boxes of the region's size dropped anywhere: they pass about as
+    often as the null's quantile lets chance through (1 in 10), the found region always."""
+    _two_lines(tmp_path / "f.png")
+    image = Image.open(tmp_path / "f.png").convert("RGB")
+    grid = name_grid(image)
+    named, ink = grid == NAMES.index("red"), grid < len(NAMES)
+    _, (top, *_) = colour_regions("the red line", image, rank=1, first=1)
+    box = colour_regions_module._on_grid(top.box, image.size, grid.shape)
+    rng = np.random.default_rng(0)
+    passed = []
+    for n, b in enumerate(placements(box, grid.shape, 200, rng)):
+        passed.append(colour_regions_module._check(named, ink, b, 0, 1, n).supported)
+    assert np.mean(passed) <= 0.2, np.mean(passed)
+
+
+def test_a_heat_region_over_the_colour_carries_it_instead_of_a_copy(tmp_path):
+    boxes = _two_lines(tmp_path / "f.png")
+    image = Image.open(tmp_path / "f.png").convert("RGB")
+    heat = (Region("R1.1", boxes["blue"]), Region("R1.2", boxes["red"]))
+    carried, new = colour_regions("the red line", image, rank=1, first=3, heat=heat)
+    assert new == ()
+    assert carried[0].colour is None and carried[1].colour == "red"
+    assert carried[1].colour_check.supported
+    ordered = colour_first("the red line", carried, 1)
+    assert [(r.id, r.box) for r in ordered] == [("R1.1", boxes["red"]), ("R1.2", boxes["blue"])]
+
+
+def test_explain_cites_the_named_colour_and_says_what_its_check_measured(tmp_path, tiny_encoder):
+    """Through the evidence engine and the offline answer: a result for "the red line" has a
+    colour region listed first, checked, and the answer's sentence cites it."""
+    _two_lines(tmp_path / "f.png")
+    image = Image.open(tmp_path / "f.png").convert("RGB")
+    hit = Hit(1, "a", str(tmp_path / "f.png"), 0.5)
+    query = Query("the red line")
+    q = tiny_encoder.encode_texts([query.text])[0]
+    done = explain_results(tiny_encoder, q, [hit], [image], query=query, attribution=None)
+    regions = done.evidence[0].regions
+    first = regions[0]
+    assert first.id == "R1.1" and first.colour == "red" and first.colour_check.supported
+    assert [r.id for r in regions] == [f"R1.{n}" for n in range(1, len(regions) + 1)]
+    ev = _evidence(hit, done.evidence[0], [hit.score])  # the record the agent's tools keep
+    sentence = _describe_evidence(ev)
+    assert f"Its red is drawn in {first.id}" in sentence and f"[{first.id}]" in sentence
+    assert f"{first.id} box" in _evidence_content(ev) and "drawn in red" in _evidence_content(ev)
+
+
+def test_the_evaluator_scores_colour_regions_against_the_series_drawn(tmp_path, tiny_encoder):
+    """`evident eval` on "the red line" and "the blue line": the top colour region of each
+    figure is judged against where matplotlib drew that line, and it is what the product
+    cites first."""
+    (tmp_path / "images").mkdir()
+    boxes = {f"f{i}.png": _two_lines(tmp_path / "images" / f"f{i}.png") for i in range(3)}
+    with Store.open(tmp_path / "db", create=True) as store:
+        index_paths([tmp_path / "images"], store=store, encoder=tiny_encoder, collection="figs")
+    rows = [
+        {"id": f"q{n}", "level": "component", "query": f"the {name} line in a line chart",
+         "relevant": [f"images/{f}" for f in boxes],
+         "targets": {f"images/{f}": [b[name]] for f, b in boxes.items()}}
+        for n, name in enumerate(("red", "blue"))
+    ]  # fmt: skip
+    suite = tmp_path / "suite.jsonl"
+    suite.write_text("\n".join(json.dumps(r) for r in rows))
+    report = run_eval(
+        suite, db=tmp_path / "db", collection="figs", encoder=tiny_encoder.spec,
+        methods=[default_method(tiny_encoder), "centre"], out_dir=tmp_path / "eval", k=10,
+        explain_top=0,
+    )  # fmt: skip
+    found = report.data["colour_regions"]
+    assert found["all"]["queries"] == 2 and found["all"]["images"] == 6
+    assert found["all"]["pointing_game"] == 1.0 and found["all"]["supported"] == 1.0, found
+    assert found["red"]["iou"] > 0.5 and found["blue"]["iou"] > 0.5
+    cited = report.data["cited_first"]
+    assert cited["from_colour"] == 6 and cited["pointing_game"] == 1.0
+    assert "Colour regions" in (tmp_path / "eval" / "report.md").read_text()

@@ -328,16 +328,27 @@ def _evidence_content(ev: dict) -> str:
         cf = r.get("counterfactual") or {}
         if r.get("kind") == "text":
             where = f"{r['id']} box {r['box']}, words read there: " + fence(r["text"], "words")
+        elif r.get("kind") == "colour":
+            where = f"{r['id']} box {r['box']}"
         else:
             where = f"{r['id']} box {r['box']}, {100 * r['mass']:.0f}% of the heat"
             if r.get("text"):
                 where += ", words read there: " + fence(r["text"], "words")
-        wc = r.get("words_check") or {}
+        if r.get("colour"):
+            where += f", drawn in {r['colour']}"
+        wc, cc = r.get("words_check") or {}, r.get("colour_check") or {}
         if r.get("supported") and wc.get("supported"):
             null = max(wc["null"]["drops"] or [0.0])
             lines.append(
                 f"{where}: supported: without these words the lexical score falls by "
                 f"{wc['score_drop']:.2f} (other lines: at most {null:.2f})"
+            )
+        elif r.get("supported") and cc.get("supported") and not cf.get("supported"):
+            null = max(cc["null"]["drops"] or [0.0])
+            lines.append(
+                f"{where}: supported: painted over, the {r['colour']} share of the ink falls "
+                f"from {cc['score_before']:.0%} to {cc['score_after']:.0%} (boxes of its size "
+                + (f"elsewhere: at most {null:.0%} less)" if null > 0 else "elsewhere: no less)")
             )
         elif r.get("supported"):
             null = max(cf.get("null", {}).get("drops") or [0.0])

@@ -169,17 +169,55 @@ class WordsCheck:
 
 
 @dataclass(frozen=True)
+class ColourCheck:
+    """What happened to the share of an image's ink in the colours a query names when one
+    region was painted over as paper, against the same box at other places in the image
+    (the null): supported when the drop is positive and beats `threshold`, the null's 90th
+    percentile (`tools.evidence.colour_regions`)."""
+
+    score_before: float
+    score_after: float
+    threshold: float
+    null_drops: tuple[float, ...] = ()
+
+    @property
+    def score_drop(self) -> float:
+        return self.score_before - self.score_after
+
+    @property
+    def supported(self) -> bool:
+        return self.score_drop > 0 and self.score_drop > self.threshold
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "scale": "share of the ink in the named colours",
+            "score_before": round(self.score_before, 6),
+            "score_after": round(self.score_after, 6),
+            "score_drop": round(self.score_drop, 6),
+            "supported": self.supported,
+            "null": {
+                "placements": len(self.null_drops),
+                "drops": [round(d, 6) for d in self.null_drops],
+                "threshold": round(self.threshold, 6),
+            },
+        }
+
+
+@dataclass(frozen=True)
 class Region:
     """An evidence region: `box` is `(x0, y0, x1, y1)` in original-image pixels, x1/y1
     exclusive. `kind` is "heat" (a compact peak of the heatmap: `peak` its highest heat,
-    `mass` its share of all heat) or "text" (words read in the image that the query names:
-    `text` holds them, `role` their place in the figure). `id` is `R<rank>.<n>`: `R1.1` is
-    the first region of result 1; text regions are numbered after the heat regions, except
-    that the regions of a part the query names ("the title of ...") come first.
+    `mass` its share of all heat), "text" (words read in the image that the query names:
+    `text` holds them, `role` their place in the figure) or "colour" (where a colour the
+    query names is drawn: `colour` names it; a heat region covering one names it too).
+    `id` is `R<rank>.<n>`: `R1.1` is the first region of result 1; text and colour regions
+    are numbered after the heat regions, except that the regions of a part the query names
+    ("the title of ...") come first, then those of a colour it names.
 
     A region is `supported` when its counterfactual check passed: removing it lowers the
     image's cosine more than removing boxes of its size elsewhere does; for text, also when
-    removing its words lowers the lexical score more than removing other lines does."""
+    removing its words lowers the lexical score more than removing other lines does; for a
+    colour, also when painting it over lowers the colour's share more than elsewhere."""
 
     id: str
     box: tuple[int, int, int, int]
@@ -190,12 +228,15 @@ class Region:
     text: str | None = None
     role: str | None = None
     words_check: WordsCheck | None = None
+    colour: str | None = None
+    colour_check: ColourCheck | None = None
 
     @property
     def supported(self) -> bool:
         image = self.counterfactual is not None and self.counterfactual.supported
         words = self.words_check is not None and self.words_check.supported
-        return image or words
+        colour = self.colour_check is not None and self.colour_check.supported
+        return image or words or colour
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -212,6 +253,10 @@ class Region:
             out["counterfactual"] = self.counterfactual.to_dict()
         if self.words_check is not None:
             out["words_check"] = self.words_check.to_dict()
+        if self.colour:
+            out["colour"] = self.colour
+        if self.colour_check is not None:
+            out["colour_check"] = self.colour_check.to_dict()
         return out
 
 

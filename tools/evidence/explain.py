@@ -1,7 +1,8 @@
 """Explain search results: the evidence engine behind `tools.pipeline.explain`.
 
 Given the query embedding, the hits and their images, in order: one batched heatmap
-pass, regions, one batched counterfactual pass (every region plus the deletion/insertion
+pass, regions (the heat's, the words' the query names, the colours' it names), one
+batched counterfactual pass (every region plus the deletion/insertion
 curves), query-word attribution, and PNGs when `out_dir` is given (the folder keeps the
 newest `overlays.KEEP` of them). Each stage is timed (`timings_ms`: cam, regions,
 counterfactual, attribution, render). Region ids follow the final ranks, so `R1.1` is
@@ -29,6 +30,7 @@ from PIL import Image
 from evident.tools.errors import InputError
 from evident.tools.evidence import tokens
 from evident.tools.evidence.attribution import Estimator, query_terms
+from evident.tools.evidence.colour_regions import colour_first, colour_regions
 from evident.tools.evidence.counterfactuals import Removal, default_removal, verify
 from evident.tools.evidence.heatmaps import (
     Heatmap,
@@ -131,9 +133,13 @@ def explain_results(
                     heat=regions[i],
                 )  # fmt: skip
         regions = [h + t for h, t in zip(regions, texts, strict=True)]
-        if query is not None and query.text:  # "the title of ..." cites the title first
+        if query is not None and query.text:
+            for i, (h, im) in enumerate(zip(hits, images, strict=True)):
+                regions[i] = _with_colours(query.text, im, regions[i], h.rank)
+            # "the title of ..." cites the title first, then "... red bars" the red
             regions = [
-                named_first(query.text, r, h.rank) for r, h in zip(regions, hits, strict=True)
+                named_first(query.text, colour_first(query.text, r, h.rank), h.rank)
+                for r, h in zip(regions, hits, strict=True)
             ]
     # The PNGs are written on a second thread while the checks and the attribution run
     # (PIL's encoder and torch both release the GIL): the heatmaps as soon as they exist,
@@ -178,6 +184,13 @@ def explain_results(
                 pngs = [(a.result(), b.result()) for a, b in zip(heat_pngs, overlays, strict=True)]
                 prune(out_dir)
     return Explained(tuple(hits), _evidence(hits, heat, regions, faith, terms, pngs), heat, timings)
+
+
+def _with_colours(query: str, image, found: tuple[Region, ...], rank: int) -> tuple[Region, ...]:
+    """`found` with the regions of the colours the query names added after the heat's."""
+    heat = tuple(r for r in found if r.kind == "heat")
+    heat, colours = colour_regions(query, image, rank=rank, first=len(found) + 1, heat=heat)
+    return heat + tuple(r for r in found if r.kind != "heat") + colours
 
 
 def _checked_words(query: str, reading, found, index) -> tuple[Region, ...]:

@@ -72,13 +72,16 @@ def render_overlay(
     width = max(1, min(size) // 150)
     for region in regions:
         box = tuple(round(v * scale) for v in region.box)
-        checked = region.counterfactual is not None or region.words_check is not None
+        checks = (region.counterfactual, region.words_check, region.colour_check)
+        checked = any(c is not None for c in checks)
         dashed = checked and not region.supported
         words = region.kind == "text"
         _box(draw, box, width, dashed=dashed, colour=WORDS if words else LIGHT)
         label = region.id if region.supported or not checked else f"{region.id} ?"
         if words and region.text:
             label += " “" + (region.text[:24] + "…" if len(region.text) > 24 else region.text) + "”"
+        elif region.kind == "colour":
+            label += f" {region.colour}"
         _label(draw, box, label, font, size)
     return out
 
