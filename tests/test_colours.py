@@ -280,3 +280,25 @@ def test_the_evaluator_scores_colour_regions_against_the_series_drawn(tmp_path, 
     cited = report.data["cited_first"]
     assert cited["from_colour"] == 6 and cited["pointing_game"] == 1.0
     assert "Colour regions" in (tmp_path / "eval" / "report.md").read_text()
+
+
+def test_the_region_holding_most_of_the_colour_comes_first(tmp_path):
+    """A legend's swatch is a denser blob of the colour than a long line, but the line holds
+    more of it: the line's region is cited first (the heat's order, peak first, cited the
+    legend)."""
+    fig = Figure(figsize=(4, 3), dpi=100, facecolor="white")
+    ax = fig.add_subplot()
+    line = ax.plot([0, 1, 2, 3], [1, 2, 1.5, 2.5], color="tab:brown")[0]
+    ax.set_ylim(0, 10)
+    legend = ax.legend([line], ["linear fit"], loc="upper left")
+    canvas = FigureCanvasAgg(fig)
+    canvas.print_png(str(tmp_path / "f.png"))
+    renderer, height = canvas.get_renderer(), fig.bbox.height
+    x0, y0, x1, y1 = line.get_window_extent(renderer).extents
+    drawn = (int(x0), int(height - y1), int(x1) + 1, int(height - y0) + 1)
+    x0, y0, x1, y1 = legend.get_window_extent(renderer).extents
+    swatch = (int(x0), int(height - y1), int(x1) + 1, int(height - y0) + 1)
+    image = Image.open(tmp_path / "f.png").convert("RGB")
+    _, found = colour_regions("the brown line", image, rank=1, first=1)
+    assert len(found) == 2 and iou(found[1].box, swatch) > 0  # both found, the swatch second
+    assert iou(found[0].box, drawn) >= 0.5 and iou(found[0].box, swatch) == 0, found
