@@ -168,14 +168,7 @@ def localize_text(
     for rel in chosen_images(query, per_query, seed):
         reading = readings.get(rel, Reading(()))
         _, found = text_regions(query.text or "", reading, rank=1, first=1)
-        top = found[0].box if found else None
-        hit = top is not None and any(_holds(t, _centre(top)) for t in query.targets[rel])
-        out.append({
-            "image": rel,
-            "pointing_game": float(hit),
-            "iou": round(best_iou(top, query.targets[rel]), 6),
-            "regions": len(found),
-        })  # fmt: skip
+        out.append(_top_region(rel, found, query.targets[rel]))
     return out
 
 
@@ -191,16 +184,22 @@ def localize_colour(
     out = []
     for rel in chosen_images(query, per_query, seed):
         _, found = colour_regions(query.text or "", read(query.paths[rel]), rank=1, first=1)
-        top = found[0].box if found else None
-        hit = top is not None and any(_holds(t, _centre(top)) for t in query.targets[rel])
-        out.append({
-            "image": rel,
-            "pointing_game": float(hit),
-            "iou": round(best_iou(top, query.targets[rel]), 6),
-            "supported": float(bool(found) and found[0].supported),
-            "regions": len(found),
-        })  # fmt: skip
+        checked = float(bool(found) and found[0].supported)
+        out.append(_top_region(rel, found, query.targets[rel]) | {"supported": checked})
     return out
+
+
+def _top_region(image: str, found, targets) -> dict:
+    """One image's record of its strongest region: a point when the region's centre is in
+    a target box, its best IoU with one, and how many regions there were."""
+    top = found[0].box if found else None
+    hit = top is not None and any(_holds(t, _centre(top)) for t in targets)
+    return {
+        "image": image,
+        "pointing_game": float(hit),
+        "iou": round(best_iou(top, targets), 6),
+        "regions": len(found),
+    }
 
 
 def _centre(box) -> tuple[float, float]:
