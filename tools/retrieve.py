@@ -5,7 +5,13 @@ Signals, each used when the collection and the query have it:
 - caption: the text embedder's query embedding against the captions (cosine);
 - words: what was read in the images (OCR) — a blend of BM25 over the words
   (`tools.lexical`, exact tokens such as "Struve" or "968") and the text embedder's
-  cosine with them (paraphrases), `Weights.lexical` of the first.
+  cosine with them (paraphrases), `Weights.lexical` of the first;
+- colour: when the query names colours ("red boxes"), the share of each image's ink in
+  them, counted at indexing time (`tools.colours`), on a log scale (`SPECK`). The bundled
+  model knows chart types, not what colour something is drawn in; on the figure
+  benchmark this signal lifts attribute precision@5 from 0.218 to 0.314 (README). A
+  named colour makes search look deeper (`pool`): it can lift an image the model ranks
+  lower.
 With one signal, `score` is that signal's raw cosine (`scoring: "cosine"`). With several,
 each is min-max normalised over the union of the candidates (raw cosines of different
 models live on different scales; BM25 has none), with a floor under each range (`FLOORS`:
