@@ -171,9 +171,9 @@ class WordsCheck:
 @dataclass(frozen=True)
 class ColourCheck:
     """What happened to the share of an image's ink in the colours a query names when one
-    region was painted over as paper, against the same box at other places in the image
-    (the null): supported when the drop is positive and beats `threshold`, the null's 90th
-    percentile (`tools.evidence.colour_regions`)."""
+    region was painted over as paper (a share of the ink the image had), against the same
+    box at other places in the image (the null): supported when the drop is positive and
+    beats `threshold`, the null's 90th percentile (`tools.evidence.colour_regions`)."""
 
     score_before: float
     score_after: float
@@ -190,7 +190,7 @@ class ColourCheck:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "scale": "share of the ink in the named colours",
+            "scale": "share of the image's ink in the named colours",
             "score_before": round(self.score_before, 6),
             "score_after": round(self.score_after, 6),
             "score_drop": round(self.score_drop, 6),

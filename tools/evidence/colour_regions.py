@@ -8,10 +8,12 @@ one shape, go through `find_regions` as if they were heat: compact blobs, area c
 no region where the colour is everywhere (a tinted background) or nowhere.
 
 Each colour region is checked on the colour itself (`ColourCheck`, the same rule as the
-image's counterfactual): the share of the image's ink in the named colours, with the box
-painted over as paper, against the same box at `NULLS` other places in the image (seeded);
-supported when its drop beats the `QUANTILE` of theirs. The image's counterfactual
-check runs on it too, like on any region; either makes it supported.
+image's counterfactual): how much of the image's ink is in the named colours once the
+box is painted over, against the same box at `NULLS` other places in the image (seeded);
+supported when its drop beats the `QUANTILE` of theirs. The share stays a share of the
+ink the image had: renormalising by the ink left would make a figure drawn mostly in the
+colour barely move (a bar chart of orange bars: 90% -> 89% for a whole bar). The image's
+counterfactual check runs on it too, like on any region; either makes it supported.
 
 A colour region that a heat region already covers (IoU >= 0.5) is not added: the heat
 region carries the colour's name and check instead, as it carries the words it covers.
@@ -106,16 +108,14 @@ def colour_first(query: str, regions: Sequence[Region], rank: int) -> tuple[Regi
 
 
 def _check(named: np.ndarray, ink: np.ndarray, box: Box, seed: int, rank: int, n: int):
-    """The named colours' share of the ink without `box`, against without the same box at
-    `NULLS` other places."""
-    total_named, total_ink = int(named.sum()), int(ink.sum())
-    before = total_named / max(total_ink, 1)
+    """The named colours' share of the image's ink with `box` painted over, against with
+    the same box at `NULLS` other places painted over instead."""
+    total_named, total_ink = int(named.sum()), max(int(ink.sum()), 1)
+    before = total_named / total_ink
 
     def without(b: Box) -> float:
         x0, y0, x1, y1 = b
-        gone_named = int(named[y0:y1, x0:x1].sum())
-        gone_ink = int(ink[y0:y1, x0:x1].sum())
-        return (total_named - gone_named) / max(total_ink - gone_ink, 1)
+        return (total_named - int(named[y0:y1, x0:x1].sum())) / total_ink
 
     rng = np.random.default_rng([seed, rank, n])
     null = tuple(before - without(b) for b in placements(box, named.shape, NULLS, rng))
