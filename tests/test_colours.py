@@ -24,6 +24,7 @@ from evident.tools.evidence.colour_regions import colour_first, colour_regions
 from evident.tools.evidence.counterfactuals import placements
 from evident.tools.evidence.explain import explain_results
 from evident.tools.evidence.heatmaps import default_method
+from evident.tools.evidence.regions import box_on_map
 from evident.tools.evidence.text_regions import iou
 from evident.tools.ingest.index import index_paths
 from evident.tools.records import Hit, Query, Region
@@ -213,7 +214,7 @@ def test_the_colour_check_turns_away_boxes_placed_at_random(tmp_path):
     grid = name_grid(image)
     named, ink = grid == NAMES.index("red"), grid < len(NAMES)
     _, (top, *_) = colour_regions("the red line", image, rank=1, first=1)
-    box = colour_regions_module._on_grid(top.box, image.size, grid.shape)
+    box = box_on_map(top.box, image.size, grid.shape)
     rng = np.random.default_rng(0)
     passed = []
     for n, b in enumerate(placements(box, grid.shape, 200, rng)):

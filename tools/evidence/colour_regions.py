@@ -33,7 +33,7 @@ from scipy import ndimage
 
 from evident.tools.colours import NAMES, name_grid, named_colours
 from evident.tools.evidence.counterfactuals import NULLS, QUANTILE, placements
-from evident.tools.evidence.regions import find_regions
+from evident.tools.evidence.regions import box_on_map, find_regions
 from evident.tools.evidence.text_regions import iou
 from evident.tools.records import ColourCheck, Region
 
@@ -69,7 +69,7 @@ def colour_regions(
     spread = ndimage.gaussian_filter(named.astype(np.float64), SPREAD * max(grid.shape))
     found = find_regions(spread, image.size, rank=rank, max_regions=max_regions)
     checks = [
-        _check(named, ink, _on_grid(r.box, image.size, grid.shape), seed, rank, n)
+        _check(named, ink, box_on_map(r.box, image.size, grid.shape), seed, rank, n)
         for n, r in enumerate(found)
     ]
     # most of the colour first: a legend's dense little swatch peaks higher than a long
@@ -79,13 +79,13 @@ def colour_regions(
     for region, check in ((found[n], checks[n]) for n in order):
         text = " and ".join(names)
         covering = [i for i, h in enumerate(heat) if iou(h.box, region.box) >= 0.5]
-        if covering:
+        if covering:  # the one holding more of the colour names it, if two cover it
             i = covering[0]
-            heat[i] = replace(heat[i], colour=text, colour_check=check)
+            if heat[i].colour_check is None:
+                heat[i] = replace(heat[i], colour=text, colour_check=check)
             continue
         new.append(replace(region, kind="colour", colour=text, colour_check=check))
-    ids = (f"R{rank}.{first + n}" for n in range(len(new)))
-    return tuple(heat), tuple(replace(r, id=i) for r, i in zip(new, ids, strict=False))
+    return tuple(heat), tuple(replace(r, id=f"R{rank}.{first + n}") for n, r in enumerate(new))
 
 
 def placeable(query: str) -> tuple[str, ...]:
@@ -120,12 +120,3 @@ def _check(named: np.ndarray, ink: np.ndarray, box: Box, seed: int, rank: int, n
     rng = np.random.default_rng([seed, rank, n])
     null = tuple(before - without(b) for b in placements(box, named.shape, NULLS, rng))
     return ColourCheck(before, without(box), float(np.quantile(null, QUANTILE)), null)
-
-
-def _on_grid(box: Box, size: tuple[int, int], shape: tuple[int, int]) -> Box:
-    """A box in original pixels on the (smaller) name grid, covering every cell it touches."""
-    sx, sy = shape[1] / size[0], shape[0] / size[1]
-    x0, y0 = int(box[0] * sx), int(box[1] * sy)
-    x1 = min(shape[1], max(x0 + 1, int(np.ceil(box[2] * sx))))
-    y1 = min(shape[0], max(y0 + 1, int(np.ceil(box[3] * sy))))
-    return x0, y0, x1, y1
