@@ -19,7 +19,7 @@ from evident.eval.figures.generate import generate_figures
 from evident.eval.run_eval import run_eval
 from evident.graphs.policy import _describe_evidence
 from evident.tools.agent_tools import _evidence, _evidence_content
-from evident.tools.colours import NAMES, colour_shares, name_grid, named_colours
+from evident.tools.colours import NAMES, SYNONYMS, colour_shares, name_grid, named_colours
 from evident.tools.evidence.colour_regions import colour_first, colour_regions
 from evident.tools.evidence.counterfactuals import placements
 from evident.tools.evidence.explain import explain_results
@@ -77,9 +77,19 @@ def test_a_rendered_figure_has_the_colours_it_was_drawn_in(tmp_path):
         assert shares[line] > max(others, default=0), (line, shares)
 
 
+@pytest.mark.parametrize(("word", "name"), SYNONYMS.items())
+def test_a_synonym_means_what_the_pixels_of_that_name_are_called(word, name):
+    """ "teal bars" searches for cyan: then matplotlib's teal, CSS or xkcd, must be named
+    cyan when it is drawn, or the query would look for a colour the figure is not in."""
+    for spec in (word, f"xkcd:{word}"):
+        rgb = tuple(round(255 * c) for c in to_rgb(spec))
+        shares = colour_shares(Image.new("RGB", (8, 8), rgb))
+        assert max(shares, key=shares.get) == name, (spec, shares)
+
+
 def test_named_colours_reads_the_query():
     assert named_colours("a line chart with a Grey dashed line") == ()
-    assert named_colours("Gray bars and violet markers") == ("grey", "purple")
+    assert named_colours("Gray bars and teal markers") == ("grey", "cyan")
     assert named_colours("the white-to-blue colour map") == ("blue",)  # white is the paper
     assert named_colours("Lisbon sales by quarter") == ()
 

@@ -15,8 +15,8 @@ means what the people who draw most scientific figures get when they ask for blu
 Shares are of the ink (every pixel that is not white), so a figure's margins do not
 dilute them; a photograph has no white margin and its shares are of the whole image.
 
-Not handled: colours named by anything but the basic terms in `NAMES` ("teal",
-"crimson", "#1f77b4"), negation ("without red"), and which part of the image a colour
+Not handled: colours named by anything but the basic terms in `NAMES` and `SYNONYMS`
+("crimson", "#1f77b4"), negation ("without red"), and which part of the image a colour
 belongs to (red bars and a red title count alike).
 """
 
@@ -31,7 +31,13 @@ from PIL import Image
 
 CHROMATIC = ("blue", "brown", "cyan", "green", "olive", "orange", "pink", "purple", "red", "yellow")
 NAMES = (*CHROMATIC, "black", "grey")  # white is the paper, not ink
-SYNONYMS = {"gray": "grey", "violet": "purple"}
+SYNONYMS = {
+    "gray": "grey", "navy": "blue", "teal": "cyan", "turquoise": "cyan", "aqua": "cyan",
+    "lime": "green", "indigo": "purple",
+}  # fmt: skip
+"""Other words for a basic colour, where the pixel namer agrees with them on both
+matplotlib's CSS and xkcd colour of that name (a test holds it). Not "violet", "magenta",
+"crimson" or "gold": their CSS and xkcd colours fall under two different names."""
 ACHROMATIC = 12.0  # CIELAB chroma below which a pixel has no hue worth naming
 DARK, LIGHT = 30.0, 92.0  # achromatic lightness: below DARK black, above LIGHT white (paper)
 MAX_SIDE = 512  # regions: images are sampled down to this (nearest pixel: no blended colours)

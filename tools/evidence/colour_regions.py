@@ -19,7 +19,7 @@ A colour region that a heat region already covers (IoU >= 0.5) is not added: the
 region carries the colour's name and check instead, as it carries the words it covers.
 
 Not handled: which series of several in one colour the query means, colours named other
-than by the basic terms (`tools.colours.NAMES`).
+than by the basic terms and their synonyms (`tools.colours`).
 """
 
 from __future__ import annotations
