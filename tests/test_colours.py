@@ -15,6 +15,7 @@ from PIL import Image
 
 import evident.tools.colours
 import evident.tools.evidence.colour_regions as colour_regions_module
+from evident.agent.render import evidence_lines
 from evident.eval.figures.generate import generate_figures
 from evident.eval.run_eval import run_eval
 from evident.graphs.policy import _describe_evidence
@@ -261,6 +262,9 @@ def test_explain_cites_the_named_colour_and_says_what_its_check_measured(tmp_pat
     sentence = _describe_evidence(ev)
     assert f"Its red is drawn in {first.id}" in sentence and f"[{first.id}]" in sentence
     assert f"{first.id} box" in _evidence_content(ev) and "drawn in red" in _evidence_content(ev)
+    shown = [line.plain for line in evidence_lines(ev)]  # the REPL's /why
+    mine = [line for line in shown if line.startswith(f"  {first.id} {first.kind}")]
+    assert mine and "drawn in red" in mine[0], shown
 
 
 def test_the_evaluator_scores_colour_regions_against_the_series_drawn(tmp_path, tiny_encoder):
