@@ -80,7 +80,7 @@ def ranked_table(title: str, results: list[dict], fusion: dict | None = None) ->
 
 def fusion_note(fusion: dict) -> str | None:
     """One line on the signals that counted less than their weight because the query is
-    outside what they know (`tools.retrieve.confidence`), or None.
+    outside what they know (`tools.hybrid.confidence`), or None.
 
     >>> fusion_note({"image": {"best": 0.21, "band": [0.48, 0.5], "confidence": 0.0}})
     "image signal not counted: its best match, 0.21, is below the model's 0.48-0.50"

@@ -27,9 +27,10 @@ from evident.tools.evidence.explain import explain_results
 from evident.tools.evidence.heatmaps import default_method
 from evident.tools.evidence.regions import box_on_map
 from evident.tools.evidence.text_regions import iou
+from evident.tools.hybrid import Weights
 from evident.tools.ingest.index import index_paths
 from evident.tools.records import Hit, Query, Region
-from evident.tools.retrieve import Weights, search_images
+from evident.tools.retrieve import search_images
 from evident.tools.store import Store
 
 # CSS shades whose own name says the colour (chocolate, orchid and khaki sit between two

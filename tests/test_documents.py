@@ -212,8 +212,9 @@ def test_skimage_documentation_is_captioned_and_searchable(tmp_path, monkeypatch
 
     import evident.tools.ingest.index
     from evident.tools.encoders import load_encoder
+    from evident.tools.hybrid import Weights
     from evident.tools.records import Query
-    from evident.tools.retrieve import Weights, search_images
+    from evident.tools.retrieve import search_images
     from evident.tools.store import Store
 
     if not SKIMAGE_DOCS.is_dir():

@@ -20,11 +20,11 @@ from evident.eval.run_eval import run_eval
 from evident.graphs.verify import check
 from evident.tools.evidence.heatmaps import default_method
 from evident.tools.evidence.text_regions import text_regions
+from evident.tools.hybrid import Weights, confidence, fuse
 from evident.tools.ingest.index import index_paths
 from evident.tools.ingest.ocr import Reading, TextLine, assign_roles, load_reader
 from evident.tools.pipeline import open_retrieval, run_query, search
 from evident.tools.records import Query
-from evident.tools.retrieve import Weights, _fuse, confidence
 from evident.tools.store import Store
 from tests.agent_helpers import outside_fences
 
@@ -315,7 +315,7 @@ def test_the_image_side_counts_only_for_queries_the_model_knows(
 
 def test_words_that_resemble_nothing_in_the_images_do_not_reorder_them(collection):
     """The words' embedding half counts as far as the query resembles some image's words
-    (`retrieve.WORDS_BAND`): min-max scaling would otherwise stretch noise to full range."""
+    (`hybrid.WORDS_BAND`): min-max scaling would otherwise stretch noise to full range."""
     with Store.open(collection["db"]) as store:
         ctx = open_retrieval(store, "figs")
         named = search(Query("Modified Struve functions"), 4, ctx=ctx)
@@ -342,11 +342,11 @@ def test_an_exact_word_counts_little_when_the_model_knows_the_query_and_the_word
     shut = confidence(0.21, (0.4, 0.5))
     known = {"image": confidence(0.9, (0.5, 0.53)), "embedding": shut}
     unknown = {"image": confidence(0.3, (0.5, 0.53)), "embedding": shut}
-    fused, parts, fusion = _fuse(ids, raw, Weights(), known)
+    fused, parts, fusion = fuse(ids, raw, Weights(), known)
     assert ids[int(np.argmax(fused))] == "a" and parts[1]["words"] == 0.0
     assert fusion["words"]["lexical_gate"] == 0.0  # the JSON says why
-    fused, parts, fusion = _fuse(ids, raw, Weights(), unknown)
+    fused, parts, fusion = fuse(ids, raw, Weights(), unknown)
     assert ids[int(np.argmax(fused))] == "b" and parts[1]["words"] > 0.4
     assert fusion["words"]["lexical_gate"] == 1.0
-    fused, _, _ = _fuse(ids, raw, Weights(), {"embedding": shut})  # a model without a band
+    fused, _, _ = fuse(ids, raw, Weights(), {"embedding": shut})  # a model without a band
     assert ids[int(np.argmax(fused))] == "b"

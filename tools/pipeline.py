@@ -28,13 +28,14 @@ from evident.tools.encoders import Encoder, load_encoder
 from evident.tools.errors import InputError
 from evident.tools.evidence.explain import explain_results
 from evident.tools.fusion import Fusion, LearnedReranker
+from evident.tools.hybrid import FLOORS, Weights
 from evident.tools.ingest.images import read_image
 from evident.tools.ingest.ocr import Reading
 from evident.tools.lexical import WordIndex, word_index
 from evident.tools.limits import check_k
 from evident.tools.records import Explanation, Hit, Query, QueryResult
 from evident.tools.rerank import MultiScaleReranker, Reranker
-from evident.tools.retrieve import FLOORS, SearchResult, Weights, embed_query, search_images
+from evident.tools.retrieve import SearchResult, embed_query, search_images
 from evident.tools.store import Store
 from evident.tools.text_embed import load_text_embedder
 

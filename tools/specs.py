@@ -117,7 +117,7 @@ def has_parts(config: dict[str, Any]) -> bool:
 
 
 def text_band(config: dict[str, Any]) -> tuple[float, float] | None:
-    """A folder model's in-domain band for text queries (`retrieve.confidence`):
+    """A folder model's in-domain band for text queries (`hybrid.confidence`):
     `(low, high)` from its config's `evident.query_band`, or None when it has none."""
     band = (config.get("evident") or {}).get("query_band")
     if not band:

@@ -6,7 +6,7 @@ the model (`figure_model.build_model`'s last two stages).
   `recipe.json`, not the evaluation (`evident eval` on a fresh benchmark is);
 - `calibrate`: the band of best cosines the model's own text queries reach, measured
   through the product's encoder and written into the exported config, where search reads
-  it to tell a query the model knows from one it does not (`tools.retrieve.confidence`).
+  it to tell a query the model knows from one it does not (`tools.hybrid.confidence`).
 """
 
 from __future__ import annotations

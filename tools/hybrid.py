@@ -1,0 +1,176 @@
+"""Hybrid scoring: how the signals of one search (`tools.retrieve`) become one score.
+
+With one signal, `score` is that signal's raw cosine (`scoring: "cosine"`). With several,
+each is min-max normalised over the union of the candidates (raw cosines of different
+models live on different scales; BM25 has none), with a floor under each range (`FLOORS`:
+0.1 for a cosine, 2 for BM25) so that a signal whose candidates all score alike — noise,
+such as a random encoder's cosines — cannot be stretched into a strong one; `score` is the
+weighted sum, the weights summing to 1 (`Weights`; the JSON's `fusion` gives each signal's
+weight and range, every hit's `contributions` what each added). A candidate without a
+caption or words scores 0 on that side.
+
+The image signal's weight follows how well the model knows the query, when the model says
+what that looks like (`specs.text_band`; the bundled figure model does): the cosine of
+the query's best image against the band of best cosines the model reaches on its own
+validation queries (their 1st and 5th percentiles). Below the band the image side counts
+nothing (the query is outside what the model learnt, and its ranking is noise), above it
+in full, linearly between (`confidence`; the JSON's `fusion.image` gives the best
+cosine, the band and the confidence). The best cosine, not its distance from the
+collection's mean: in a folder of line charts alone a line-chart query's best image does
+not stand out from the rest, yet the model knows it. On the Debian documentation figures,
+queried by what people wrote, the bundled model's image side ranks at chance (1.2x) and
+drowned the words; on the figure benchmark the gate changes no retrieval metric (README).
+The words' embedding half is gated the same way, on the best MiniLM cosine between the
+query and any image's words (`WORDS_BAND`): a query whose words resemble no figure's
+("a line chart with a red dashed line" against titles and tick labels) gets noise from
+it, which min-max scaling would stretch to full range (figure benchmark, attribute
+precision@5 0.159 -> 0.197; the documentation figures and caption queries unchanged).
+The lexical half follows both gates: it counts `1 - image x (1 - words)` of itself (a
+model without a band, whose knowledge of the query is unknown, counts as image 0). When
+the model knows the query (image gate open) and its words resemble nothing read in the
+images (words gate shut), an exact word they share is incidental: "line" of "a line chart
+with a green dashed line" matches the few figures where OCR read a "line" (misreadings,
+mostly), "5" of "a bar chart with 5 bars" a tick label (figure benchmark: attribute
+precision@5 0.202 -> 0.218, caption recall@5 0.978 -> 0.976).
+When the model does not know the query, the exact words are the evidence that is left,
+even where the sentence as a whole resembles none of them: gating the lexical half by the
+words gate alone cost the documentation figures' words row a tenth of its recall (20.0x
+-> 18.3x chance); this way it is unchanged.
+
+Not handled: learned fusions (`tools.fusion` reranks with one after this first stage).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+FLOORS = {"image": 0.1, "caption": 0.1, "embedding": 0.1, "lexical": 2.0, "colour": 1.0}
+SPECK = 0.005
+"""Colour column: `log(1 + share / SPECK)` of the ink in the named colours, so half a
+percent of the ink (a line, a few markers) already counts and a whole-figure colour does
+not drown every other signal."""
+WORDS_BAND = (0.4, 0.5)
+"""all-MiniLM-L6-v2 cosines of a query with an image's words: below 0.4 they resemble
+nothing there (the best cosine of the figure benchmark's attribute queries is 0.24-0.33,
+of its caption queries, which name titles, 0.55-0.76); set by hand, and any band from
+(0.3, 0.4) to (0.45, 0.51) gives the same results within 0.005 on both benchmarks."""
+
+
+@dataclass(frozen=True)
+class Weights:
+    """How much each signal counts in a hybrid score (renormalised over the signals a
+    query has), and the share of the words signal that is lexical. Beside captions the
+    words count `words_beside_captions`: what people wrote about a figure says what it
+    shows better than the labels and ticks read in it (on the Debian documentation
+    figures with their pages' text, recall@10 0.68 with the words at 0.5, 0.78 at 0.15,
+    against 0.78 for the pages' text alone)."""
+
+    image: float = 0.5
+    caption: float = 0.5
+    words: float = 0.5
+    lexical: float = 0.5
+    words_beside_captions: float = 0.15
+    colour: float = 0.2
+
+
+def confidence(best: float, band: tuple[float, float]) -> dict[str, Any]:
+    """How much a signal counts for a query whose best candidate has cosine `best`, given
+    the band of best cosines its in-domain queries reach (see the module's docstring).
+
+    >>> confidence(0.30, (0.47, 0.51))["confidence"], confidence(0.49, (0.47, 0.51))
+    (0.0, {'best': 0.49, 'band': [0.47, 0.51], 'confidence': 0.5})
+    """
+    low, high = band
+    share = float(np.clip((best - low) / max(high - low, 1e-9), 0.0, 1.0))
+    return {"best": round(best, 4), "band": [low, high], "confidence": round(share, 4)}
+
+
+def fuse(ids: list[str], raw: dict, w: Weights, gates: dict):
+    """`(fused scores, per-candidate contributions, the fusion record)`; `gates` holds a
+    `confidence` for the image signal (scaling its weight) and for the words' embedding
+    (scaling its column, and with the image's the lexical column), where they apply."""
+    # how well the model knows the query; None without a band: the image side then counts
+    # in full, and the exact words too (nothing says the model sees what the query asks)
+    known = gates["image"]["confidence"] if "image" in gates else None
+    signals = {"image": w.image * (1.0 if known is None else known)}
+    if "caption" in raw:
+        signals["caption"] = w.caption
+    if "embedding" in raw:
+        signals["words"] = w.words_beside_captions if "caption" in raw else w.words
+    if "colour" in raw:
+        signals["colour"] = w.colour
+    total = sum(signals.values()) or 1.0
+    columns = {
+        "image": _minmax([raw["image"].get(i, np.nan) for i in ids], FLOORS["image"]),
+        "caption": _minmax([raw.get("caption", {}).get(i, np.nan) for i in ids], FLOORS["caption"]),
+    }
+    lexical_gate = 1.0
+    if "words" in signals:
+        lex = _minmax([raw["lexical"].get(i, 0.0) for i in ids], FLOORS["lexical"])
+        emb = _minmax([raw["embedding"].get(i, np.nan) for i in ids], FLOORS["embedding"])
+        if "embedding" in gates:
+            emb = emb * gates["embedding"]["confidence"]
+            lexical_gate = 1 - (known or 0.0) * (1 - gates["embedding"]["confidence"])
+        columns["words"] = w.lexical * lexical_gate * lex + (1 - w.lexical) * emb
+    if "colour" in signals:
+        inked = np.array([raw["colour"].get(i, np.nan) for i in ids])
+        columns["colour"] = _minmax(np.log1p(inked / SPECK).tolist(), FLOORS["colour"])
+    fused = np.zeros(len(ids))
+    parts = [{} for _ in ids]
+    for name, weight in signals.items():
+        share = weight / total * columns[name]
+        fused += share
+        for j, v in enumerate(share):
+            parts[j][name] = round(float(v), 6)
+    fusion = {
+        name: {"weight": round(weight / total, 4)} | _range(raw, name)
+        for name, weight in signals.items()
+    }
+    if "words" in signals:
+        fusion["words"]["lexical_share"] = w.lexical
+        fusion["words"]["lexical_gate"] = round(lexical_gate, 4)
+    if "image" in gates:
+        fusion["image"] |= gates["image"]
+    if "words" in fusion and "embedding" in gates:
+        fusion["words"]["embedding"] = gates["embedding"]
+    return fused, parts, fusion
+
+
+def colour_scores(names: tuple[str, ...], shares: dict[str, dict | None]) -> dict[str, float]:
+    """Per image indexed with colours, the mean share of its ink in the named colours."""
+    return {
+        i: float(np.mean([s.get(n, 0.0) for n in names]))
+        for i, s in shares.items()
+        if s is not None
+    }
+
+
+def _range(raw: dict, name: str) -> dict:
+    """The raw range a signal was normalised over (image and caption: cosines)."""
+    values = [v for v in raw.get(name, {}).values() if np.isfinite(v)]
+    return (
+        {"range": [round(min(values), 6), round(max(values), 6)]}
+        if values and name != "words"
+        else {}
+    )
+
+
+def _minmax(values: list[float], floor: float = 0.0) -> np.ndarray:
+    """Scale to [0, 1] by the range, or by `floor` when the range is smaller (then the top
+    stays below 1); missing values (NaN) become 0, a constant column becomes 1.
+
+    >>> _minmax([0.2, 0.4, float("nan")]).tolist()
+    [0.0, 1.0, 0.0]
+    >>> _minmax([0.30, 0.32], floor=0.1).round(2).tolist()
+    [0.0, 0.2]
+    """
+    a = np.asarray(values, dtype=np.float64)
+    ok = ~np.isnan(a)
+    out = np.zeros_like(a)
+    if ok.any():
+        lo, hi = a[ok].min(), a[ok].max()
+        out[ok] = (a[ok] - lo) / max(hi - lo, floor) if hi > lo else 1.0
+    return out
