@@ -9,9 +9,11 @@ position, which could follow file order).
 
 For each method, one batch per query: the heatmaps, the regions (`tools.evidence.regions`), and one
 counterfactual pass for the regions and the deletion/insertion curves
-(`tools.evidence.counterfactuals.verify`). Pointing is measured on the map resized to the
-image, where the target boxes live, twice: the peak inside a box, and within `TOLERANCE`
-(15) pixels of one (`eval.metrics.pointing_game`).
+(`tools.evidence.counterfactuals.verify`). Pointing is measured on the map as the product
+shows it, resized to the image (where the target boxes live) and drawn on the image's ink
+(`tools.evidence.ink`; the baselines' maps too), twice: the peak inside a box, and within
+`TOLERANCE` (15) pixels of one (`eval.metrics.pointing_game`); and once more, strictly, on
+the map resized without the ink (`pointing_game_patches`), the model's patches alone.
 Text regions (`localize_text`) are judged apart, on the queries that name a part of a
 figure that is words (a title, an axis label, the legend, an annotation): the strongest
 text region the product would cite in each chosen image, from the words read there at
@@ -43,6 +45,7 @@ from evident.tools.evidence.heatmaps import (
     compute_heatmaps,
     query_rows,
 )
+from evident.tools.evidence.ink import on_ink
 from evident.tools.evidence.regions import find_regions
 from evident.tools.evidence.text_regions import PARTS, text_regions
 from evident.tools.ingest.images import read_image
@@ -52,6 +55,7 @@ TOLERANCE = 15  # pixels: the pointing game's tolerance in Zhang et al. (2016) a
 LOCALIZATION_KEYS = (
     "pointing_game",
     "pointing_game_15px",
+    "pointing_game_patches",
     "energy_pointing_game",
     "iou",
     "deletion_auc",
@@ -120,19 +124,21 @@ def localize(
             encoder, pixels, q, heat.scores, regions, sizes, maps=heat.maps, steps=curve_steps
         )
         out[method] = [
-            _record(rel, heat.at_image_size(i), query.targets[rel], checked[i], faith[i])
+            _record(rel, heat.at_image_size(i), images[i], query.targets[rel], checked[i], faith[i])
             for i, rel in enumerate(chosen)
         ]
     return out
 
 
-def _record(image: str, heat: np.ndarray, targets, regions, faith) -> dict:
+def _record(image: str, patches: np.ndarray, pixels, targets, regions, faith) -> dict:
     top = regions[0].box if regions else None
     supported = sum(r.supported for r in regions)
+    heat = on_ink(patches, pixels)
     return {
         "image": image,
         "pointing_game": round(pointing_game(heat, targets), 6),
         "pointing_game_15px": round(pointing_game(heat, targets, TOLERANCE), 6),
+        "pointing_game_patches": round(pointing_game(patches, targets), 6),
         "energy_pointing_game": round(energy_pointing_game(heat, targets), 6),
         "iou": round(best_iou(top, targets), 6),
         "deletion_auc": round(faith.deletion_auc, 6),

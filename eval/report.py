@@ -7,10 +7,12 @@ report.json (plain numbers at the documented keys; None where nothing was measur
                           "ndcg@10"}: means over queries
     retrieval_by_level   {LEVEL: the same}
     localization         {METHOD: {"pointing_game", "pointing_game_15px",
-                          "energy_pointing_game", "iou", "deletion_auc", "insertion_auc",
-                          "supported_share"}}: `pointing_game_15px` counts a peak within
-                          15 pixels of a target (Zhang et al.'s definition), the other
-                          one only a peak inside it
+                          "pointing_game_patches", "energy_pointing_game", "iou",
+                          "deletion_auc", "insertion_auc", "supported_share"}}:
+                          `pointing_game_15px` counts a peak within 15 pixels of a target
+                          (Zhang et al.'s definition), the other two only a peak inside
+                          it; the first two on the map drawn on the image's ink as shown,
+                          `pointing_game_patches` on the model's patches alone
     localization_vs_baselines  {METHOD: {BASELINE: {KEY: {"diff", "ci95"}}}}
     cited_first          {"pointing_game", "ci95", "vs_random"|"vs_centre": {"diff", "ci95"},
                           "images", "from_text", "from_colour"}: what the product cites

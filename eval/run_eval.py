@@ -48,8 +48,8 @@ log = logging.getLogger(__name__)
 
 Mode = Literal["search", "ask"]
 RESULTS = "results.jsonl"
-VERSION = 4  # 2: capped precision per query, stemmed words, gated image side; 3: 15 px pointing;
-# 4: colour regions
+VERSION = 5  # 2: capped precision per query, stemmed words, gated image side; 3: 15 px pointing;
+# 4: colour regions; 5: pointing on the ink (and on the patches alone)
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ RETRIEVAL = {"recall@1", "recall@5", "recall@10", "precision@5", "capped_precisi
 LOCALIZATION = {
     "pointing_game",
     "pointing_game_15px",
+    "pointing_game_patches",
     "energy_pointing_game",
     "iou",
     "deletion_auc",

@@ -2,11 +2,11 @@
 
 Given the query embedding, the hits and their images, in order: one batched heatmap
 pass, regions (the heat's, the words' the query names, the colours' it names), one
-batched counterfactual pass (every region plus the deletion/insertion
-curves), query-word attribution, and PNGs when `out_dir` is given (the folder keeps the
-newest `overlays.KEEP` of them). Each stage is timed (`timings_ms`: cam, regions,
-counterfactual, attribution, render). Region ids follow the final ranks, so `R1.1` is
-always the top result's strongest region.
+batched counterfactual pass (every region plus the deletion/insertion curves),
+query-word attribution, and PNGs when `out_dir` is given (the heat drawn on the image's
+ink, `ink.on_ink`; the folder keeps the newest `overlays.KEEP` of them). Each stage is
+timed (`timings_ms`: cam, regions, counterfactual, attribution, render). Region ids
+follow the final ranks, so `R1.1` is always the top result's strongest region.
 
 `rank_after` takes the cosine's drop off the hit's final score: exact for first-stage
 cosine ranking, an approximation after a reranker fuses other signals.
@@ -39,6 +39,7 @@ from evident.tools.evidence.heatmaps import (
     default_method,
     query_rows,
 )
+from evident.tools.evidence.ink import on_ink
 from evident.tools.evidence.overlays import prune, write_heatmap, write_overlay
 from evident.tools.evidence.regions import find_regions
 from evident.tools.evidence.text_regions import named_first, text_regions, words_checks
@@ -146,10 +147,14 @@ def explain_results(
     # the overlays once the checks have marked their regions.
     with ThreadPoolExecutor(1) as pool:
         stems = [_stem(h) for h in hits]
-        heat_pngs = [
-            pool.submit(write_heatmap, out_dir, stems[i], heat.at_image_size(i))
+        shown = [
+            pool.submit(lambda i: on_ink(heat.at_image_size(i), images[i]), i)
             for i in range(len(hits)) if out_dir is not None
         ]  # fmt: skip
+        heat_pngs = [
+            pool.submit(lambda i: write_heatmap(out_dir, stems[i], shown[i].result()), i)
+            for i in range(len(shown))
+        ]
         with _timed(timings, "counterfactual"):
             regions, faith = verify(
                 encoder,
@@ -171,7 +176,7 @@ def explain_results(
                     for h, found in zip(hits, regions, strict=True)
                 ]
         overlays = [
-            pool.submit(write_overlay, out_dir, stems[i], im, heat.at_image_size(i), regions[i])
+            pool.submit(write_overlay, out_dir, stems[i], im, shown[i].result(), regions[i])
             for i, im in enumerate(images) if out_dir is not None
         ]  # fmt: skip
         terms: list[tuple] = [() for _ in hits]
