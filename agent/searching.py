@@ -5,7 +5,8 @@ computes without torch for the bundled model (and any folder model with its Mini
 tower); so the results print within seconds of the command starting, and only then do
 the models that draw the evidence load (`agent.commands.explain_search`), the ~10 s of
 importing torch, open_clip and transformers no longer in front of the answer. An image
-query, a reranker or another model takes the full path and prints when it is done.
+query, a reranker, a query that names a place ("a legend in the upper left", read from
+the images' patches) or another model takes the full path and prints when it is done.
 `--json` prints one document at the end either way.
 """
 

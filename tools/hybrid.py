@@ -104,20 +104,20 @@ def fuse(ids: list[str], raw: dict, w: Weights, gates: dict):
         signals["colour"] = w.colour
     total = sum(signals.values()) or 1.0
     columns = {
-        "image": _minmax([raw["image"].get(i, np.nan) for i in ids], FLOORS["image"]),
-        "caption": _minmax([raw.get("caption", {}).get(i, np.nan) for i in ids], FLOORS["caption"]),
+        "image": minmax([raw["image"].get(i, np.nan) for i in ids], FLOORS["image"]),
+        "caption": minmax([raw.get("caption", {}).get(i, np.nan) for i in ids], FLOORS["caption"]),
     }
     lexical_gate = 1.0
     if "words" in signals:
-        lex = _minmax([raw["lexical"].get(i, 0.0) for i in ids], FLOORS["lexical"])
-        emb = _minmax([raw["embedding"].get(i, np.nan) for i in ids], FLOORS["embedding"])
+        lex = minmax([raw["lexical"].get(i, 0.0) for i in ids], FLOORS["lexical"])
+        emb = minmax([raw["embedding"].get(i, np.nan) for i in ids], FLOORS["embedding"])
         if "embedding" in gates:
             emb = emb * gates["embedding"]["confidence"]
             lexical_gate = 1 - (known or 0.0) * (1 - gates["embedding"]["confidence"])
         columns["words"] = w.lexical * lexical_gate * lex + (1 - w.lexical) * emb
     if "colour" in signals:
         inked = np.array([raw["colour"].get(i, np.nan) for i in ids])
-        columns["colour"] = _minmax(np.log1p(inked / SPECK).tolist(), FLOORS["colour"])
+        columns["colour"] = minmax(np.log1p(inked / SPECK).tolist(), FLOORS["colour"])
     fused = np.zeros(len(ids))
     parts = [{} for _ in ids]
     for name, weight in signals.items():
@@ -158,13 +158,13 @@ def _range(raw: dict, name: str) -> dict:
     )
 
 
-def _minmax(values: list[float], floor: float = 0.0) -> np.ndarray:
+def minmax(values: list[float], floor: float = 0.0) -> np.ndarray:
     """Scale to [0, 1] by the range, or by `floor` when the range is smaller (then the top
     stays below 1); missing values (NaN) become 0, a constant column becomes 1.
 
-    >>> _minmax([0.2, 0.4, float("nan")]).tolist()
+    >>> minmax([0.2, 0.4, float("nan")]).tolist()
     [0.0, 1.0, 0.0]
-    >>> _minmax([0.30, 0.32], floor=0.1).round(2).tolist()
+    >>> minmax([0.30, 0.32], floor=0.1).round(2).tolist()
     [0.0, 0.2]
     """
     a = np.asarray(values, dtype=np.float64)

@@ -5,7 +5,10 @@ three can never disagree (a test runs one query through all three and compares):
 
 - `search`: the first stage (`tools.retrieve`), then the collection's reranker when it has
   one, over a larger first-stage pool (`rerank_pool`) than the k it returns, since
-  reordering only the top k could never bring a lower hit up;
+  reordering only the top k could never bring a lower hit up; then, when the query names
+  a place ("a legend in the upper left", `tools.places`), the first `places.POOL`
+  reordered by where the named thing lies in them (`rerank.rerank_by_place`; the JSON's
+  `fusion.place`);
 - `explain`: the evidence for any hits of a search, in one batched pass (heatmaps,
   regions, counterfactual checks), however many are asked for;
 - `run_query`: both, for the top `explain_top` hits.
@@ -26,6 +29,7 @@ from typing import Any
 
 from evident.tools.encoders import Encoder, load_encoder
 from evident.tools.errors import InputError
+from evident.tools.evidence.contribution import pools_by_mean
 from evident.tools.evidence.explain import explain_results
 from evident.tools.fusion import Fusion, LearnedReranker
 from evident.tools.hybrid import FLOORS, Weights
@@ -33,8 +37,11 @@ from evident.tools.ingest.images import read_image
 from evident.tools.ingest.ocr import Reading
 from evident.tools.lexical import WordIndex, word_index
 from evident.tools.limits import check_k
+from evident.tools.places import POOL as PLACE_POOL
+from evident.tools.places import WEIGHT as PLACE_WEIGHT
+from evident.tools.places import Place, named_place
 from evident.tools.records import Explanation, Hit, Query, QueryResult
-from evident.tools.rerank import MultiScaleReranker, Reranker
+from evident.tools.rerank import MultiScaleReranker, Reranker, rerank_by_place
 from evident.tools.retrieve import SearchResult, embed_query, search_images
 from evident.tools.store import Store
 from evident.tools.text_embed import load_text_embedder
@@ -109,6 +116,10 @@ def search(
         raise InputError(str(exc)) from exc
     extra = leave_out is not None
     pool = max(k, ctx.rerank_pool) if ctx.reranker else k
+    place = named_place(query.text)
+    placeable = place is not None and pools_by_mean(ctx.encoder.model)
+    if placeable:
+        pool = max(pool, PLACE_POOL)
     first = search_images(
         query, pool + extra, where, store=ctx.store, collection=ctx.collection,
         encoder=ctx.encoder, text_embedder=ctx.text_embedder, word_index=ctx.word_index,
@@ -119,8 +130,30 @@ def search(
         t0 = time.perf_counter()
         hits = rerank(query, first.query_embedding, hits, ctx.reranker)
         timings["rerank"] = 1000 * (time.perf_counter() - t0)
+    fusion = dict(first.fusion)
+    if place is not None:
+        fusion["place"] = place.to_dict() | (
+            {"weight": round(PLACE_WEIGHT, 4), "pool": len(hits)}
+            if placeable
+            else {"weight": 0.0, "why": "the model's patches do not add up to its score"}
+        )
+    if placeable:
+        t0 = time.perf_counter()
+        hits = _by_place(ctx.encoder, place, hits)
+        timings["place"] = 1000 * (time.perf_counter() - t0)
     hits = [h.with_rank(i) for i, h in enumerate(hits[:k], 1)]
-    return replace(first, hits=tuple(hits), timings_ms=timings, reranker=_name(ctx.reranker))
+    return replace(
+        first, hits=tuple(hits), timings_ms=timings, reranker=_name(ctx.reranker), fusion=fusion
+    )
+
+
+def _by_place(encoder: Encoder, place: Place, hits: Sequence[Hit]) -> list[Hit]:
+    """`hits` reordered by where the thing `place` names lies in them (`rerank_by_place`);
+    hits whose image cannot be read follow in their order."""
+    images, _ = load_images(hits)
+    readable = [h for h in hits if h.id in images]
+    moved = rerank_by_place(encoder, place, readable, [images[h.id] for h in readable])
+    return moved + [h for h in hits if h.id not in images]
 
 
 def rerank(query: Query, embedding, hits: Sequence[Hit], reranker: Reranker) -> list[Hit]:

@@ -17,6 +17,10 @@ object keeps its detail) and fuses the best crop with the whole image and the ca
 `evident.tools.fusion.LearnedReranker` (`learned:FILE`) scores the same features, and the
 heatmap's concentration, with weights fitted by `evident.eval.ltr`.
 
+`rerank_by_place`: for a query that names a place ("a legend in the upper left",
+`tools.places`), where the named thing's patch contributions peak; `tools.pipeline.search`
+runs it on every such query when the model's patches add up to its score.
+
 Not handled: reporting the best crop as evidence (the heatmap and
 its regions do that, checked by counterfactuals).
 """
@@ -31,7 +35,10 @@ import numpy as np
 from PIL import Image
 
 from evident.tools.errors import InputError
-from evident.tools.evidence.heatmaps import as_rgb
+from evident.tools.evidence.contribution import contribution
+from evident.tools.evidence.heatmaps import as_rgb, query_rows
+from evident.tools.hybrid import FLOORS, minmax
+from evident.tools.places import WEIGHT, Place, place_scores
 from evident.tools.records import Hit, Query
 
 
@@ -130,3 +137,27 @@ class MultiScaleReranker:
                 visual = (1 - self.caption_weight) * visual + self.caption_weight * caption
             scores.append(float(visual))
         return rerank_by(hits, scores)
+
+
+def rerank_by_place(
+    encoder: Any, place: Place, hits: Sequence[Hit], images: Sequence[Image.Image]
+) -> list[Hit]:
+    """`hits` reordered by `(1 - WEIGHT) x their score + WEIGHT x how much of the map of
+    `place.part` peaks at the place` (both min-max scaled over the hits, floored like a
+    cosine); each hit's `scores["place"]` keeps the raw place score, `first_stage` its rank
+    and score before."""
+    if len(hits) != len(images):
+        raise InputError(f"{len(hits)} hits but {len(images)} images to rerank.")
+    if not hits:
+        return []
+    part = encoder.encode_texts([place.part])[0]
+    pixels = encoder.pixels([as_rgb(im) for im in images])
+    maps = contribution(encoder, pixels, query_rows(part, len(hits), encoder.device)).maps
+    at = place_scores(maps.float().cpu().numpy(), place)
+    first = minmax([h.score for h in hits], FLOORS["image"])
+    final = (1 - WEIGHT) * first + WEIGHT * minmax(at.tolist(), FLOORS["image"])
+    placed = [
+        replace(h, scores=h.scores | {"place": round(float(a), 6)})
+        for h, a in zip(hits, at, strict=True)
+    ]
+    return rerank_by(placed, final.tolist())

@@ -35,6 +35,7 @@ from evident.tools.ingest.images import read_image
 from evident.tools.lexical import WordIndex, word_index
 from evident.tools.limits import check_k
 from evident.tools.minilm import QueryTextEmbedder, minilm, query_encoder
+from evident.tools.places import named_place
 from evident.tools.records import Hit, Query
 from evident.tools.store import Store
 
@@ -182,8 +183,10 @@ def quick_search(
     `model` names (`tools.minilm`); None for an image query or a model without one. It
     ranks as the full encoder does (a test holds them together), so `evident search` can
     print its results before loading the models that explain them. `words` is the
-    collection's lexical index when the caller has it (`tools.lexical.word_index`)."""
-    if query.image or not query.text:
+    collection's lexical index when the caller has it (`tools.lexical.word_index`). None
+    too for a query that names a place: where things lie is read from the images'
+    patches (`tools.pipeline.search`)."""
+    if query.image or not query.text or named_place(query.text):
         return None
     encoder = query_encoder(model)
     if encoder is None:
