@@ -80,10 +80,13 @@ def ranked_table(title: str, results: list[dict], fusion: dict | None = None) ->
 
 def fusion_note(fusion: dict) -> str | None:
     """One line on the signals that counted less than their weight because the query is
-    outside what they know (`tools.hybrid.confidence`), or None.
+    outside what they know (`tools.hybrid.confidence`), and on a place the query names
+    (`tools.places`), or None.
 
     >>> fusion_note({"image": {"best": 0.21, "band": [0.48, 0.5], "confidence": 0.0}})
     "image signal not counted: its best match, 0.21, is below the model's 0.48-0.50"
+    >>> fusion_note({"place": {"where": "in the upper left", "part": "a legend", "weight": 0.33}})
+    "reordered by where 'a legend' lies: in the upper left"
     """
     notes = []
     image = fusion.get("image", {})
@@ -98,6 +101,11 @@ def fusion_note(fusion: dict) -> str | None:
     words = fusion.get("words", {}).get("embedding", {})
     if words.get("confidence", 1.0) < 1.0:
         notes.append("no image's words resemble the query (only exact words counted)")
+    place = fusion.get("place")
+    if place and place["weight"] > 0:
+        notes.append(f"reordered by where {place['part']!r} lies: {place['where']}")
+    elif place:
+        notes.append(f"{place['where']!r} not used: {place['why']}")
     return "; ".join(notes) or None
 
 

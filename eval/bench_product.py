@@ -11,6 +11,9 @@ and the CLI from a cold start.
   collection, the answer verified), against `ask_floor_s`: one search plus one batched
   explanation of the top 3 with their checks and the overlay PNGs the answer links to
   (`ask_floor_no_overlays_s` without them, for comparison);
+- `search_s` and `place_search_s`: one search of that collection (the one path, warm),
+  for the question and for the question with a place ("... in the upper left"), whose
+  first 64 candidates are read and run through the model again (`tools.places`);
 - `cli_help_s`, `cli_cold_search_s` and `cli_search_explained_s`: a new process printing
   `evident --help`; one searching the same collection, until its first result is printed
   and until it has printed the evidence too and exited.
@@ -45,6 +48,7 @@ from evident.tools.store import Store
 from evident.tools.text_embed import load_text_embedder
 
 QUESTION = "a bar chart with a legend"
+PLACED = QUESTION + " in the upper left"
 
 
 def bench_product(
@@ -86,6 +90,8 @@ def bench_product(
     # a question takes ~0.3 s and the median of three swung 0.30-0.41 s between two runs
     # on a quiet machine: nine of each
     out |= _ask(workdir / "db", encoder, 3 * repeats, open_assistant)
+    say("a search that names a place, against one that does not")
+    out |= _places(workdir / "db", encoder, 3 * repeats)
     say("the CLI from a cold start")
     out |= _cli(workdir / "db", repeats)
     out["bundled_cam_over_forward"] = out["bundled_cam_top5_s"] / out["bundled_forward_top5_s"]
@@ -93,6 +99,7 @@ def bench_product(
         out["bundled_counterfactual_5x3_s"] / out["bundled_forward_top5_s"]
     )
     out["ask_over_floor"] = out["ask_s"] / out["ask_floor_s"]
+    out["place_over_search"] = out["place_search_s"] / out["search_s"]
     return out
 
 
@@ -157,6 +164,19 @@ def _ask(db: Path, encoder, repeats: int, open_assistant) -> dict[str, float]:
         "ask_floor_s": statistics.median(floors),
         "ask_floor_no_overlays_s": statistics.median(bare),
     }
+
+
+def _places(db: Path, encoder, repeats: int) -> dict[str, float]:
+    times: dict[str, list[float]] = {"search_s": [], "place_search_s": []}
+    with Store.open(db) as store:
+        ctx = open_retrieval(store, "images", model=encoder)
+        for round_ in range(repeats + 1):  # round 0 warms up
+            for name, text in (("search_s", QUESTION), ("place_search_s", PLACED)):
+                t = time.perf_counter()
+                search(Query(text), 5, ctx=ctx)
+                if round_:
+                    times[name].append(time.perf_counter() - t)
+    return {k: statistics.median(v) for k, v in times.items()}
 
 
 def _cli(db: Path, repeats: int) -> dict[str, float]:

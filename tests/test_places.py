@@ -8,6 +8,7 @@ import json
 import numpy as np
 import pytest
 
+from evident.agent.cli import main
 from evident.eval.figures.generate import generate_figures
 from evident.eval.scenes import make_scenes
 from evident.tools.ingest.index import index_paths
@@ -33,6 +34,7 @@ S, M, L = round(1 / 6, 3), 0.5, round(5 / 6, 3)
         ("a photo of a cat on the left", "a photo of a cat", S, M),
         ("the legend in the lower-right corner", "the legend", L, L),
         ("cats in the middle of the picture", "cats", M, M),
+        ("a tree on the right side of the image", "a tree", L, M),
         ("Legend At The Top Left", "Legend", S, S),
     ],
 )
@@ -48,6 +50,8 @@ def test_a_named_place_is_read(text, part, x, y):
         "in the upper left",  # nothing placed there
         "figures ranked in the top 10",
         "the left panel of a two-panel figure",
+        "a house at the top of the hill",  # a place in the scene, not in the image
+        "a cat on the left of the sofa",  # a relation between two things
         "",
         None,
     ],
@@ -133,3 +137,16 @@ def test_a_model_whose_patches_do_not_add_up_says_so_and_keeps_its_order(tmp_pat
         alone = search_images(query, 5, store=store, collection="scenes", encoder=tiny_encoder)
     assert result.fusion["place"]["weight"] == 0.0 and "why" in result.fusion["place"]
     assert [h.id for h in result.hits] == [h.id for h in alone.hits]
+
+
+def test_the_cli_says_what_was_placed_where(figures, capsys):
+    db, _ = figures
+    query = "a line chart with a legend in the upper left"
+    assert main(["search", query, "--db", str(db), "--cam", "none", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["fusion"]["place"] | {"weight": 1} == {
+        "where": "in the upper left", "part": "a legend", "at": [S, S], "weight": 1, "pool": 64,
+    }  # fmt: skip
+    assert [r["rank"] for r in data["results"]] == [1, 2, 3, 4, 5]
+    assert main(["search", query, "--db", str(db), "--cam", "none"]) == 0
+    assert "reordered by where 'a legend' lies: in the upper left" in capsys.readouterr().out

@@ -41,11 +41,12 @@ EDGE = 0.05  # "outside the plot on the right": this far from the image's right 
 _SIDE = r"(?:left|right)"
 _ROW = r"(?:upper|lower|top|bottom)"
 _MIDDLE = r"(?:center|centre|middle)"
+_OF_IMAGE = r"(?: of the (?:image|picture|photo|figure|plot|chart|page))?"
+_NOT = r"\b(?! \d| of\b)"  # "in the top 10", "at the top of the hill": not places in the image
 PLACE = re.compile(
     rf"\b(?:in|at) the (?P<row>{_ROW}|{_MIDDLE})(?:[ -](?P<col>{_SIDE}|{_MIDDLE}))?"
-    rf"(?: corner| of the (?:image|picture|photo|figure|plot|chart))?\b(?! \d)"
-    rf"|\b(?:in|at) the (?P<side>{_SIDE})(?: side)?\b(?! \d)"
-    rf"|\bon the (?P<on>{_SIDE})(?: side)?\b"
+    rf"(?: corner)?{_OF_IMAGE}{_NOT}"
+    rf"|\b(?:in|at|on) the (?P<side>{_SIDE})(?: side)?{_OF_IMAGE}{_NOT}"
     rf"|\boutside the (?:plot|axes|chart) (?:on|to) the (?P<outside>{_SIDE})\b",
     re.IGNORECASE,
 )
@@ -89,8 +90,8 @@ def _point(m: re.Match) -> tuple[float, float]:
     g = {k: (v or "").lower() for k, v in m.groupdict().items()}
     if g["outside"]:
         return (1 - EDGE if g["outside"] == "right" else EDGE), 0.5
-    if g["side"] or g["on"]:
-        return _COLS[g["side"] or g["on"]], 0.5
+    if g["side"]:
+        return _COLS[g["side"]], 0.5
     return _COLS.get(g["col"], 0.5), _ROWS.get(g["row"], 0.5)
 
 
