@@ -130,10 +130,11 @@ def localize(
     return out
 
 
-def _record(image: str, patches: np.ndarray, pixels, targets, regions, faith) -> dict:
+def _record(image: str, patches: np.ndarray, picture, targets, regions, faith) -> dict:
+    """`patches`: the map resized to `picture` (the image as read), before the ink."""
     top = regions[0].box if regions else None
     supported = sum(r.supported for r in regions)
-    heat = on_ink(patches, pixels)
+    heat = on_ink(patches, picture)
     return {
         "image": image,
         "pointing_game": round(pointing_game(heat, targets), 6),
