@@ -202,7 +202,15 @@ def _describe_search(art: dict) -> str:
     if "filtered" in art:
         f = art["filtered"]
         return f"Of the previous {f['from']} results, {n} mention {f['contains']!r} ({scores})."
-    return f"I ranked {n} images for {art['query'].get('text') or 'your image'!r} ({scores})."
+    place = (art.get("fusion") or {}).get("place") or {}
+    placed = (
+        f", a third of each score from where {place['part']!r} lies ({place['where']})"
+        if place.get("weight")
+        else ""
+    )
+    return (
+        f"I ranked {n} images for {art['query'].get('text') or 'your image'!r} ({scores}{placed})."
+    )
 
 
 def _describe_evidence(ev: dict) -> str:

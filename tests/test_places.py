@@ -8,9 +8,11 @@ import json
 import numpy as np
 import pytest
 
+from evident.agent.assistant import Assistant
 from evident.agent.cli import main
 from evident.eval.figures.generate import generate_figures
 from evident.eval.scenes import make_scenes
+from evident.tools.agent_tools import _search_content
 from evident.tools.ingest.index import index_paths
 from evident.tools.pipeline import open_retrieval, search
 from evident.tools.places import EDGE, Place, named_place, place_scores
@@ -150,3 +152,25 @@ def test_the_cli_says_what_was_placed_where(figures, capsys):
     assert [r["rank"] for r in data["results"]] == [1, 2, 3, 4, 5]
     assert main(["search", query, "--db", str(db), "--cam", "none"]) == 0
     assert "reordered by where 'a legend' lies: in the upper left" in capsys.readouterr().out
+
+
+def test_the_answer_says_the_ranking_used_the_place(figures, bundled_encoder, tmp_path):
+    db, _ = figures
+    with Assistant(db=db, model=bundled_encoder, collection="images", history=":memory:",
+                   out_dir=tmp_path / "out") as assistant:  # fmt: skip
+        answer = assistant.ask("a line chart with a legend in the upper left").to_dict()
+    assert "from where 'a legend' lies (in the upper left)" in answer["answer"]
+    grounding = answer["grounding"]
+    assert grounding["valid"] == grounding["supported"] == grounding["cited"] > 0
+    assert grounding["removed"] == []
+
+
+def test_the_llm_is_told_the_ranking_used_the_place():
+    art = {
+        "query": {"text": "a legend in the upper left"}, "results": [],
+        "fusion": {"place": {"where": "in the upper left", "part": "a legend", "weight": 0.33}},
+    }  # fmt: skip
+    told = _search_content(art).splitlines()[0]
+    assert told.endswith("ordered in part by where 'a legend' lies: in the upper left")
+    art["fusion"]["place"] |= {"weight": 0.0, "why": "the model's patches do not add up"}
+    assert "ordered in part" not in _search_content(art)

@@ -310,6 +310,9 @@ def _search_content(art: dict) -> str:
     shown = art["results"][:LLM_RESULTS]
     if len(art["results"]) > len(shown):
         head += f" (the first {len(shown)} listed)"
+    place = (art.get("fusion") or {}).get("place") or {}
+    if place.get("weight"):
+        head += f"; ordered in part by where {place['part']!r} lies: {place['where']}"
     lines = [f"#{r['rank']} score {r['score']:.4f}" for r in shown]
     data = "\n".join(
         f"#{r['rank']} {Path(r['uri']).name} | {r.get('caption') or ''} | "
