@@ -136,18 +136,33 @@ class Counterfactual:
 
 
 @dataclass(frozen=True)
-class WordsCheck:
-    """What happened to a result's lexical score (BM25 of the query against the words read
-    in the image) when one region's words were taken out, against taking out each of up to
-    eight other lines of the same image (the null)."""
+class _Drop:
+    """A score before and after a region was taken out, and its drop (`score_drop ==
+    score_before - score_after` exactly)."""
 
     score_before: float
     score_after: float
-    null_drops: tuple[float, ...] = ()
 
     @property
     def score_drop(self) -> float:
         return self.score_before - self.score_after
+
+    def _scores(self, scale: str) -> dict[str, Any]:
+        return {
+            "scale": scale,
+            "score_before": round(self.score_before, 6),
+            "score_after": round(self.score_after, 6),
+            "score_drop": round(self.score_drop, 6),
+        }
+
+
+@dataclass(frozen=True)
+class WordsCheck(_Drop):
+    """What happened to a result's lexical score (BM25 of the query against the words read
+    in the image) when one region's words were taken out, against taking out each of up to
+    eight other lines of the same image (the null)."""
+
+    null_drops: tuple[float, ...] = ()
 
     @property
     def supported(self) -> bool:
@@ -155,11 +170,7 @@ class WordsCheck:
         return self.score_drop > 0 and self.score_drop > threshold
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "scale": "bm25",
-            "score_before": round(self.score_before, 6),
-            "score_after": round(self.score_after, 6),
-            "score_drop": round(self.score_drop, 6),
+        return self._scores("bm25") | {
             "null": {
                 "lines": len(self.null_drops),
                 "drops": [round(d, 6) for d in self.null_drops],
@@ -169,31 +180,21 @@ class WordsCheck:
 
 
 @dataclass(frozen=True)
-class ColourCheck:
+class ColourCheck(_Drop):
     """What happened to the share of an image's ink in the colours a query names when one
     region was painted over as paper (a share of the ink the image had), against the same
     box at other places in the image (the null): supported when the drop is positive and
     beats `threshold`, the null's 90th percentile (`tools.evidence.colour_regions`)."""
 
-    score_before: float
-    score_after: float
     threshold: float
     null_drops: tuple[float, ...] = ()
-
-    @property
-    def score_drop(self) -> float:
-        return self.score_before - self.score_after
 
     @property
     def supported(self) -> bool:
         return self.score_drop > 0 and self.score_drop > self.threshold
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "scale": "share of the image's ink in the named colours",
-            "score_before": round(self.score_before, 6),
-            "score_after": round(self.score_after, 6),
-            "score_drop": round(self.score_drop, 6),
+        return self._scores("share of the image's ink in the named colours") | {
             "supported": self.supported,
             "null": {
                 "placements": len(self.null_drops),
