@@ -45,7 +45,7 @@ from evident.tools.evidence.heatmaps import (
     compute_heatmaps,
     query_rows,
 )
-from evident.tools.evidence.ink import on_ink
+from evident.tools.evidence.ink import drawn, weighted
 from evident.tools.evidence.regions import find_regions
 from evident.tools.evidence.text_regions import PARTS, text_regions
 from evident.tools.ingest.images import read_image
@@ -113,6 +113,7 @@ def localize(
     pixels = encoder.pixels(images)
     q = query_rows(query_embedding, len(images), encoder.device)
     keys = [f"{query.id}:{r}" for r in chosen]
+    ink = [drawn(im) for im in images]  # one mask an image, for every method's map
     out = {}
     for method in methods:
         heat = heatmap_of(method, encoder, images, query_embedding, pixels, keys, seed)
@@ -124,17 +125,18 @@ def localize(
             encoder, pixels, q, heat.scores, regions, sizes, maps=heat.maps, steps=curve_steps
         )
         out[method] = [
-            _record(rel, heat.at_image_size(i), images[i], query.targets[rel], checked[i], faith[i])
+            _record(rel, heat.at_image_size(i), ink[i], query.targets[rel], checked[i], faith[i])
             for i, rel in enumerate(chosen)
         ]
     return out
 
 
-def _record(image: str, patches: np.ndarray, picture, targets, regions, faith) -> dict:
-    """`patches`: the map resized to `picture` (the image as read), before the ink."""
+def _record(image: str, patches: np.ndarray, ink, targets, regions, faith) -> dict:
+    """`patches`: the map resized to the image, before the ink; `ink`: the image's drawn
+    mask (`tools.evidence.ink.drawn`)."""
     top = regions[0].box if regions else None
     supported = sum(r.supported for r in regions)
-    heat = on_ink(patches, picture)
+    heat = weighted(patches, ink)
     return {
         "image": image,
         "pointing_game": round(pointing_game(heat, targets), 6),

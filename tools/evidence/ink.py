@@ -53,7 +53,14 @@ def on_ink(heat: np.ndarray, image: Image.Image) -> np.ndarray:
 
     if heat.shape != (image.height, image.width):
         raise ValueError(f"heat of shape {heat.shape} for an image of {image.size}")
-    mask = drawn(image)
+    return weighted(heat, drawn(image))
+
+
+def weighted(heat: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
+    """`heat` weighted by `FLOOR + mask` (`drawn`'s, at the same size) and scaled to [0, 1]
+    again; unchanged without a mask (a photo) or any heat. For several maps of one image,
+    `drawn` once and this for each."""
+
     if mask is None or not heat.any():
         return heat
     weighted = heat * (FLOOR + mask)
