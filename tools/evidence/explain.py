@@ -147,14 +147,12 @@ def explain_results(
     # the overlays once the checks have marked their regions.
     with ThreadPoolExecutor(1) as pool:
         stems = [_stem(h) for h in hits]
-        shown = [
-            pool.submit(lambda i: on_ink(heat.at_image_size(i), images[i]), i)
-            for i in range(len(hits)) if out_dir is not None
-        ]  # fmt: skip
-        heat_pngs = [
-            pool.submit(lambda i: write_heatmap(out_dir, stems[i], shown[i].result()), i)
-            for i in range(len(shown))
-        ]
+
+        def heat_png(i: int) -> tuple[str, np.ndarray]:  # the map as shown, and its PNG
+            shown = on_ink(heat.at_image_size(i), images[i])
+            return write_heatmap(out_dir, stems[i], shown), shown
+
+        heat_pngs = [pool.submit(heat_png, i) for i in range(len(hits)) if out_dir is not None]
         with _timed(timings, "counterfactual"):
             regions, faith = verify(
                 encoder,
@@ -176,7 +174,7 @@ def explain_results(
                     for h, found in zip(hits, regions, strict=True)
                 ]
         overlays = [
-            pool.submit(write_overlay, out_dir, stems[i], im, shown[i].result(), regions[i])
+            pool.submit(write_overlay, out_dir, stems[i], im, heat_pngs[i].result()[1], regions[i])
             for i, im in enumerate(images) if out_dir is not None
         ]  # fmt: skip
         terms: list[tuple] = [() for _ in hits]
@@ -186,7 +184,9 @@ def explain_results(
         pngs: list[tuple[str | None, str | None]] = [(None, None) for _ in hits]
         if out_dir is not None:
             with _timed(timings, "render"):  # what writing them added, beyond the overlap
-                pngs = [(a.result(), b.result()) for a, b in zip(heat_pngs, overlays, strict=True)]
+                pngs = [
+                    (a.result()[0], b.result()) for a, b in zip(heat_pngs, overlays, strict=True)
+                ]
                 prune(out_dir)
     return Explained(tuple(hits), _evidence(hits, heat, regions, faith, terms, pngs), heat, timings)
 
