@@ -174,3 +174,16 @@ def test_the_llm_is_told_the_ranking_used_the_place():
     assert told.endswith("ordered in part by where 'a legend' lies: in the upper left")
     art["fusion"]["place"] |= {"weight": 0.0, "why": "the model's patches do not add up"}
     assert "ordered in part" not in _search_content(art)
+
+
+def test_an_image_that_can_no_longer_be_read_follows_the_placed_ones(tmp_path, bundled_encoder):
+    paths = write_scenes(tmp_path / "imgs", make_scenes(8, seed=3))
+    with Store.open(tmp_path / "db", create=True) as store:
+        index_paths([tmp_path / "imgs"], store=store, encoder=bundled_encoder,
+                    collection="scenes", ocr="off")  # fmt: skip
+        paths[0].unlink()  # moved away since indexing
+        ctx = open_retrieval(store, "scenes", model=bundled_encoder)
+        hits = search(Query("a red circle in the upper left"), 8, ctx=ctx).hits
+    assert [h.rank for h in hits] == list(range(1, 9))
+    assert hits[-1].uri == str(paths[0]) and "place" not in hits[-1].scores
+    assert all("place" in h.scores for h in hits[:-1])
