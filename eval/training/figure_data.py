@@ -117,3 +117,23 @@ def pooled_phrases(model, texts: list[str], batch: int = 256):
 def _hf_tokenizer():
 
     return AutoTokenizer.from_pretrained(str(minilm_path()), local_files_only=True)
+
+
+def siblings(phrases: set[str] | list[str]) -> dict[str, list[str]]:
+    """For each phrase, the others that differ from it in exactly one word ("a line chart
+    with grey circle markers": "... pink circle markers", "... grey square markers").
+
+    >>> siblings(["a red line", "a blue line", "a red bar", "two red lines"])["a red line"]
+    ['a blue line', 'a red bar']
+    """
+
+    groups: dict[tuple, set[str]] = {}
+    for p in phrases:
+        words = p.split()
+        for i in range(len(words)):
+            groups.setdefault((len(words), i, *words[:i], "", *words[i + 1 :]), set()).add(p)
+    out: dict[str, set[str]] = {p: set() for p in phrases}
+    for group in groups.values():
+        for p in group:
+            out[p] |= group - {p}
+    return {p: sorted(v) for p, v in out.items()}

@@ -43,6 +43,7 @@ import sys
 import time
 from functools import partial
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -50,7 +51,13 @@ import torch.nn.functional as F
 from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
 from safetensors.torch import save_file
 
-from evident.eval.training.figure_data import load_shards, pooled_phrases, render, texts_of
+from evident.eval.training.figure_data import (
+    load_shards,
+    pooled_phrases,
+    render,
+    siblings,
+    texts_of,
+)
 from evident.eval.training.held_out import calibrate, check
 from evident.tools import specs, towers
 from evident.tools.towers import grid_coverage, patch_features
@@ -62,6 +69,7 @@ DEFAULTS = {
     "layers": 8, "stem": [32, 64, 128, 256], "dim": 384, "steps": 3000, "batch": 64,
     "lr": 1e-3, "weight_decay": 0.05, "dense_weight": 1.0, "attributes": 6, "components": 2,
     "drop": 0.25, "drop_until": 0.8, "train_seed": 0, "checkpoint_every": 200,
+    "refine_steps": 2000, "refine_lr": 3e-4, "siblings": 3,
 }  # fmt: skip
 MEAN, STD = OPENAI_DATASET_MEAN, OPENAI_DATASET_STD  # CLIP's own pixel statistics
 
@@ -90,12 +98,36 @@ def model_config(s: dict) -> dict:
 # --- 3. train --------------------------------------------------------------------------
 
 
-class Trainer:
-    """The training state; `step()` runs one batch, `save()`/`resume()` checkpoint it."""
+class Phase(NamedTuple):
+    """One cosine cycle of the training: global steps `first` to `first + steps`, and how
+    many one-word siblings of each attribute phrase join the batch as its negatives."""
 
-    def __init__(self, s: dict, model, pixels: np.ndarray, records: list[dict], phrases):
+    first: int
+    steps: int
+    lr: float
+    siblings: int
+
+
+def phases(s: dict) -> list[Phase]:
+    """The two cycles: the recipe, then a refinement at a lower rate that teaches apart the
+    phrases one word tells apart ("grey circle markers" from "grey square markers")."""
+
+    return [
+        Phase(0, s["steps"], s["lr"], 0),
+        Phase(s["steps"], s["refine_steps"], s["refine_lr"], s["siblings"]),
+    ]
+
+
+class Trainer:
+    """The training state of one phase; `step()` runs one batch, `save()`/`resume()`
+    checkpoint it."""
+
+    def __init__(
+        self, s: dict, model, pixels: np.ndarray, records: list[dict], phrases, phase: Phase
+    ):
 
         self.s, self.model, self.pixels, self.records = s, model, pixels, records
+        self.phase = phase
         self.texts = phrases["texts"]
         self.pooled = phrases["pooled"]
         index = {t: i for i, t in enumerate(self.texts)}
@@ -114,16 +146,20 @@ class Trainer:
             {"params": decay, "weight_decay": s["weight_decay"]},
             {"params": rest, "weight_decay": 0.0},
         ]
-        self.opt = torch.optim.AdamW(groups, lr=s["lr"], betas=(0.9, 0.98), fused=True)
-        self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, partial(_schedule, s["steps"]))
-        self.done = 0
+        self.opt = torch.optim.AdamW(groups, lr=phase.lr, betas=(0.9, 0.98), fused=True)
+        self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, partial(_schedule, phase.steps))
+        self.done = phase.first
+        attributes = {p for r in records for p in r["phrases"]}
+        self.siblings = siblings(attributes) if phase.siblings else {}
         self.mean = torch.tensor(MEAN).view(1, 3, 1, 1)
         self.std = torch.tensor(STD).view(1, 3, 1, 1)
         self.bf16 = _bf16()
 
     def batch(self, step: int):
         """The images, phrases, labels and dense targets of one step (a function of the
-        step number, so a resumed run sees exactly the batches it would have)."""
+        step number, so a resumed run sees exactly the batches it would have). With
+        siblings, each attribute phrase brings phrases one word away: labelled exactly,
+        they are negatives unless true of the figure."""
 
         s = self.s
         rng = random.Random(s["train_seed"] * 1_000_003 + step)
@@ -132,7 +168,11 @@ class Trainer:
         for b, i in enumerate(chosen):
             r = self.records[i]
             texts += [r["caption"] if rng.random() < 0.6 else r["short"], r["type"]]
-            texts += rng.sample(r["phrases"], min(s["attributes"], len(r["phrases"])))
+            picked = rng.sample(r["phrases"], min(s["attributes"], len(r["phrases"])))
+            texts += picked
+            for p in picked if self.phase.siblings else ():
+                near = self.siblings[p]
+                texts += rng.sample(near, min(self.phase.siblings, len(near)))
             for name in rng.sample(sorted(r["parts"]), min(s["components"], len(r["parts"]))):
                 texts.append(name)
                 cover = grid_coverage(r["parts"][name], r["size"], s["size"], self.grid)
@@ -142,7 +182,7 @@ class Trainer:
         x = torch.from_numpy(self.pixels[chosen]).permute(0, 3, 1, 2).float().div_(255)
         keep = None
         n = self.grid * self.grid
-        if step < s["drop_until"] * s["steps"] and s["drop"] > 0:
+        if step - self.phase.first < s["drop_until"] * self.phase.steps and s["drop"] > 0:
             kept = n - round(n * s["drop"])
             g = torch.Generator().manual_seed(step)
             keep = torch.rand(len(chosen), n, generator=g).topk(kept, dim=1).indices
@@ -185,6 +225,7 @@ class Trainer:
     def state(self) -> dict:
         return {
             "step": self.done,
+            "phase": self.phase.first,
             "model": {
                 k: v
                 for k, v in self.model.state_dict().items()
@@ -201,15 +242,20 @@ class Trainer:
         torch.save(self.state(), tmp)
         tmp.replace(path)
 
-    def resume(self, path: Path) -> None:
+    def resume(self, state: dict) -> None:
+        """Take the weights of a checkpoint; its optimiser too when it is of this phase
+        (a checkpoint from the end of the phase before starts this one afresh)."""
 
-        state = torch.load(path, map_location="cpu", weights_only=False)
         self.model.load_state_dict(state["model"], strict=False)
-        for p, v in zip((self.scale, self.bias, self.dense_scale), state["loss"], strict=True):
+        self.take_loss(state["loss"])
+        if state.get("phase", 0) == self.phase.first:
+            self.opt.load_state_dict(state["opt"])
+            self.sched.load_state_dict(state["sched"])
+            self.done = int(state["step"])
+
+    def take_loss(self, values) -> None:
+        for p, v in zip((self.scale, self.bias, self.dense_scale), values, strict=True):
             p.data.copy_(v)
-        self.opt.load_state_dict(state["opt"])
-        self.sched.load_state_dict(state["sched"])
-        self.done = int(state["step"])
 
 
 def _schedule(steps: int, k: int) -> float:
@@ -269,26 +315,37 @@ def build_model(out: Path, settings: dict | None = None) -> dict:
 
         timed("phrases", embed)
     phrases = torch.load(phrases_path, weights_only=False)
-    trainer = Trainer(s, model, pixels, records, phrases)
-    state = out / "train_state.pt"
-    if state.exists():
-        trainer.resume(state)
-        log.info("resuming at step %d", trainer.done)
+    state_path = out / "train_state.pt"
+    state = None
+    if state_path.exists():
+        state = torch.load(state_path, map_location="cpu", weights_only=False)
     model.visual.train()
     losses = recipe.setdefault("loss", [])
-    t0, since = time.perf_counter(), trainer.done
-    for step in range(trainer.done, s["steps"]):
-        glob, loc = trainer.step(step)
-        if (step + 1) % 50 == 0:
-            rate = s["batch"] * (step + 1 - since) / (time.perf_counter() - t0)
-            losses.append([step + 1, round(glob, 4), round(loc, 4)])
-            log.info("step %d: sigmoid %.3f dense %.3f (%.1f images/s)", step + 1, glob, loc, rate)
-        if (step + 1) % s["checkpoint_every"] == 0 or step + 1 == s["steps"]:
-            trainer.save(state)
-            clock["train"] = round(clock.get("train", 0) + time.perf_counter() - t0, 1)
-            t0, since = time.perf_counter(), step + 1
-            recipe["steps_done"] = step + 1
-            _write(recipe_path, recipe)
+    trainer = None
+    for phase in phases(s):
+        end = phase.first + phase.steps
+        if state is not None and state["step"] > end:
+            continue  # a later phase's checkpoint: this one is over
+        before, trainer = trainer, Trainer(s, model, pixels, records, phrases, phase)
+        if state is not None:
+            trainer.resume(state)
+            log.info("resuming at step %d", state["step"])
+            state = None
+        elif before is not None:
+            trainer.take_loss((before.scale.data, before.bias.data, before.dense_scale.data))
+        t0, since = time.perf_counter(), trainer.done
+        for step in range(trainer.done, end):
+            glob, loc = trainer.step(step)
+            if (step + 1) % 50 == 0:
+                rate = s["batch"] * (step + 1 - since) / (time.perf_counter() - t0)
+                losses.append([step + 1, round(glob, 4), round(loc, 4)])
+                log.info("step %d: sigmoid %.3f dense %.3f (%.1f img/s)", step + 1, glob, loc, rate)
+            if (step + 1) % s["checkpoint_every"] == 0 or step + 1 == end:
+                trainer.save(state_path)
+                clock["train"] = round(clock.get("train", 0) + time.perf_counter() - t0, 1)
+                t0, since = time.perf_counter(), step + 1
+                recipe["steps_done"] = step + 1
+                _write(recipe_path, recipe)
     model.eval()
     export(out, model, config)
     val_pixels, val_records = load_shards(data / "val")
