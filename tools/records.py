@@ -105,7 +105,7 @@ class Counterfactual:
     All scores are cosines of the image with the query (`scale` says so in the JSON):
     `score_drop == score_before - score_after`. `removal` names how (dropping the region's
     tokens from the last blocks, a mean fill, a blur). `supported` is true only if the drop
-    beats `threshold`: the 90th percentile of `null_drops`, and at least `ABS_FLOOR` (0.0002).
+    beats `threshold`: the 90th percentile of `null_drops`, and at least `ABS_FLOOR` (0.0005).
     `rank_after` is the result's rank among the returned results had the region been
     missing."""
 
