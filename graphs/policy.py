@@ -32,6 +32,7 @@ from evident.graphs.state import (
 )
 from evident.graphs.verify import is_supported
 from evident.tools.evidence.methods import ALTERNATIVES, HEATMAP_METHODS
+from evident.tools.places import applied
 
 IntentKind = Literal["search", "compare", "why", "method", "similar", "filter"]
 
@@ -202,10 +203,10 @@ def _describe_search(art: dict) -> str:
     if "filtered" in art:
         f = art["filtered"]
         return f"Of the previous {f['from']} results, {n} mention {f['contains']!r} ({scores})."
-    place = (art.get("fusion") or {}).get("place") or {}
+    place = applied(art.get("fusion"))
     placed = (
         f", a third of each score from where {place['part']!r} lies ({place['where']})"
-        if place.get("weight")
+        if place
         else ""
     )
     return (

@@ -32,6 +32,7 @@ from evident.tools.evidence.methods import HEATMAP_METHODS
 from evident.tools.ingest.metadata import OWN as RESERVED
 from evident.tools.limits import LLM_RESULTS, MAX_K
 from evident.tools.pipeline import explain, search
+from evident.tools.places import applied
 from evident.tools.records import Hit, Query, result_dict
 
 # Bounds in the schema: local backends clamp to them, other models get a validation error.
@@ -310,8 +311,7 @@ def _search_content(art: dict) -> str:
     shown = art["results"][:LLM_RESULTS]
     if len(art["results"]) > len(shown):
         head += f" (the first {len(shown)} listed)"
-    place = (art.get("fusion") or {}).get("place") or {}
-    if place.get("weight"):
+    if place := applied(art.get("fusion")):
         head += f"; ordered in part by where {place['part']!r} lies: {place['where']}"
     lines = [f"#{r['rank']} score {r['score']:.4f}" for r in shown]
     data = "\n".join(

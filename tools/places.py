@@ -97,6 +97,17 @@ def _point(m: re.Match) -> tuple[float, float]:
     return _COLS.get(g["col"], 0.5), _ROWS.get(g["row"], 0.5)
 
 
+def applied(fusion: dict | None) -> dict | None:
+    """The `place` record of a search's `fusion` when the place counted in its order (a
+    weight above 0), else None (no place named, or named and not used).
+
+    >>> applied({"place": {"part": "a legend", "weight": 0.33}})["part"], applied({})
+    ('a legend', None)
+    """
+    place = (fusion or {}).get("place") or {}
+    return place if place.get("weight") else None
+
+
 def place_scores(maps: np.ndarray, place: Place) -> np.ndarray:
     """`(B,)`: how much of each map's peak lies at `place`; `maps` `(B, h, w)`, any scale
     (the patch contributions of the thing placed)."""

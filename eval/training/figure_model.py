@@ -231,7 +231,7 @@ class Trainer:
                 for k, v in self.model.state_dict().items()
                 if not k.startswith("text.transformer.")
             },
-            "loss": [self.scale.data, self.bias.data, self.dense_scale.data],
+            "loss": self.loss_values(),
             "opt": self.opt.state_dict(),
             "sched": self.sched.state_dict(),
         }  # fmt: skip
@@ -252,6 +252,10 @@ class Trainer:
             self.opt.load_state_dict(state["opt"])
             self.sched.load_state_dict(state["sched"])
             self.done = int(state["step"])
+
+    def loss_values(self) -> list[torch.Tensor]:
+        """The sigmoid loss's scale and bias and the dense loss's scale, as checkpointed."""
+        return [self.scale.data, self.bias.data, self.dense_scale.data]
 
     def take_loss(self, values) -> None:
         for p, v in zip((self.scale, self.bias, self.dense_scale), values, strict=True):
@@ -332,7 +336,7 @@ def build_model(out: Path, settings: dict | None = None) -> dict:
             log.info("resuming at step %d", state["step"])
             state = None
         elif before is not None:
-            trainer.take_loss((before.scale.data, before.bias.data, before.dense_scale.data))
+            trainer.take_loss(before.loss_values())
         t0, since = time.perf_counter(), trainer.done
         for step in range(trainer.done, end):
             glob, loc = trainer.step(step)
