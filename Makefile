@@ -57,12 +57,14 @@ bench: $(STAMP)
 clean:
 	rm -rf $(VENV) demo-out
 
-# The bundled figure model (tools/models/evident-figures): its recipe, rebuildable by anyone.
-# About 3-4 hours on 2 CPU cores, checkpointed: run it again after an interruption and it
-# picks up where it stopped. The defaults are the shipped model's settings; that run
-# stopped at step 2,800 of 3,000 (its recipe.json has the history of its step count).
+# The bundled figure model (tools/models/evident-figures) and its marks reader: their
+# recipe, rebuildable by anyone. About 3 hours on 2 CPU cores, checkpointed: run it again
+# after an interruption and it picks up where it stopped. The defaults are the shipped
+# settings (recipe.json and marks.json say what each run reused and how long it took).
 figure-model: $(STAMP)
 	$(BIN)/python -m evident.eval.training.figure_model build/fig-model
 	mkdir -p tools/models/evident-figures
+	$(BIN)/python -m evident.eval.training.marks_model build/fig-model
 	cp build/fig-model/open_clip_config.json build/fig-model/open_clip_model.safetensors \
-		build/fig-model/recipe.json tools/models/evident-figures/
+		build/fig-model/recipe.json build/fig-model/marks.pt build/fig-model/marks.json \
+		tools/models/evident-figures/

@@ -80,13 +80,15 @@ def ranked_table(title: str, results: list[dict], fusion: dict | None = None) ->
 
 def fusion_note(fusion: dict) -> str | None:
     """One line on the signals that counted less than their weight because the query is
-    outside what they know (`tools.hybrid.confidence`), and on a place the query names
-    (`tools.places`), or None.
+    outside what they know (`tools.hybrid.confidence`), on a place the query names
+    (`tools.places`) and on the marks it names (`tools.marks`), or None.
 
     >>> fusion_note({"image": {"best": 0.21, "band": [0.48, 0.5], "confidence": 0.0}})
     "image signal not counted: its best match, 0.21, is below the model's 0.48-0.50"
     >>> fusion_note({"place": {"where": "in the upper left", "part": "a legend", "weight": 0.33}})
     "reordered by where 'a legend' lies: in the upper left"
+    >>> fusion_note({"marks": {"weight": 0.2, "names": ["cyan circle", "dashed"]}})
+    'weighed the marker shapes and line styles read in each figure: cyan circle, dashed'
     """
     notes = []
     image = fusion.get("image", {})
@@ -106,6 +108,9 @@ def fusion_note(fusion: dict) -> str | None:
         notes.append(f"reordered by where {place['part']!r} lies: {place['where']}")
     elif place:
         notes.append(f"{place['where']!r} not used: {place['why']}")
+    if marks := fusion.get("marks"):
+        named = ", ".join(marks["names"])
+        notes.append(f"weighed the marker shapes and line styles read in each figure: {named}")
     return "; ".join(notes) or None
 
 

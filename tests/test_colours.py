@@ -176,7 +176,8 @@ def test_colours_bring_the_named_colour_into_the_results(tmp_path, bundled_encod
         return all(shares[uri].get(c, 0.0) >= 0.005 for c in colours)
 
     first_right, in_colour = {}, {}
-    for name, weights in {"model": Weights(colour=0.0), "with colour": Weights()}.items():
+    colour_only = {"model": Weights(colour=0.0, marks=0.0), "with colour": Weights(marks=0.0)}
+    for name, weights in colour_only.items():
         found, coloured = [], []
         for q in queries:
             hits = _search(tmp_path / "db", bundled_encoder, q["query"], 5, weights).hits

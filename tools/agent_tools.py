@@ -313,6 +313,10 @@ def _search_content(art: dict) -> str:
         head += f" (the first {len(shown)} listed)"
     if place := applied(art.get("fusion")):
         head += f"; ordered in part by where {place['part']!r} lies: {place['where']}"
+    if read := (art.get("fusion") or {}).get("marks"):
+        head += "; weighed the marker shapes and line styles read in each figure: " + ", ".join(
+            read["names"]
+        )
     lines = [f"#{r['rank']} score {r['score']:.4f}" for r in shown]
     data = "\n".join(
         f"#{r['rank']} {Path(r['uri']).name} | {r.get('caption') or ''} | "

@@ -9,8 +9,10 @@ the previous batch. Bad files are skipped with a reason and never stop the run, 
 neither does an entry the database refuses (it is skipped with the database's reason
 and the rest of its batch written one by one). What was changed on the way in (a cut
 caption, a renamed metadata key: `ingest.metadata`) is in the report's `warnings`.
-Each image's colours are counted as it is read (`tools.colours`, a few milliseconds); an
-image indexed before that gains them on the next run without being embedded again.
+Each image's colours are counted as it is read (`tools.colours`, a few milliseconds), and
+a figure's marks are read (`tools.ingest.marks_reader`, when the reader is installed: a
+few milliseconds a colour); an image indexed before that gains them on the next run
+without being embedded again.
 """
 
 from __future__ import annotations
@@ -26,9 +28,11 @@ from typing import Any, Literal
 import torch
 from chromadb.errors import InvalidArgumentError
 
+from evident.tools import marks
 from evident.tools.colours import colour_shares, encode
 from evident.tools.encoders import Encoder
 from evident.tools.errors import InputError
+from evident.tools.ingest import marks_reader
 from evident.tools.ingest.documents import discover_with_documents
 from evident.tools.ingest.images import ImageFile, content_id, discover, image_bytes, read_image
 from evident.tools.ingest.metadata import sanitize
@@ -180,6 +184,8 @@ def _unchanged(f: ImageFile, existing: tuple[str, dict] | None, ocr: OcrMode) ->
         return False
     if "colours" not in meta:  # indexed before colours were counted: count them now
         return False
+    if "marks" not in meta and marks_reader.reader() is not None:  # nor marks read: read them now
+        return False
     try:
         st = f.path.stat()
     except OSError:
@@ -211,20 +217,30 @@ def _decode(
     if f.caption:
         meta["caption"] = f.caption
     if id_ in known:  # same bytes already embedded: only the record changes
-        kept = ("width", "height", "format", "ocr", "words", "colours")
+        kept = ("width", "height", "format", "ocr", "words", "colours", "marks")
         meta.update({k: known[id_][k] for k in kept if k in known[id_]})
         to_read = ocr != "off" and meta.get("ocr") is None
-        if not to_read and "colours" in meta:
+        to_mark = "marks" not in meta and marks_reader.reader() is not None
+        if not to_read and not to_mark and "colours" in meta:
             return _Decoded(f, id_, None, meta)
         image = read_image(f.path, data)
         meta.setdefault("colours", encode(colour_shares(image)))
+        if to_mark:
+            meta["marks"] = _marks(image)
         reading = _read_words(image, ocr, reader, meta, id_) if to_read else None
         return _Decoded(f, id_, None, meta, reading)
     image = read_image(f.path, data)
     meta.update({"width": image.width, "height": image.height, "format": f.path.suffix[1:].lower()})
     meta["colours"] = encode(colour_shares(image))
+    if marks_reader.reader() is not None:
+        meta["marks"] = _marks(image)
     reading = _read_words(image, ocr, reader, meta, id_) if ocr != "off" else None
     return _Decoded(f, id_, encoder.preprocess(image), meta, reading)
+
+
+def _marks(image) -> str:
+    """The marks a figure is drawn with (`tools.marks`); a photo's are not read ("{}")."""
+    return marks.encode(marks_reader.read_marks(image) if looks_like_figure(image) else {})
 
 
 def _read_words(image, ocr: OcrMode, reader: Reader, meta: dict, key: str) -> Reading:

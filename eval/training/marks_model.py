@@ -1,0 +1,170 @@
+"""The marks reader's recipe (`tools.ingest.marks_reader`): render, train, export.
+
+`python -m evident.eval.training.marks_model OUT` renders `n` series figures of the
+benchmark generator (`seed`) and `val` more (`val_seed`) into `OUT/marks` (`marks_data`,
+resumable), trains `MarksNet` on every colour each figure draws with enough ink (binary
+cross-entropy, one output per marker shape and line style; a checkpoint each epoch, so a
+killed run resumes at the last one), measures it on the held-out figures and writes
+`marks.pt` and `marks.json` (settings, sizes, seconds, machine, the measures) into
+`OUT`. `make figure-model` runs it after the figure model and copies both beside it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import platform
+import random
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from evident.eval.training import marks_data
+from evident.tools.ingest.marks_reader import MarksNet, inked, masks
+from evident.tools.marks import LABELS
+
+log = logging.getLogger(__name__)
+
+DEFAULTS = {
+    "n": 8000, "seed": 3003, "val": 1000, "val_seed": 4004, "epochs": 6, "batch": 32,
+    "lr": 0.006, "weight_decay": 0.0001, "train_seed": 0, "unmarked": 0.35,
+}  # fmt: skip
+
+
+def samples(
+    grids: list[np.ndarray], records: list[dict], unmarked: float = 1.0, seed: int = 0
+) -> list[tuple[int, str, np.ndarray]]:
+    """(figure, colour, target) for every colour a figure draws with enough ink; the target
+    marks what that colour's series are drawn with. Colours without series (text, axes,
+    grid, arrows: half of them) are kept with probability `unmarked`."""
+    rng = random.Random(seed)
+    out = []
+    for f, (grid, record) in enumerate(zip(grids, records, strict=True)):
+        for colour in inked(grid):
+            drawn = record["marks"].get(colour, [])
+            if drawn or rng.random() < unmarked:
+                out.append((f, colour, np.array([m in drawn for m in LABELS], np.float32)))
+    return out
+
+
+def batches(items: list, grids: list[np.ndarray], size: int):
+    """(masks, targets) batches, each padded to its largest figure."""
+    for start in range(0, len(items), size):
+        chunk = items[start : start + size]
+        h = max(grids[f].shape[0] for f, _, _ in chunk)
+        w = max(grids[f].shape[1] for f, _, _ in chunk)
+        x = torch.zeros(len(chunk), 1, h, w)
+        for j, (f, colour, _) in enumerate(chunk):
+            g = grids[f]
+            x[j, :, : g.shape[0], : g.shape[1]] = masks(g, [colour])[0]
+        yield x, torch.from_numpy(np.stack([t for _, _, t in chunk]))
+
+
+def fit(net: MarksNet, opt, sched, items: list, grids: list[np.ndarray], batch: int) -> float:
+    """One pass over `items` (binary cross-entropy per label); the mean loss."""
+    net.train()
+    losses = []
+    for x, y in batches(items, grids, batch):
+        loss = F.binary_cross_entropy_with_logits(net(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        if sched is not None:
+            sched.step()
+        losses.append(loss.item())
+    return float(np.mean(losses))
+
+
+def measure(net: MarksNet, grids: list[np.ndarray], items: list) -> dict:
+    """Per label, average precision over the held-out colours, and the share of colours
+    whose every label is right at 0.5."""
+    net.eval()
+    probs, targets = [], []
+    with torch.inference_mode():
+        for x, y in batches(items, grids, 64):
+            probs.append(torch.sigmoid(net(x)))
+            targets.append(y)
+    p, t = torch.cat(probs).numpy(), torch.cat(targets).numpy()
+    ap = {label: round(_average_precision(p[:, k], t[:, k]), 4) for k, label in enumerate(LABELS)}
+    exact = float(((p >= 0.5) == (t >= 0.5)).all(1).mean())
+    return {"average_precision": ap, "mean_ap": round(float(np.nanmean(list(ap.values()))), 4),
+            "exact": round(exact, 4), "colours": len(items)}  # fmt: skip
+
+
+def _average_precision(scores: np.ndarray, truth: np.ndarray) -> float:
+    if truth.sum() == 0:
+        return float("nan")
+    order = np.argsort(-scores, kind="stable")
+    hits = truth[order]
+    precision = np.cumsum(hits) / np.arange(1, len(hits) + 1)
+    return float((precision * hits).sum() / hits.sum())
+
+
+def build(out: Path, settings: dict | None = None) -> dict:
+    s = DEFAULTS | (settings or {})
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    marks_data.render(out / "marks" / "train", s["n"], s["seed"])
+    marks_data.render(out / "marks" / "val", s["val"], s["val_seed"])
+    t_render = time.perf_counter() - t0
+    grids, records = marks_data.load(out / "marks" / "train", s["n"])
+    vgrids, vrecords = marks_data.load(out / "marks" / "val", s["val"])
+    items = samples(grids, records, s["unmarked"], s["train_seed"])
+    vitems = samples(vgrids, vrecords)
+    torch.manual_seed(s["train_seed"])
+    net = MarksNet()
+    opt = torch.optim.AdamW(net.parameters(), lr=s["lr"], weight_decay=s["weight_decay"])
+    steps = s["epochs"] * -(-len(items) // s["batch"])
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, s["lr"], total_steps=steps, pct_start=0.1)
+    state_path, epoch, seconds = out / "marks_state.pt", 0, 0.0
+    if state_path.exists():
+        state = torch.load(state_path, weights_only=False)
+        if state["settings"] == s:
+            net.load_state_dict(state["net"])
+            opt.load_state_dict(state["opt"])
+            sched.load_state_dict(state["sched"])
+            epoch, seconds = state["epoch"], state["seconds"]
+            log.info("marks: resumed after epoch %d", epoch)
+    t1 = time.perf_counter() - seconds
+    while epoch < s["epochs"]:
+        random.Random(s["train_seed"] * 1000 + epoch).shuffle(items)
+        loss = fit(net, opt, sched, items, grids, s["batch"])
+        epoch += 1
+        log.info("marks: epoch %d loss %.4f (%.0f s)", epoch, loss, time.perf_counter() - t1)
+        state = {"net": net.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
+                 "epoch": epoch, "seconds": time.perf_counter() - t1, "settings": s}  # fmt: skip
+        torch.save(state, state_path.with_suffix(".tmp"))
+        state_path.with_suffix(".tmp").replace(state_path)
+    t_train = time.perf_counter() - t1
+    check = measure(net, vgrids, vitems)
+    torch.save(net.state_dict(), out / "marks.pt")
+    recipe = {
+        "settings": s,
+        "figures": len(records), "colours": len(items),
+        "machine": f"cpu ({platform.machine()}, {torch.get_num_threads()} threads)",
+        "seconds": {"render": round(t_render, 1), "train": round(t_train, 1)},
+        "check": check,
+    }  # fmt: skip
+    (out / "marks.json").write_text(json.dumps(recipe, indent=1) + "\n")
+    return recipe
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("out", type=Path)
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    settings = {k: type(DEFAULTS[k])(v) for k, v in (kv.split("=", 1) for kv in args.set)}
+    recipe = build(args.out, settings)
+    print(json.dumps(recipe["check"], indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

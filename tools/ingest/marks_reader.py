@@ -1,0 +1,109 @@
+"""The marks reader (`tools.marks`): for every colour name a figure holds enough ink in
+(`tools.colours`; at least `MIN_PIXELS` pixels, the `MAX_COLOURS` with the most), the
+pixels of that name make a mask at the figure's own size, and a small convolutional
+network (`MarksNet`, 29k weights) says which marker shapes and line styles the mask
+shows anywhere. It is trained on the benchmark generator's line charts, scatter and
+error-bar plots (seeds no benchmark uses; `eval/training/marks_model.py`, minutes on 2
+cores) and ships beside the figure model (`WEIGHTS`); without that file nothing is read.
+Kept apart from `tools.marks`, which search imports without loading torch.
+
+Not handled: figures far larger or smaller than the generator's (270-434 pixels a side,
+4.5-8-pixel markers, 1.2-3-pixel lines: the reader has seen no others; images are read
+at most 512 pixels a side), markers in a colour that holds under `MIN_PIXELS` pixels.
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import nn
+from torch.nn import functional as F
+
+from evident.tools.colours import NAMES, name_grid
+from evident.tools.marks import LABELS
+
+MIN_PIXELS = 20  # a colour with fewer pixels than this is not read
+MAX_COLOURS = 6  # at most this many colours an image, those with the most ink
+KEEP = 0.02  # probabilities below this are not stored
+WEIGHTS = Path(__file__).parents[1] / "models" / "evident-figures" / "marks.pt"
+
+
+class MarksNet(nn.Module):
+    """A colour's mask (N, 1, H, W) -> one logit per label in `LABELS`, the maximum over
+    the image of a fully convolutional map. The mask's 4x4 blocks become 16 channels first
+    (lossless, and a sixteenth of the positions); the receptive field is 52 pixels, more
+    than a dash-dot line's period at 3-pixel width."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        widths = (16, 24, 32, 32, 32)
+        strides = (1, 2, 1, 1)
+        layers: list[nn.Module] = [nn.PixelUnshuffle(4)]
+        for cin, cout, stride in zip(widths[:-1], widths[1:], strides, strict=True):
+            layers += [nn.Conv2d(cin, cout, 3, stride, 1), nn.ReLU(inplace=True)]
+        layers.append(nn.Conv2d(widths[-1], len(LABELS), 1))
+        self.body = nn.Sequential(*layers)
+
+    def forward(self, masks: torch.Tensor) -> torch.Tensor:
+        h, w = masks.shape[-2:]
+        masks = F.pad(masks, (0, -w % 4, 0, -h % 4))
+        out = self.body(masks)
+        # the maximum over places with ink only: over the empty rest the map is one
+        # constant, and a maximum taken there would teach nothing about the ink
+        inked = F.max_pool2d(masks, 8, ceil_mode=True) > 0  # each place's 8 x 8 pixels
+        return out.masked_fill(~inked, -1e4).amax(dim=(2, 3))
+
+
+def masks(grid: np.ndarray, colours: list[str]) -> torch.Tensor:
+    """One float mask (1 where the pixel has that colour name) per colour."""
+    return torch.from_numpy(
+        np.stack([grid == NAMES.index(c) for c in colours]).astype(np.float32)[:, None]
+    )
+
+
+def inked(grid: np.ndarray) -> list[str]:
+    """The colour names with at least `MIN_PIXELS` pixels, most ink first, at most
+    `MAX_COLOURS`."""
+    counts = np.bincount(grid.ravel(), minlength=len(NAMES) + 1)[: len(NAMES)]
+    order = [int(i) for i in np.argsort(-counts, kind="stable") if counts[i] >= MIN_PIXELS]
+    return [NAMES[i] for i in order[:MAX_COLOURS]]
+
+
+@functools.cache
+def reader() -> MarksNet | None:
+    """The bundled marks reader, or None when it is not installed beside the model."""
+    if not WEIGHTS.exists():
+        return None
+    net = MarksNet()
+    net.load_state_dict(torch.load(WEIGHTS, map_location="cpu", weights_only=True))
+    return net.eval()
+
+
+def read_marks(image: Image.Image, net: MarksNet | None = None) -> dict[str, dict[str, float]]:
+    """Per colour drawn in `image`, the probability of each mark the reader sees at least
+    `KEEP` of (empty without a reader)."""
+    net = net or reader()
+    if net is None:
+        return {}
+    grid = name_grid(image)
+    out = {}
+    with torch.inference_mode():
+        for colour in inked(grid):
+            probs = torch.sigmoid(net(masks(_around(grid, colour), [colour])))[0].numpy()
+            kept = {m: round(float(p), 3) for m, p in zip(LABELS, probs, strict=True) if p >= KEEP}
+            if kept:
+                out[colour] = kept
+    return out
+
+
+def _around(grid: np.ndarray, colour: str, margin: int = 32) -> np.ndarray:
+    """The part of `grid` around `colour`'s pixels, cut on the network's 8-pixel lattice
+    and `margin` beyond them (more than half its receptive field): what the network says
+    there is what it says of the whole, for less work."""
+    ys, xs = np.nonzero(grid == NAMES.index(colour))
+    y0, x0 = max(0, (ys.min() - margin) // 8 * 8), max(0, (xs.min() - margin) // 8 * 8)
+    return grid[y0 : ys.max() + margin + 1, x0 : xs.max() + margin + 1]
