@@ -239,8 +239,9 @@ def _decode(
 
 
 def _marks(image) -> str:
-    """The marks a figure is drawn with (`tools.marks`); a photo's are not read ("{}")."""
-    return marks.encode(marks_reader.read_marks(image) if looks_like_figure(image) else {})
+    """The marks a chart is drawn with (`tools.marks`); "{}" for an image that is not a
+    chart on paper, and for one that has none."""
+    return marks.encode(marks_reader.read_marks(image))
 
 
 def _read_words(image, ocr: OcrMode, reader: Reader, meta: dict, key: str) -> Reading:

@@ -7,9 +7,10 @@ error-bar plots (seeds no benchmark uses; `eval/training/marks_model.py`, minute
 cores) and ships beside the figure model (`WEIGHTS`); without that file nothing is read.
 Kept apart from `tools.marks`, which search imports without loading torch.
 
-Not handled: figures far larger or smaller than the generator's (270-434 pixels a side,
-4.5-8-pixel markers, 1.2-3-pixel lines: the reader has seen no others; images are read
-at most 512 pixels a side), markers in a colour that holds under `MIN_PIXELS` pixels.
+Not handled: charts not drawn on white paper (dark themes: less than `PAPER` white);
+figures far larger or smaller than the generator's (270-434 pixels a side, 4.5-8-pixel
+markers, 1.2-3-pixel lines: the reader has seen no others; images are read at most 512
+pixels a side); markers in a colour that holds under `MIN_PIXELS` pixels.
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ from evident.tools.marks import LABELS
 MIN_PIXELS = 20  # a colour with fewer pixels than this is not read
 MAX_COLOURS = 6  # at most this many colours an image, those with the most ink
 KEEP = 0.02  # probabilities below this are not stored
+PAPER = 0.5  # read only images at least this white: charts on paper (the generator's line,
+# scatter and error-bar plots are 0.89-0.95 white; a photo or a heatmap is not)
 WEIGHTS = Path(__file__).parents[1] / "models" / "evident-figures" / "marks.pt"
 
 
@@ -85,11 +88,13 @@ def reader() -> MarksNet | None:
 
 def read_marks(image: Image.Image, net: MarksNet | None = None) -> dict[str, dict[str, float]]:
     """Per colour drawn in `image`, the probability of each mark the reader sees at least
-    `KEEP` of (empty without a reader)."""
+    `KEEP` of (empty without a reader, and for an image less than `PAPER` white)."""
     net = net or reader()
     if net is None:
         return {}
     grid = name_grid(image)
+    if (grid == len(NAMES)).mean() < PAPER:
+        return {}
     out = {}
     with torch.inference_mode():
         for colour in inked(grid):
