@@ -36,6 +36,23 @@ def bundled_encoder():
 
 
 @pytest.fixture(scope="session")
+def figures_80(tmp_path_factory, bundled_encoder):
+    """80 generated figures of a seed training never used (321), indexed with the bundled
+    model without OCR: `(folder, db, queries)`, for the tests of search signals."""
+    from evident.eval.figures.generate import generate_figures
+    from evident.tools.ingest.index import index_paths
+    from evident.tools.store import Store
+
+    root = tmp_path_factory.mktemp("figures_80")
+    generate_figures(root / "figs", 80, seed=321, splits=(0.0, 0.0, 1.0), workers=1)
+    queries = [json.loads(line) for line in (root / "figs" / "test.jsonl").open()]
+    with Store.open(root / "db", create=True) as store:
+        index_paths([root / "figs" / "images"], store=store, encoder=bundled_encoder,
+                    collection="images", ocr="off")  # fmt: skip
+    return root / "figs", root / "db", queries
+
+
+@pytest.fixture(scope="session")
 def text_embedder():
     from evident.tools.text_embed import load_text_embedder
 

@@ -16,7 +16,6 @@ from PIL import Image
 import evident.tools.colours
 import evident.tools.evidence.colour_regions as colour_regions_module
 from evident.agent.render import evidence_lines
-from evident.eval.figures.generate import generate_figures
 from evident.eval.run_eval import run_eval
 from evident.graphs.policy import _describe_evidence
 from evident.tools.agent_tools import _evidence, _evidence_content
@@ -155,19 +154,15 @@ def test_an_index_from_before_colours_gains_them_without_reembedding(tmp_path, t
     assert res.hits[0].uri.endswith("green.png")
 
 
-def test_colours_bring_the_named_colour_into_the_results(tmp_path, bundled_encoder):
+def test_colours_bring_the_named_colour_into_the_results(figures_80, bundled_encoder):
     """On 80 figures of a seed training never used, the queries that name a colour ("a
     box plot with red boxes", "a scatter plot with olive star markers"): with the colour
     signal more of the top five are drawn in the colours named, and the first result is
     right at least as often as with the model alone. (At this size the bundled model alone
     is already good, capped precision@5 0.88, and the colour signal lowers it to 0.82: it
     helps on the benchmark's 500- and 1,000-figure splits, see the README.)"""
-    generate_figures(tmp_path / "figs", 80, seed=321, splits=(0.0, 0.0, 1.0), workers=1)
-    queries = [json.loads(line) for line in (tmp_path / "figs" / "test.jsonl").open()]
+    figs, db, queries = figures_80
     queries = [q for q in queries if q["level"] == "attribute" and named_colours(q["query"])]
-    with Store.open(tmp_path / "db", create=True) as store:
-        index_paths([tmp_path / "figs" / "images"], store=store, encoder=bundled_encoder,
-                    collection="images", ocr="off")  # fmt: skip
     shares = {}  # each figure's share of ink in each colour, as indexing counts it
 
     def drawn_in(uri, colours):
@@ -180,8 +175,8 @@ def test_colours_bring_the_named_colour_into_the_results(tmp_path, bundled_encod
     for name, weights in colour_only.items():
         found, coloured = [], []
         for q in queries:
-            hits = _search(tmp_path / "db", bundled_encoder, q["query"], 5, weights).hits
-            relevant = {str(tmp_path / "figs" / p) for p in q["relevant"]}
+            hits = _search(db, bundled_encoder, q["query"], 5, weights).hits
+            relevant = {str(figs / p) for p in q["relevant"]}
             found.append(hits[0].uri in relevant)
             colours = named_colours(q["query"])
             coloured.append(np.mean([drawn_in(h.uri, colours) for h in hits]))

@@ -15,7 +15,6 @@ from PIL import Image, ImageDraw
 import evident.eval.training.marks_data
 import evident.tools.marks
 from evident.agent.render import fusion_note
-from evident.eval.figures.generate import generate_figures
 from evident.eval.figures.render import kind_for, render_figure
 from evident.eval.training.marks_data import labels
 from evident.eval.training.marks_model import fit, measure
@@ -123,23 +122,19 @@ def _search(db, encoder, text, k=5, weights=None):
         )  # fmt: skip
 
 
-def test_marks_bring_the_named_marker_and_line_style_into_the_results(tmp_path, bundled_encoder):
+def test_marks_bring_the_named_marker_and_line_style_into_the_results(figures_80, bundled_encoder):
     """On 80 figures of a seed training never used, the queries that name a marker shape or
     a line style ("a scatter plot with olive star markers", "a line chart with a red
     dashed line"): with the marks signal the first result is right more often, and more of
     the top five are relevant."""
-    generate_figures(tmp_path / "figs", 80, seed=321, splits=(0.0, 0.0, 1.0), workers=1)
-    queries = [json.loads(line) for line in (tmp_path / "figs" / "test.jsonl").open()]
+    figs, db, queries = figures_80
     queries = [q for q in queries if q["level"] == "attribute" and marks.named_marks(q["query"])]
-    with Store.open(tmp_path / "db", create=True) as store:
-        index_paths([tmp_path / "figs" / "images"], store=store, encoder=bundled_encoder,
-                    collection="images", ocr="off")  # fmt: skip
     first, precision = {}, {}
     for name, weights in {"without": Weights(marks=0.0), "with marks": Weights()}.items():
         found, top = [], []
         for q in queries:
-            hits = _search(tmp_path / "db", bundled_encoder, q["query"], 5, weights).hits
-            relevant = {str(tmp_path / "figs" / p) for p in q["relevant"]}
+            hits = _search(db, bundled_encoder, q["query"], 5, weights).hits
+            relevant = {str(figs / p) for p in q["relevant"]}
             found.append(hits[0].uri in relevant)
             top.append(sum(h.uri in relevant for h in hits) / min(5, len(relevant)))
         first[name], precision[name] = float(np.mean(found)), float(np.mean(top))
@@ -147,7 +142,7 @@ def test_marks_bring_the_named_marker_and_line_style_into_the_results(tmp_path, 
     assert len(queries) >= 40
     assert first["with marks"] >= first["without"] + 0.25, first
     assert precision["with marks"] >= precision["without"] + 0.15, precision
-    res = _search(tmp_path / "db", bundled_encoder, queries[0]["query"])
+    res = _search(db, bundled_encoder, queries[0]["query"])
     assert res.fusion["marks"]["names"] == [
         " ".join(filter(None, pair)) for pair in marks.named_marks(queries[0]["query"])
     ]
