@@ -50,8 +50,24 @@ def _render(job: tuple[int, int, int]) -> tuple[np.ndarray, dict]:
 
 
 def render(folder: Path, n: int, seed: int, size: int, workers: int | None = None) -> None:
+    jobs = [(seed, i, size) for i in range(n)]
+    render_shards(folder, jobs, SHARD, _render, _save, chunksize=16, workers=workers)
+
+
+def _save(path: Path, done: list[tuple[np.ndarray, dict]]) -> None:
+    pixels = np.stack([d[0] for d in done])
+    np.savez(path, pixels=pixels, records=np.array(json.dumps([d[1] for d in done])))
+
+
+def render_shards(
+    folder: Path, jobs: list, shard: int, work, save, *, chunksize: int, workers: int | None
+) -> None:
+    """`work` over `jobs` in worker processes, `shard` jobs a file: `save(path, results)`
+    writes each shard, which then takes its final name (`shard_0000.npz`, ...) at once; a
+    shard on disk is never made again, so a killed run resumes where it stopped."""
     folder.mkdir(parents=True, exist_ok=True)
-    todo = [s for s in range(math.ceil(n / SHARD)) if not (folder / f"shard_{s:04d}.npz").exists()]
+    shards = math.ceil(len(jobs) / shard)
+    todo = [s for s in range(shards) if not (folder / f"shard_{s:04d}.npz").exists()]
     if not todo:
         return
     context = multiprocessing.get_context("spawn")
@@ -59,18 +75,12 @@ def render(folder: Path, n: int, seed: int, size: int, workers: int | None = Non
     with ProcessPoolExecutor(workers, mp_context=context) as pool:
         for s in todo:
             t0 = time.perf_counter()
-            jobs = [(seed, i, size) for i in range(s * SHARD, min(n, (s + 1) * SHARD))]
-            done = list(pool.map(_render, jobs, chunksize=16))
+            done = list(pool.map(work, jobs[s * shard : (s + 1) * shard], chunksize=chunksize))
             tmp = folder / f"shard_{s:04d}.tmp.npz"
-            np.savez(
-                tmp,
-                pixels=np.stack([d[0] for d in done]),
-                records=np.array(json.dumps([d[1] for d in done])),
-            )
+            save(tmp, done)
             tmp.replace(folder / f"shard_{s:04d}.npz")
-            log.info(
-                "rendered shard %d (%d figures) in %.0f s", s, len(done), time.perf_counter() - t0
-            )
+            seconds = time.perf_counter() - t0
+            log.info("%s: shard %d (%d figures) in %.0f s", folder.name, s, len(done), seconds)
 
 
 def load_shards(folder: Path) -> tuple[np.ndarray, list[dict]]:

@@ -10,16 +10,13 @@ from __future__ import annotations
 import json
 import logging
 import math
-import multiprocessing
-import os
-import time
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
 from evident.eval.figures.render import kind_for, render_figure
+from evident.eval.training.figure_data import render_shards
 from evident.tools.colours import name_grid
 from evident.tools.marks import LINES, MARKS
 
@@ -68,25 +65,13 @@ def _render(job: tuple[int, int]) -> tuple[np.ndarray, dict]:
 
 
 def render(folder: Path, n: int, seed: int, workers: int | None = None) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
-    wanted = indices(seed, n)
-    shards = math.ceil(n / SHARD)
-    todo = [s for s in range(shards) if not (folder / f"shard_{s:04d}.npz").exists()]
-    if not todo:
-        return
-    context = multiprocessing.get_context("spawn")
-    workers = workers or min(os.cpu_count() or 1, 8)
-    with ProcessPoolExecutor(workers, mp_context=context) as pool:
-        for s in todo:
-            t0 = time.perf_counter()
-            jobs = [(seed, i) for i in wanted[s * SHARD : (s + 1) * SHARD]]
-            done = list(pool.map(_render, jobs, chunksize=8))
-            tmp = folder / f"shard_{s:04d}.tmp.npz"
-            grids = {f"g{j}": d[0] for j, d in enumerate(done)}
-            np.savez_compressed(tmp, records=np.array(json.dumps([d[1] for d in done])), **grids)
-            tmp.replace(folder / f"shard_{s:04d}.npz")
-            seconds = time.perf_counter() - t0
-            log.info("marks: shard %d (%d figures) in %.0f s", s, len(done), seconds)
+    jobs = [(seed, i) for i in indices(seed, n)]
+    render_shards(folder, jobs, SHARD, _render, _save, chunksize=8, workers=workers)
+
+
+def _save(path: Path, done: list[tuple[np.ndarray, dict]]) -> None:
+    grids = {f"g{j}": d[0] for j, d in enumerate(done)}
+    np.savez_compressed(path, records=np.array(json.dumps([d[1] for d in done])), **grids)
 
 
 def load(folder: Path, n: int) -> tuple[list[np.ndarray], list[dict]]:
