@@ -209,6 +209,8 @@ def _describe_search(art: dict) -> str:
         if place
         else ""
     )
+    if read := (art.get("fusion") or {}).get("marks"):
+        placed += f", weighing the marks read in each figure ({', '.join(read['names'])})"
     return (
         f"I ranked {n} images for {art['query'].get('text') or 'your image'!r} ({scores}{placed})."
     )
