@@ -10,8 +10,10 @@ import pytest
 import torch
 
 import evident.eval.training.figure_data
+import evident.eval.training.trainer
 from evident.eval.training.figure_data import siblings
-from evident.eval.training.figure_model import DEFAULTS, Phase, build_model, phases
+from evident.eval.training.figure_model import DEFAULTS, build_model
+from evident.eval.training.trainer import Phase, phases
 from evident.tools.encoders import load_encoder
 
 TOY = {"n": 8, "val": 4, "steps": 2, "refine_steps": 2, "batch": 4, "checkpoint_every": 1,
@@ -20,6 +22,7 @@ TOY = {"n": 8, "val": 4, "steps": 2, "refine_steps": 2, "batch": 4, "checkpoint_
 
 def test_doctests():
     assert doctest.testmod(evident.eval.training.figure_data).failed == 0
+    assert doctest.testmod(evident.eval.training.trainer).failed == 0
 
 
 def test_siblings_are_the_phrases_one_word_away():

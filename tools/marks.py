@@ -8,10 +8,10 @@ validation split, through search, its marker queries reach capped precision@5 0.
 line-style queries 0.43, against 0.87 for the other kinds it knows). The marks reader
 (`tools.ingest.marks_reader`) looks at each colour on its own at the figure's own size
 as the image is indexed, and stores per colour the probability of each of `MARKS` and
-`LINES` in the image's metadata (`encode`), as the colours are. Here is what search
-needs, without torch: `named_marks` reads what a query asks for, `mark_scores` gives
-each image the reader's probability that it shows it, a column `tools.hybrid` weighs
-beside the model and the colours.
+`LINES` in the image's metadata, stored as the colours are (`colours.encode`). Here is
+what search needs, without torch: `named_marks` reads what a query asks for,
+`mark_scores` gives each image the reader's probability that it shows it, a column
+`tools.hybrid` weighs beside the model and the colours.
 
 Not handled: other marker shapes and line styles ("pentagon", "loosely dotted"); which
 series the query means when it names a label ("control as dashed line"); negation.
@@ -19,7 +19,6 @@ series the query means when it names a label ("control as dashed line"); negatio
 
 from __future__ import annotations
 
-import json
 import re
 
 import numpy as np
@@ -98,19 +97,3 @@ def mark_scores(
             probs.append(max((s.get(mark, 0.0) for s in seen), default=0.0))
         out[i] = float(np.mean(probs))
     return out
-
-
-def encode(marks: dict) -> str:
-    """How `read_marks` is stored in an image's metadata (one string)."""
-    return json.dumps(marks, separators=(",", ":"))
-
-
-def decode(stored: str | None) -> dict | None:
-    """The marks back from metadata; None when the image was indexed without them."""
-    if stored is None:
-        return None
-    try:
-        marks = json.loads(stored)
-    except ValueError:
-        return None
-    return marks if isinstance(marks, dict) else None

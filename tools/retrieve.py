@@ -132,7 +132,7 @@ def search_images(
     if not img and not where:
         raise StoreError(f"collection {collection!r} is empty; index some images into it first.")
     coloured = bool(colours) and any(decode(m.get("colours")) for m in metas.values())
-    marked = bool(wanted) and any(marks.decode(m.get("marks")) for m in metas.values())
+    marked = bool(wanted) and any(decode(m.get("marks")) for m in metas.values())
     if not hybrid and not coloured and not marked:
         order = sorted(img, key=lambda i: -img[i])[:k]
         hits = [
@@ -161,7 +161,7 @@ def search_images(
         )
     if marked:
         raw["marks"] = marks.mark_scores(
-            wanted, {i: marks.decode(metas.get(i, {}).get("marks")) for i in ids}
+            wanted, {i: decode(metas.get(i, {}).get("marks")) for i in ids}
         )
     band = getattr(encoder, "text_band", None)
     gates = {}

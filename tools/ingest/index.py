@@ -28,7 +28,6 @@ from typing import Any, Literal
 import torch
 from chromadb.errors import InvalidArgumentError
 
-from evident.tools import marks
 from evident.tools.colours import colour_shares, encode
 from evident.tools.encoders import Encoder
 from evident.tools.errors import InputError
@@ -241,7 +240,7 @@ def _decode(
 def _marks(image) -> str:
     """The marks a chart is drawn with (`tools.marks`); "{}" for an image that is not a
     chart on paper, and for one that has none."""
-    return marks.encode(marks_reader.read_marks(image))
+    return encode(marks_reader.read_marks(image))
 
 
 def _read_words(image, ocr: OcrMode, reader: Reader, meta: dict, key: str) -> Reading:
