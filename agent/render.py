@@ -88,7 +88,7 @@ def fusion_note(fusion: dict) -> str | None:
     >>> fusion_note({"place": {"where": "in the upper left", "part": "a legend", "weight": 0.33}})
     "reordered by where 'a legend' lies: in the upper left"
     >>> fusion_note({"marks": {"weight": 0.2, "names": ["cyan circle", "dashed"]}})
-    'weighed the marker shapes and line styles read in each figure: cyan circle, dashed'
+    'weighed the markers, line styles and arrows read in each figure: cyan circle, dashed'
     """
     notes = []
     image = fusion.get("image", {})
@@ -110,7 +110,7 @@ def fusion_note(fusion: dict) -> str | None:
         notes.append(f"{place['where']!r} not used: {place['why']}")
     if marks := fusion.get("marks"):
         named = ", ".join(marks["names"])
-        notes.append(f"weighed the marker shapes and line styles read in each figure: {named}")
+        notes.append(f"weighed the markers, line styles and arrows read in each figure: {named}")
     return "; ".join(notes) or None
 
 

@@ -314,7 +314,7 @@ def _search_content(art: dict) -> str:
     if place := applied(art.get("fusion")):
         head += f"; ordered in part by where {place['part']!r} lies: {place['where']}"
     if read := (art.get("fusion") or {}).get("marks"):
-        head += "; weighed the marker shapes and line styles read in each figure: " + ", ".join(
+        head += "; weighed the markers, line styles and arrows read in each figure: " + ", ".join(
             read["names"]
         )
     lines = [f"#{r['rank']} score {r['score']:.4f}" for r in shown]

@@ -1,15 +1,17 @@
-"""Marks: which marker shapes and line styles each colour of a chart is drawn with — the
-signal behind "a scatter plot with cyan circle markers" and "a line chart with a red
-dashed line", which the figure model cannot see.
+"""Marks: which marker shapes and line styles each colour of a chart is drawn with, and
+whether it draws an arrow annotation — the signal behind "a scatter plot with cyan circle
+markers", "a line chart with a red dashed line" and "a red arrow annotation", which the
+figure model cannot see. A fit line whose style the query leaves open ("a scatter plot
+with a brown regression line") asks for any line style in that colour (`LINE`).
 
 The figure model looks at a figure 192 pixels a side, where a 6-pixel marker becomes
 three pixels and a circle, a square and a diamond look alike (on the figure benchmark's
 validation split, through search, its marker queries reach capped precision@5 0.45, its
 line-style queries 0.43, against 0.87 for the other kinds it knows). The marks reader
 (`tools.ingest.marks_reader`) looks at each colour on its own at the figure's own size
-as the image is indexed, and stores per colour the probability of each of `MARKS` and
-`LINES` in the image's metadata, stored as the colours are (`colours.encode`). Here is
-what search needs, without torch: `named_marks` reads what a query asks for,
+as the image is indexed, and stores per colour the probability of each of `LABELS` in
+the image's metadata, stored as the colours are (`colours.encode`). Here is what search
+needs, without torch: `named_marks` reads what a query asks for,
 `mark_scores` gives each image the reader's probability that it shows it, a column
 `tools.hybrid` weighs beside the model and the colours.
 
@@ -27,7 +29,9 @@ from evident.tools.colours import NAMES, SYNONYMS
 
 MARKS = ("circle", "square", "triangle", "diamond", "cross", "plus", "star")
 LINES = ("solid", "dashed", "dotted", "dash-dot")
-LABELS = MARKS + LINES
+ARROWS = ("arrow",)  # an arrow annotation drawn in the colour (its arrow and its words)
+LABELS = MARKS + LINES + ARROWS
+LINE = "line"  # asked for by "a red regression line": any of `LINES`
 
 
 _COLOUR = "|".join(sorted({*NAMES, *SYNONYMS}, key=len, reverse=True))
@@ -47,13 +51,15 @@ MARK = re.compile(
     + r"\b(?P<shape>{})s?(?:-shaped)?\s+markers?\b".format("|".join(_SHAPES)),
     re.IGNORECASE,
 )
-LINE = re.compile(
+STYLED = re.compile(
     _COLOUR_WORD
     + r"\b(?P<style>{})\s+(?:regression\s+|fit\s+|trend\s+)?lines?\b".format(
         "|".join(sorted(_STYLES, key=len, reverse=True))
     ),
     re.IGNORECASE,
 )
+FIT = re.compile(_COLOUR_WORD + r"\b(?:regression|fit|fitted|trend)\s+lines?\b", re.IGNORECASE)
+ARROW = re.compile(_COLOUR_WORD + r"\barrows?(?:\s+annotations?)?\b", re.IGNORECASE)
 
 
 def named_marks(text: str) -> tuple[tuple[str | None, str], ...]:
@@ -65,12 +71,22 @@ def named_marks(text: str) -> tuple[tuple[str | None, str], ...]:
     (((None, 'square'), (None, 'dotted')), ())
     >>> named_marks("coloured box markers, a hatred dashed line")
     ((None, 'dashed'),)
+    >>> named_marks("a scatter plot with a red regression line and a grey arrow annotation")
+    (('red', 'line'), ('grey', 'arrow'))
+    >>> named_marks("a blue dashed regression line"), named_marks("a chart with an arrow")
+    ((('blue', 'dashed'),), ((None, 'arrow'),))
     """
     found = []
     for m in MARK.finditer(text):
         found.append((m.start(), _colour(m.group("colour")), _SHAPES[m.group("shape").lower()]))
-    for m in LINE.finditer(text):
+    styled = list(STYLED.finditer(text))
+    for m in styled:
         found.append((m.start(), _colour(m.group("colour")), _STYLES[m.group("style").lower()]))
+    for m in FIT.finditer(text):  # a fit line whose style the query leaves open
+        if not any(s.start() <= m.start() < s.end() for s in styled):
+            found.append((m.start(), _colour(m.group("colour")), LINE))
+    for m in ARROW.finditer(text):
+        found.append((m.start(), _colour(m.group("colour")), "arrow"))
     out = []
     for _, colour, mark in sorted(found):
         if (colour, mark) not in out:
@@ -86,7 +102,13 @@ def mark_scores(
     wanted: tuple[tuple[str | None, str], ...], stored: dict[str, dict | None]
 ) -> dict[str, float]:
     """Per image read by the marks reader, the mean over `wanted` of the probability that it
-    shows that mark in that colour (in any colour where the query names none)."""
+    shows that mark in that colour (in any colour where the query names none; `LINE` is
+    the likeliest of the line styles).
+
+    >>> seen = {"a": {"red": {"dashed": 0.9}}, "b": {"red": {"circle": 0.8}}, "c": None}
+    >>> mark_scores((("red", LINE),), seen), mark_scores(((None, "circle"),), seen)
+    ({'a': 0.9, 'b': 0.0}, {'a': 0.0, 'b': 0.8})
+    """
     out = {}
     for i, marks in stored.items():
         if marks is None:
@@ -94,6 +116,7 @@ def mark_scores(
         probs = []
         for colour, mark in wanted:
             seen = [marks.get(colour, {})] if colour else list(marks.values())
-            probs.append(max((s.get(mark, 0.0) for s in seen), default=0.0))
+            names = LINES if mark == LINE else (mark,)
+            probs.append(max((s.get(n, 0.0) for s in seen for n in names), default=0.0))
         out[i] = float(np.mean(probs))
     return out

@@ -268,7 +268,7 @@ def _exact(col, vec: np.ndarray, ids: list[str]) -> dict[str, float]:
 
 
 def _hit(rank: int, id_: str, score: float, meta: dict, scores: dict, parts: dict | None) -> Hit:
-    hidden = ("uri", "caption", "size", "mtime_ns", "ocr", "colours", "marks")
+    hidden = ("uri", "caption", "size", "mtime_ns", "ocr", "colours", "marks", "marks_by")
     extra = {k: v for k, v in meta.items() if k not in hidden}
     uri, caption = meta.get("uri", ""), meta.get("caption")
     return Hit(rank, id_, uri, float(score), caption, scores, extra, contributions=parts or {})

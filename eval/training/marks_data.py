@@ -18,7 +18,7 @@ from PIL import Image
 from evident.eval.figures.render import kind_for, render_figure
 from evident.eval.training.figure_data import render_shards
 from evident.tools.colours import name_grid
-from evident.tools.marks import LINES, MARKS
+from evident.tools.marks import LABELS
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +28,8 @@ KINDS = ("line", "scatter", "errorbar")
 
 def labels(kind: str, attributes: dict) -> dict[str, list[str]]:
     """Per colour the figure's series are drawn in, the marker shapes and line styles drawn
-    in it (an arrow or error bars in a colour are no line style).
+    in it, and "arrow" for the colour of an arrow annotation (error bars in a colour are no
+    line style).
 
     >>> labels("line", {"series": [{"color": "red", "linestyle": "dashed", "marker": None}]})
     {'red': ['dashed']}
@@ -43,7 +44,9 @@ def labels(kind: str, attributes: dict) -> dict[str, list[str]]:
     if kind == "scatter" and attributes.get("regression"):
         fit = attributes["regression"]
         out.setdefault(fit["color"], set()).add(fit["linestyle"])
-    assert all(m in MARKS + LINES for v in out.values() for m in v), out
+    if attributes.get("annotation"):
+        out.setdefault(attributes["annotation"]["color"], set()).add("arrow")
+    assert all(m in LABELS for v in out.values() for m in v), out
     return {c: sorted(v) for c, v in out.items()}
 
 

@@ -183,7 +183,7 @@ def _unchanged(f: ImageFile, existing: tuple[str, dict] | None, ocr: OcrMode) ->
         return False
     if "colours" not in meta:  # indexed before colours were counted: count them now
         return False
-    if "marks" not in meta and marks_reader.reader() is not None:  # nor marks read: read them now
+    if _unmarked(meta):  # marks never read, or read by another reader: read them now
         return False
     try:
         st = f.path.stat()
@@ -216,31 +216,37 @@ def _decode(
     if f.caption:
         meta["caption"] = f.caption
     if id_ in known:  # same bytes already embedded: only the record changes
-        kept = ("width", "height", "format", "ocr", "words", "colours", "marks")
+        kept = ("width", "height", "format", "ocr", "words", "colours", "marks", "marks_by")
         meta.update({k: known[id_][k] for k in kept if k in known[id_]})
         to_read = ocr != "off" and meta.get("ocr") is None
-        to_mark = "marks" not in meta and marks_reader.reader() is not None
+        to_mark = _unmarked(meta)
         if not to_read and not to_mark and "colours" in meta:
             return _Decoded(f, id_, None, meta)
         image = read_image(f.path, data)
         meta.setdefault("colours", encode(colour_shares(image)))
         if to_mark:
-            meta["marks"] = _marks(image)
+            meta |= _marks(image)
         reading = _read_words(image, ocr, reader, meta, id_) if to_read else None
         return _Decoded(f, id_, None, meta, reading)
     image = read_image(f.path, data)
     meta.update({"width": image.width, "height": image.height, "format": f.path.suffix[1:].lower()})
     meta["colours"] = encode(colour_shares(image))
-    if marks_reader.reader() is not None:
-        meta["marks"] = _marks(image)
+    if marks_reader.version() is not None:
+        meta |= _marks(image)
     reading = _read_words(image, ocr, reader, meta, id_) if ocr != "off" else None
     return _Decoded(f, id_, encoder.preprocess(image), meta, reading)
 
 
-def _marks(image) -> str:
-    """The marks a chart is drawn with (`tools.marks`); "{}" for an image that is not a
-    chart on paper, and for one that has none."""
-    return encode(marks_reader.read_marks(image))
+def _unmarked(meta: dict) -> bool:
+    """Whether the installed marks reader has yet to read this image."""
+    by = marks_reader.version()
+    return by is not None and meta.get("marks_by") != by
+
+
+def _marks(image) -> dict[str, str]:
+    """The marks a chart is drawn with (`tools.marks`; "{}" for an image that is not a
+    chart on paper, and for one that has none) and the reader that read them."""
+    return {"marks": encode(marks_reader.read_marks(image)), "marks_by": marks_reader.version()}
 
 
 def _read_words(image, ocr: OcrMode, reader: Reader, meta: dict, key: str) -> Reading:

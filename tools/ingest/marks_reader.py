@@ -2,7 +2,10 @@
 (`tools.colours`; at least `MIN_PIXELS` pixels, the `MAX_COLOURS` with the most), the
 pixels of that name make a mask at the figure's own size, and a small convolutional
 network (`MarksNet`, 29k weights) says which marker shapes and line styles the mask
-shows anywhere. It is trained on the benchmark generator's line charts, scatter and
+shows anywhere, and whether it draws an arrow annotation. Images and colours whose ink
+fills areas (pie and bar charts, drawings of filled shapes, 8 x 8 blocks of one colour:
+`drawing`, `filled`) are not read: they draw no marks, and skipping them keeps indexing
+fast. It is trained on the benchmark generator's line charts, scatter and
 error-bar plots (seeds no benchmark uses; `eval/training/marks_model.py`, minutes on 2
 cores) and ships beside the figure model (`WEIGHTS`); without that file nothing is read.
 Kept apart from `tools.marks`, which search imports without loading torch.
@@ -10,12 +13,14 @@ Kept apart from `tools.marks`, which search imports without loading torch.
 Not handled: charts not drawn on white paper (dark themes: less than `PAPER` white);
 figures far larger or smaller than the generator's (270-434 pixels a side, 4.5-8-pixel
 markers, 1.2-3-pixel lines: the reader has seen no others; images are read at most 512
-pixels a side); markers in a colour that holds under `MIN_PIXELS` pixels.
+pixels a side); markers in a colour that holds under `MIN_PIXELS` pixels; the line
+panel of a figure whose other panels fill most of its ink.
 """
 
 from __future__ import annotations
 
 import functools
+import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +37,7 @@ MAX_COLOURS = 6  # at most this many colours an image, those with the most ink
 KEEP = 0.02  # probabilities below this are not stored
 PAPER = 0.5  # read only images at least this white: charts on paper (the generator's line,
 # scatter and error-bar plots are 0.89-0.95 white; a photo or a heatmap is not)
+FILLED = 0.45  # ink with this share of its pixels in 8 x 8 blocks of one colour fills areas
 WEIGHTS = Path(__file__).parents[1] / "models" / "evident-figures" / "marks.pt"
 
 
@@ -86,29 +92,80 @@ def reader() -> MarksNet | None:
     return net.eval()
 
 
+def version() -> str | None:
+    """Which reader reads marks (None: none is installed): the first 12 hex digits of its
+    weights' SHA-256, stored beside each image's marks so that an index read by another
+    reader is read again."""
+    return None if reader() is None else _digest(WEIGHTS)
+
+
+@functools.cache
+def _digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:12]
+
+
 def read_marks(image: Image.Image, net: MarksNet | None = None) -> dict[str, dict[str, float]]:
     """Per colour drawn in `image`, the probability of each mark the reader sees at least
-    `KEEP` of (empty without a reader, and for an image less than `PAPER` white)."""
+    `KEEP` of (empty without a reader, for an image less than `PAPER` white and for one
+    whose ink mostly fills areas; nor are the colours that fill areas read)."""
     net = net or reader()
     if net is None:
         return {}
     grid = name_grid(image)
     if (grid == len(NAMES)).mean() < PAPER:
         return {}
+    solid = solid_blocks(grid)
+    if not drawing(grid, solid):
+        return {}
     out = {}
     with torch.inference_mode():
         for colour in inked(grid):
-            probs = torch.sigmoid(net(masks(_around(grid, colour), [colour])))[0].numpy()
+            if filled(grid, colour, solid):
+                continue
+            probs = torch.sigmoid(net(masks(grid[around(grid, colour)], [colour])))[0].numpy()
             kept = {m: round(float(p), 3) for m, p in zip(LABELS, probs, strict=True) if p >= KEEP}
             if kept:
                 out[colour] = kept
     return out
 
 
-def _around(grid: np.ndarray, colour: str, margin: int = 32) -> np.ndarray:
+def solid_blocks(grid: np.ndarray) -> np.ndarray:
+    """Per 8 x 8 block of `grid` (the network's lattice), the colour index that fills all of
+    it, or -1: fills (bars, slices, shapes) fill such blocks, lines, markers and words
+    do not."""
+    h, w = grid.shape[0] // 8 * 8, grid.shape[1] // 8 * 8
+    blocks = grid[:h, :w].reshape(h // 8, 8, w // 8, 8)
+    first = blocks[:, :1, :, :1]
+    whole = (blocks == first).all(axis=(1, 3)) & (first[:, 0, :, 0] != len(NAMES))
+    return np.where(whole, first[:, 0, :, 0], -1)
+
+
+def filled(grid: np.ndarray, colour: str, solid: np.ndarray | None = None) -> bool:
+    """Whether `colour` mostly fills areas (`FILLED` of its pixels in `solid_blocks`): its
+    marks are not read.
+
+    >>> grid = np.full((64, 64), len(NAMES)); grid[8:40, 8:40] = NAMES.index("red")
+    >>> grid[50, :] = NAMES.index("blue"); filled(grid, "red"), filled(grid, "blue")
+    (True, False)
+    """
+    solid = solid_blocks(grid) if solid is None else solid
+    index = NAMES.index(colour)
+    return int((solid == index).sum()) * 64 >= FILLED * max(1, int((grid == index).sum()))
+
+
+def drawing(grid: np.ndarray, solid: np.ndarray | None = None) -> bool:
+    """Whether `grid`'s ink is mostly lines, markers and words (less than `FILLED` of it in
+    `solid_blocks`): line charts, scatter and error-bar plots are (at most 0.02 of their
+    ink on the figure benchmark's validation split), pie charts (0.51-0.89), most bar
+    charts and drawings of filled shapes are not."""
+    solid = solid_blocks(grid) if solid is None else solid
+    return int((solid >= 0).sum()) * 64 < FILLED * max(1, int((grid != len(NAMES)).sum()))
+
+
+def around(grid: np.ndarray, colour: str, margin: int = 32) -> tuple[slice, slice]:
     """The part of `grid` around `colour`'s pixels, cut on the network's 8-pixel lattice
     and `margin` beyond them (more than half its receptive field): what the network says
     there is what it says of the whole, for less work."""
     ys, xs = np.nonzero(grid == NAMES.index(colour))
     y0, x0 = max(0, (ys.min() - margin) // 8 * 8), max(0, (xs.min() - margin) // 8 * 8)
-    return grid[y0 : ys.max() + margin + 1, x0 : xs.max() + margin + 1]
+    return slice(y0, ys.max() + margin + 1), slice(x0, xs.max() + margin + 1)
