@@ -13,7 +13,10 @@ and the CLI from a cold start.
   (`ask_floor_no_overlays_s` without them, for comparison);
 - `search_s` and `place_search_s`: one search of that collection (the one path, warm),
   for the question and for the question with a place ("... in the upper left"), whose
-  first 64 candidates are read and run through the model again (`tools.places`);
+  first 64 candidates are read and run through the model again (`tools.places`) with
+  none of their patch vectors kept; `place_again_s` the same placed search once more,
+  the patch vectors kept (`tools.evidence.contribution`), as a second question about
+  the same candidates finds them;
 - `cli_help_s`, `cli_cold_search_s` and `cli_search_explained_s`: a new process printing
   `evident --help`; one searching the same collection, until its first result is printed
   and until it has printed the evidence too and exited.
@@ -36,6 +39,7 @@ from PIL import Image
 from evident.eval.figures.generate import generate_figures
 from evident.tools.encoders import load_encoder
 from evident.tools.evidence import tokens
+from evident.tools.evidence.contribution import forget
 from evident.tools.evidence.counterfactuals import check_regions
 from evident.tools.evidence.heatmaps import compute_heatmaps, query_rows
 from evident.tools.evidence.regions import find_regions
@@ -100,6 +104,7 @@ def bench_product(
     )
     out["ask_over_floor"] = out["ask_s"] / out["ask_floor_s"]
     out["place_over_search"] = out["place_search_s"] / out["search_s"]
+    out["place_again_over_search"] = out["place_again_s"] / out["search_s"]
     return out
 
 
@@ -167,11 +172,16 @@ def _ask(db: Path, encoder, repeats: int, open_assistant) -> dict[str, float]:
 
 
 def _places(db: Path, encoder, repeats: int) -> dict[str, float]:
-    times: dict[str, list[float]] = {"search_s": [], "place_search_s": []}
+    """A warm search, the same naming a place with none of its candidates' patch vectors
+    kept (`place_search_s`), and that placed search again, all of them kept."""
+    times: dict[str, list[float]] = {"search_s": [], "place_search_s": [], "place_again_s": []}
+    steps = (("search_s", QUESTION), ("place_search_s", PLACED), ("place_again_s", PLACED))
     with Store.open(db) as store:
         ctx = open_retrieval(store, "images", model=encoder)
         for round_ in range(repeats + 1):  # round 0 warms up
-            for name, text in (("search_s", QUESTION), ("place_search_s", PLACED)):
+            for name, text in steps:
+                if name == "place_search_s":
+                    forget()
                 t = time.perf_counter()
                 search(Query(text), 5, ctx=ctx)
                 if round_:

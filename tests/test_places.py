@@ -7,12 +7,16 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 from evident.agent.assistant import Assistant
 from evident.agent.cli import main
 from evident.eval.figures.generate import generate_figures
 from evident.eval.scenes import make_scenes
 from evident.tools.agent_tools import _search_content
+from evident.tools.evidence import tokens
+from evident.tools.evidence.contribution import contribution
+from evident.tools.evidence.heatmaps import query_rows
 from evident.tools.ingest.index import index_paths
 from evident.tools.pipeline import open_retrieval, search
 from evident.tools.places import EDGE, Place, named_place, place_scores
@@ -188,3 +192,27 @@ def test_an_image_that_can_no_longer_be_read_follows_the_placed_ones(tmp_path, b
     assert [h.rank for h in hits] == list(range(1, 9))
     assert hits[-1].uri == str(paths[0]) and "place" not in hits[-1].scores
     assert all("place" in h.scores for h in hits[:-1])
+
+
+def test_a_second_placed_query_reuses_the_patches_it_has_seen(bundled_encoder):
+    enc = bundled_encoder
+    # scenes of a seed no other test uses: none of them is in the cache yet
+    images = [s.image for s in make_scenes(5, seed=4242, size=enc.image_size)]
+    pixels = enc.pixels(images)
+    rows = []
+    block = enc.model.visual.transformer.resblocks[0]
+    hook = block.register_forward_hook(lambda m, i, o: rows.append(len(o)))
+    try:
+        for text, seen in (("a legend", pixels[:4]), ("a title", pixels)):
+            query = enc.encode_texts([text])[0]
+            q = query_rows(query, len(seen), enc.device)
+            cached = contribution(enc, seen, q)
+            start = tokens.split(enc.model)
+            hidden = tokens.prefix(enc.model.visual, seen, start)
+            fresh = contribution(enc, seen, q, hidden=hidden)
+            torch.testing.assert_close(cached.maps, fresh.maps, rtol=1e-4, atol=1e-6)
+            torch.testing.assert_close(cached.scores, fresh.scores, rtol=1e-4, atol=1e-6)
+    finally:
+        hook.remove()
+    # the tower ran on 4 new images, then on the fifth alone (and twice on the uncached path)
+    assert rows == [4, 4, 1, 5], rows
