@@ -212,7 +212,11 @@ def test_a_second_placed_query_reuses_the_patches_it_has_seen(bundled_encoder):
             fresh = contribution(enc, seen, q, hidden=hidden)
             torch.testing.assert_close(cached.maps, fresh.maps, rtol=1e-4, atol=1e-6)
             torch.testing.assert_close(cached.scores, fresh.scores, rtol=1e-4, atol=1e-6)
+        # the tower ran on 4 new images, then on the fifth alone (and twice uncached)
+        assert rows == [4, 4, 1, 5], rows
+        with torch.no_grad():  # changed in place (by the same values): none is kept
+            block.mlp[0].bias.add_(0.0)
+        contribution(enc, pixels, query_rows(query, len(pixels), enc.device))
+        assert rows[-1] == 5, rows
     finally:
         hook.remove()
-    # the tower ran on 4 new images, then on the fifth alone (and twice on the uncached path)
-    assert rows == [4, 4, 1, 5], rows

@@ -71,7 +71,9 @@ def contribution(
 
 
 CACHED = 256  # images per tower (about 220 KB each for the bundled model)
-_SEEN: weakref.WeakKeyDictionary[nn.Module, OrderedDict[bytes, torch.Tensor]] = (
+# per tower: the version of its weights (torch counts each in-place change: an optimizer
+# step, `load_state_dict`) and the vectors computed with them
+_SEEN: weakref.WeakKeyDictionary[nn.Module, tuple[int, OrderedDict[bytes, torch.Tensor]]] = (
     weakref.WeakKeyDictionary()
 )
 _LOCK = threading.Lock()
@@ -85,13 +87,16 @@ def forget() -> None:
 
 def _patch_vectors(visual: nn.Module, pixels: torch.Tensor, start: int) -> torch.Tensor:
     """`(B, n, dim)` float patch vectors of `pixels`, those of images seen before from the
-    cache, the rest computed in one batch. A tower in training mode is never cached: its
-    weights are changing."""
+    cache, the rest computed in one batch. A tower in training mode is never cached, and
+    one whose weights changed since starts afresh."""
     if visual.training:
         return tokens.finish(visual, tokens.prefix(visual, pixels, start), start)[1].float()
     keys = [hashlib.blake2b(_bytes(p), digest_size=16).digest() for p in pixels]
+    version = sum(p._version for p in visual.parameters())
     with _LOCK:
-        seen = _SEEN.setdefault(visual, OrderedDict())
+        if visual not in _SEEN or _SEEN[visual][0] != version:
+            _SEEN[visual] = (version, OrderedDict())
+        seen = _SEEN[visual][1]
         missing = [i for i, k in enumerate(keys) if k not in seen]
     if missing:
         hidden = tokens.prefix(visual, pixels[missing], start)
@@ -108,4 +113,7 @@ def _patch_vectors(visual: nn.Module, pixels: torch.Tensor, start: int) -> torch
 
 
 def _bytes(pixels: torch.Tensor) -> bytes:
-    return pixels.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes()
+    """The pixels' bytes and where they are (a tower moved to another device keeps apart
+    the vectors it computed there)."""
+    data = pixels.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes()
+    return data + str(pixels.device).encode()
