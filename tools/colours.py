@@ -45,9 +45,10 @@ SHARES_SIDE = 256  # shares, counted for every image indexed: a third of the pix
 # 400-pixel figure (about 0.5 ms), and a share is a share at either size
 
 
-def colour_shares(image: Image.Image) -> dict[str, float]:
+def colour_shares(image: Image.Image, coarse: np.ndarray | None = None) -> dict[str, float]:
     """The share of `image`'s ink (pixels that are not white) each colour name has, for
-    the names that have at least 0.1% of it.
+    the names that have at least 0.1% of it; `coarse`, its `name_grid` at `SHARES_SIDE`
+    when the caller has it.
 
     >>> im = Image.new("RGB", (10, 10), "white")
     >>> im.paste((31, 119, 180), (0, 0, 10, 3))  # matplotlib's default blue
@@ -55,7 +56,7 @@ def colour_shares(image: Image.Image) -> dict[str, float]:
     >>> colour_shares(im)
     {'blue': 0.75, 'black': 0.25}
     """
-    names = name_grid(image, SHARES_SIDE).ravel()
+    names = (name_grid(image, SHARES_SIDE) if coarse is None else coarse).ravel()
     counts = np.bincount(names, minlength=len(NAMES) + 1)[: len(NAMES)]
     ink = counts.sum()
     if not ink:

@@ -28,7 +28,7 @@ from typing import Any, Literal
 import torch
 from chromadb.errors import InvalidArgumentError
 
-from evident.tools.colours import colour_shares, encode
+from evident.tools.colours import SHARES_SIDE, colour_shares, encode, name_grid
 from evident.tools.encoders import Encoder
 from evident.tools.errors import InputError
 from evident.tools.ingest import marks_reader
@@ -223,16 +223,19 @@ def _decode(
         if not to_read and not to_mark and "colours" in meta:
             return _Decoded(f, id_, None, meta)
         image = read_image(f.path, data)
-        meta.setdefault("colours", encode(colour_shares(image)))
+        coarse = name_grid(image, SHARES_SIDE)
+        if "colours" not in meta:
+            meta["colours"] = encode(colour_shares(image, coarse))
         if to_mark:
-            meta |= _marks(image)
+            meta |= _marks(image, coarse)
         reading = _read_words(image, ocr, reader, meta, id_) if to_read else None
         return _Decoded(f, id_, None, meta, reading)
     image = read_image(f.path, data)
     meta.update({"width": image.width, "height": image.height, "format": f.path.suffix[1:].lower()})
-    meta["colours"] = encode(colour_shares(image))
+    coarse = name_grid(image, SHARES_SIDE)  # the colours' grid, and the marks' first look
+    meta["colours"] = encode(colour_shares(image, coarse))
     if marks_reader.version() is not None:
-        meta |= _marks(image)
+        meta |= _marks(image, coarse)
     reading = _read_words(image, ocr, reader, meta, id_) if ocr != "off" else None
     return _Decoded(f, id_, encoder.preprocess(image), meta, reading)
 
@@ -243,10 +246,11 @@ def _unmarked(meta: dict) -> bool:
     return by is not None and meta.get("marks_by") != by
 
 
-def _marks(image) -> dict[str, str]:
+def _marks(image, coarse) -> dict[str, str]:
     """The marks a chart is drawn with (`tools.marks`; "{}" for an image that is not a
     chart on paper, and for one that has none) and the reader that read them."""
-    return {"marks": encode(marks_reader.read_marks(image)), "marks_by": marks_reader.version()}
+    read = marks_reader.read_marks(image, coarse=coarse)
+    return {"marks": encode(read), "marks_by": marks_reader.version()}
 
 
 def _read_words(image, ocr: OcrMode, reader: Reader, meta: dict, key: str) -> Reading:

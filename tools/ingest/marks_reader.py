@@ -3,7 +3,7 @@
 pixels of that name make a mask at the figure's own size, and a small convolutional
 network (`MarksNet`, 29k weights) says which marker shapes and line styles the mask
 shows anywhere, and whether it draws an arrow annotation. Images and colours whose ink
-fills areas (pie and bar charts, drawings of filled shapes, 8 x 8 blocks of one colour:
+fills areas (pie and bar charts, drawings of filled shapes: blocks of one colour,
 `drawing`, `filled`) are not read: they draw no marks, and skipping them keeps indexing
 fast. It is trained on the benchmark generator's line charts, scatter and
 error-bar plots (seeds no benchmark uses; `eval/training/marks_model.py`, minutes on 2
@@ -29,7 +29,7 @@ from PIL import Image
 from torch import nn
 from torch.nn import functional as F
 
-from evident.tools.colours import NAMES, name_grid
+from evident.tools.colours import NAMES, SHARES_SIDE, name_grid
 from evident.tools.marks import LABELS
 
 MIN_PIXELS = 20  # a colour with fewer pixels than this is not read
@@ -104,19 +104,20 @@ def _digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()[:12]
 
 
-def read_marks(image: Image.Image, net: MarksNet | None = None) -> dict[str, dict[str, float]]:
+def read_marks(
+    image: Image.Image, net: MarksNet | None = None, coarse: np.ndarray | None = None
+) -> dict[str, dict[str, float]]:
     """Per colour drawn in `image`, the probability of each mark the reader sees at least
     `KEEP` of (empty without a reader, for an image less than `PAPER` white and for one
-    whose ink mostly fills areas; nor are the colours that fill areas read)."""
+    whose ink mostly fills areas; nor are the colours that fill areas read). `coarse` is
+    the image's `name_grid` at `SHARES_SIDE`, when the caller has it."""
     net = net or reader()
     if net is None:
         return {}
+    if not drawing(name_grid(image, SHARES_SIDE) if coarse is None else coarse):
+        return {}
     grid = name_grid(image)
-    if (grid == len(NAMES)).mean() < PAPER:
-        return {}
     solid = solid_blocks(grid)
-    if not drawing(grid, solid):
-        return {}
     out = {}
     with torch.inference_mode():
         for colour in inked(grid):
@@ -129,12 +130,12 @@ def read_marks(image: Image.Image, net: MarksNet | None = None) -> dict[str, dic
     return out
 
 
-def solid_blocks(grid: np.ndarray) -> np.ndarray:
-    """Per 8 x 8 block of `grid` (the network's lattice), the colour index that fills all of
-    it, or -1: fills (bars, slices, shapes) fill such blocks, lines, markers and words
-    do not."""
-    h, w = grid.shape[0] // 8 * 8, grid.shape[1] // 8 * 8
-    blocks = grid[:h, :w].reshape(h // 8, 8, w // 8, 8)
+def solid_blocks(grid: np.ndarray, side: int = 8) -> np.ndarray:
+    """Per `side` x `side` block of `grid` (8: the network's lattice), the colour index that
+    fills all of it, or -1: fills (bars, slices, shapes) fill such blocks, lines, markers
+    and words do not."""
+    h, w = grid.shape[0] // side * side, grid.shape[1] // side * side
+    blocks = grid[:h, :w].reshape(h // side, side, w // side, side)
     first = blocks[:, :1, :, :1]
     whole = (blocks == first).all(axis=(1, 3)) & (first[:, 0, :, 0] != len(NAMES))
     return np.where(whole, first[:, 0, :, 0], -1)
@@ -153,13 +154,18 @@ def filled(grid: np.ndarray, colour: str, solid: np.ndarray | None = None) -> bo
     return int((solid == index).sum()) * 64 >= FILLED * max(1, int((grid == index).sum()))
 
 
-def drawing(grid: np.ndarray, solid: np.ndarray | None = None) -> bool:
-    """Whether `grid`'s ink is mostly lines, markers and words (less than `FILLED` of it in
-    `solid_blocks`): line charts, scatter and error-bar plots are (at most 0.02 of their
-    ink on the figure benchmark's validation split), pie charts (0.51-0.89), most bar
-    charts and drawings of filled shapes are not."""
-    solid = solid_blocks(grid) if solid is None else solid
-    return int((solid >= 0).sum()) * 64 < FILLED * max(1, int((grid != len(NAMES)).sum()))
+def drawing(coarse: np.ndarray) -> bool:
+    """Whether an image is a drawing on paper worth reading, from its `coarse` grid (at most
+    `SHARES_SIDE` a side, as colour shares are counted): at least `PAPER` white, and less
+    than `FILLED` of its ink in 4 x 4 blocks of one colour. On the figure benchmark's
+    validation split line charts, scatter and error-bar plots have at most 0.12 of
+    their ink in such blocks, pie charts 0.61-0.93, most bar charts and the benchmark's
+    drawings of filled shapes (JPEGs) 0.5 and more."""
+    ink = coarse != len(NAMES)
+    if 1.0 - ink.mean() < PAPER:
+        return False
+    solid = solid_blocks(coarse, 4)
+    return int((solid >= 0).sum()) * 16 < FILLED * max(1, int(ink.sum()))
 
 
 def around(grid: np.ndarray, colour: str, margin: int = 32) -> tuple[slice, slice]:
