@@ -91,7 +91,7 @@ def _patch_vectors(visual: nn.Module, pixels: torch.Tensor, start: int) -> torch
     one whose weights changed since starts afresh."""
     if visual.training:
         return tokens.finish(visual, tokens.prefix(visual, pixels, start), start)[1].float()
-    keys = [hashlib.blake2b(_bytes(p), digest_size=16).digest() for p in pixels]
+    keys = [_key(p) for p in pixels]
     version = sum(p._version for p in visual.parameters())
     with _LOCK:
         if visual not in _SEEN or _SEEN[visual][0] != version:
@@ -99,7 +99,8 @@ def _patch_vectors(visual: nn.Module, pixels: torch.Tensor, start: int) -> torch
         seen = _SEEN[visual][1]
         missing = [i for i, k in enumerate(keys) if k not in seen]
     if missing:
-        hidden = tokens.prefix(visual, pixels[missing], start)
+        todo = pixels if len(missing) == len(pixels) else pixels[missing]
+        hidden = tokens.prefix(visual, todo, start)
         fresh = tokens.finish(visual, hidden, start)[1].float()
     with _LOCK:
         for i, f in zip(missing, fresh if missing else (), strict=True):
@@ -112,8 +113,10 @@ def _patch_vectors(visual: nn.Module, pixels: torch.Tensor, start: int) -> torch
     return out
 
 
-def _bytes(pixels: torch.Tensor) -> bytes:
-    """The pixels' bytes and where they are (a tower moved to another device keeps apart
-    the vectors it computed there)."""
-    data = pixels.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes()
-    return data + str(pixels.device).encode()
+def _key(pixels: torch.Tensor) -> bytes:
+    """A digest of one image's pixels and where they are (a tower moved to another device
+    keeps apart the vectors it computed there)."""
+    data = pixels.detach().cpu().contiguous()
+    digest = hashlib.blake2b(str(pixels.device).encode(), digest_size=16)
+    digest.update(data.view(torch.uint8).numpy() if data.dtype == torch.bfloat16 else data.numpy())
+    return digest.digest()
