@@ -53,24 +53,31 @@ def samples(
     return out
 
 
-def batches(items: list, grids: list[np.ndarray], size: int):
+def cuts_of(items: list, grids: list[np.ndarray]) -> dict[tuple[int, str], tuple]:
+    """Each item's cut of its figure (`marks_reader.around`), found once for all epochs."""
+    return {(f, colour): around(grids[f], colour) for f, colour, _ in items}
+
+
+def batches(items: list, grids: list[np.ndarray], size: int, cuts: dict | None = None):
     """(masks, targets) batches, each colour's mask cut around its ink as the reader cuts
-    it (`marks_reader.around`) and padded to the largest in its batch."""
+    it (`cuts`, or found here) and padded to the largest in its batch."""
     for start in range(0, len(items), size):
         chunk = items[start : start + size]
-        cuts = [grids[f][around(grids[f], colour)] for f, colour, _ in chunk]
-        x = torch.zeros(len(chunk), 1, max(c.shape[0] for c in cuts), max(c.shape[1] for c in cuts))
-        for j, ((_, colour, _), cut) in enumerate(zip(chunk, cuts, strict=True)):
-            x[j, :, : cut.shape[0], : cut.shape[1]] = masks(cut, [colour])[0]
+        where = cuts or cuts_of(chunk, grids)
+        parts = [grids[f][where[f, colour]] for f, colour, _ in chunk]
+        h, w = max(c.shape[0] for c in parts), max(c.shape[1] for c in parts)
+        x = torch.zeros(len(chunk), 1, h, w)
+        for j, ((_, colour, _), part) in enumerate(zip(chunk, parts, strict=True)):
+            x[j, :, : part.shape[0], : part.shape[1]] = masks(part, [colour])[0]
         yield x, torch.from_numpy(np.stack([t for _, _, t in chunk]))
 
 
-def by_size(items: list, grids: list[np.ndarray], size: int, rng: random.Random) -> list:
+def by_size(items: list, cuts: dict, size: int, rng: random.Random) -> list:
     """`items` (shuffled) in batches of `size` whose cuts are of like size, the batches in
     random order: less padding, the same colours each epoch."""
 
     def area(item) -> int:
-        ys, xs = around(grids[item[0]], item[1])
+        ys, xs = cuts[item[0], item[1]]
         return (ys.stop - ys.start) * (xs.stop - xs.start)
 
     window = size * 50
@@ -82,11 +89,13 @@ def by_size(items: list, grids: list[np.ndarray], size: int, rng: random.Random)
     return [item for chunk in chunks for item in chunk]
 
 
-def fit(net: MarksNet, opt, sched, items: list, grids: list[np.ndarray], batch: int) -> float:
+def fit(
+    net: MarksNet, opt, sched, items: list, grids: list[np.ndarray], batch: int, cuts=None
+) -> float:
     """One pass over `items` (binary cross-entropy per label); the mean loss."""
     net.train()
     losses = []
-    for x, y in batches(items, grids, batch):
+    for x, y in batches(items, grids, batch, cuts):
         loss = F.binary_cross_entropy_with_logits(net(x), y)
         opt.zero_grad()
         loss.backward()
@@ -133,6 +142,7 @@ def build(out: Path, settings: dict | None = None) -> dict:
     vgrids, vrecords = marks_data.load(out / "marks" / "val", s["val"])
     items = samples(grids, records, s["unmarked"], s["train_seed"])
     vitems = samples(vgrids, vrecords)
+    cuts = cuts_of(items, grids)
     torch.manual_seed(s["train_seed"])
     net = MarksNet()
     opt = torch.optim.AdamW(net.parameters(), lr=s["lr"], weight_decay=s["weight_decay"])
@@ -151,7 +161,8 @@ def build(out: Path, settings: dict | None = None) -> dict:
     while epoch < s["epochs"]:
         rng = random.Random(s["train_seed"] * 1000 + epoch)
         rng.shuffle(items)
-        loss = fit(net, opt, sched, by_size(items, grids, s["batch"], rng), grids, s["batch"])
+        order = by_size(items, cuts, s["batch"], rng)
+        loss = fit(net, opt, sched, order, grids, s["batch"], cuts)
         epoch += 1
         log.info("marks: epoch %d loss %.4f (%.0f s)", epoch, loss, time.perf_counter() - t1)
         state = {"net": net.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
