@@ -223,19 +223,12 @@ def _decode(
         if not to_read and not to_mark and "colours" in meta:
             return _Decoded(f, id_, None, meta)
         image = read_image(f.path, data)
-        coarse = name_grid(image, SHARES_SIDE)
-        if "colours" not in meta:
-            meta["colours"] = encode(colour_shares(image, coarse))
-        if to_mark:
-            meta |= _marks(image, coarse)
+        _look(image, meta, colours="colours" not in meta, marks=to_mark)
         reading = _read_words(image, ocr, reader, meta, id_) if to_read else None
         return _Decoded(f, id_, None, meta, reading)
     image = read_image(f.path, data)
     meta.update({"width": image.width, "height": image.height, "format": f.path.suffix[1:].lower()})
-    coarse = name_grid(image, SHARES_SIDE)  # the colours' grid, and the marks' first look
-    meta["colours"] = encode(colour_shares(image, coarse))
-    if marks_reader.version() is not None:
-        meta |= _marks(image, coarse)
+    _look(image, meta, colours=True, marks=_unmarked(meta))
     reading = _read_words(image, ocr, reader, meta, id_) if ocr != "off" else None
     return _Decoded(f, id_, encoder.preprocess(image), meta, reading)
 
@@ -246,11 +239,18 @@ def _unmarked(meta: dict) -> bool:
     return by is not None and meta.get("marks_by") != by
 
 
-def _marks(image, coarse) -> dict[str, str]:
-    """The marks a chart is drawn with (`tools.marks`; "{}" for an image that is not a
-    chart on paper, and for one that has none) and the reader that read them."""
-    read = marks_reader.read_marks(image, coarse=coarse)
-    return {"marks": encode(read), "marks_by": marks_reader.version()}
+def _look(image, meta: dict, *, colours: bool, marks: bool) -> None:
+    """Into `meta`: the colours' shares, and the marks a chart is drawn with (`tools.marks`;
+    "{}" for an image that is not a chart on paper, and for one that has none) with the
+    reader that read them; one coarse grid of colour names serves both."""
+    if not (colours or marks):
+        return
+    coarse = name_grid(image, SHARES_SIDE)
+    if colours:
+        meta["colours"] = encode(colour_shares(image, coarse))
+    if marks:
+        meta["marks"] = encode(marks_reader.read_marks(image, coarse=coarse))
+        meta["marks_by"] = marks_reader.version()
 
 
 def _read_words(image, ocr: OcrMode, reader: Reader, meta: dict, key: str) -> Reading:
