@@ -14,7 +14,6 @@ from PIL import Image, ImageDraw
 
 import evident.eval.training.marks_data
 import evident.tools.marks
-from evident.agent import Assistant
 from evident.agent.render import fusion_note
 from evident.eval.figures.render import kind_for, render_figure
 from evident.eval.training.marks_data import labels
@@ -28,6 +27,7 @@ from evident.tools.ingest.index import index_paths
 from evident.tools.records import Query
 from evident.tools.retrieve import search_images
 from evident.tools.store import Store
+from tests.agent_helpers import grounded_answer
 
 
 def test_doctests():
@@ -311,9 +311,6 @@ def test_the_llm_and_the_cli_are_told_the_marks_counted():
 
 def test_the_answer_says_the_ranking_weighed_the_marks(figures_80, bundled_encoder, tmp_path):
     _, db, _ = figures_80
-    with Assistant(db=db, model=bundled_encoder, collection="images", history=":memory:",
-                   out_dir=tmp_path / "out") as assistant:  # fmt: skip
-        answer = assistant.ask("a scatter plot with cyan circle markers").to_dict()
+    answer = grounded_answer(db, bundled_encoder, tmp_path / "out",
+                             "a scatter plot with cyan circle markers")  # fmt: skip
     assert "weighing the marks read in each figure (cyan circle)" in answer["answer"]
-    grounding = answer["grounding"]
-    assert grounding["valid"] == grounding["supported"] == grounding["cited"] > 0
