@@ -19,6 +19,8 @@ from rich.table import Table
 from rich.text import Text
 from tqdm.auto import tqdm
 
+from evident.tools.places import read_from
+
 CITATION = r"\[R\d+\.\d+(?:,\s*R\d+\.\d+)*\]"
 
 
@@ -105,7 +107,9 @@ def fusion_note(fusion: dict) -> str | None:
         notes.append("no image's words resemble the query (only exact words counted)")
     place = fusion.get("place")
     if place and place["weight"] > 0:
-        notes.append(f"reordered by where {place['part']!r} lies: {place['where']}")
+        notes.append(
+            f"reordered by where {place['part']!r} lies: {place['where']}{read_from(place)}"
+        )
     elif place:
         notes.append(f"{place['where']!r} not used: {place['why']}")
     if marks := fusion.get("marks"):

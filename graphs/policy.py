@@ -32,7 +32,7 @@ from evident.graphs.state import (
 )
 from evident.graphs.verify import is_supported
 from evident.tools.evidence.methods import ALTERNATIVES, HEATMAP_METHODS
-from evident.tools.places import applied
+from evident.tools.places import applied, read_from
 
 IntentKind = Literal["search", "compare", "why", "method", "similar", "filter"]
 
@@ -205,7 +205,8 @@ def _describe_search(art: dict) -> str:
         return f"Of the previous {f['from']} results, {n} mention {f['contains']!r} ({scores})."
     place = applied(art.get("fusion"))
     placed = (
-        f", a third of each score from where {place['part']!r} lies ({place['where']})"
+        f", a third of each score from where {place['part']!r} lies"
+        f" ({place['where']}{read_from(place)})"
         if place
         else ""
     )

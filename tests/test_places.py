@@ -8,6 +8,8 @@ import json
 import numpy as np
 import pytest
 import torch
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
 
 from evident.agent.cli import main
 from evident.eval.figures.generate import generate_figures
@@ -18,7 +20,8 @@ from evident.tools.evidence.contribution import contribution
 from evident.tools.evidence.heatmaps import query_rows
 from evident.tools.ingest.index import index_paths
 from evident.tools.pipeline import open_retrieval, search
-from evident.tools.places import EDGE, Place, named_place, place_scores
+from evident.tools.ingest.ocr import Reading, TextLine, load_reader
+from evident.tools.places import EDGE, Place, named_place, place_scores, role_of, words_scores
 from evident.tools.records import Query
 from evident.tools.retrieve import quick_search, search_images
 from evident.tools.store import Store
@@ -153,6 +156,7 @@ def test_the_cli_says_what_was_placed_where(figures, capsys):
     data = json.loads(capsys.readouterr().out)
     assert data["fusion"]["place"] | {"weight": 1} == {
         "where": "in the upper left", "part": "a legend", "at": [S, S], "weight": 1, "pool": 64,
+        "by": ["patches"],
     }  # fmt: skip
     assert [r["rank"] for r in data["results"]] == [1, 2, 3, 4, 5]
     assert main(["search", query, "--db", str(db), "--cam", "none"]) == 0
@@ -174,6 +178,10 @@ def test_the_llm_is_told_the_ranking_used_the_place():
     }  # fmt: skip
     told = _search_content(art).splitlines()[0]
     assert told.endswith("ordered in part by where 'a legend' lies: in the upper left")
+    art["fusion"]["place"]["by"] = ["words"]
+    told = _search_content(art).splitlines()[0]
+    assert told.endswith("lies: in the upper left, read from its words")
+    del art["fusion"]["place"]["by"]
     art["fusion"]["place"] |= {"weight": 0.0, "why": "the model's patches do not add up"}
     assert "ordered in part" not in _search_content(art)
 
@@ -217,3 +225,95 @@ def test_a_second_placed_query_reuses_the_patches_it_has_seen(bundled_encoder):
         assert rows[-1] == 5, rows
     finally:
         hook.remove()
+
+
+def _reading(legend, ticks_right=400, size=(500, 300)):
+    """A figure's words: x-axis tick labels up to `ticks_right`, a title, and the legend's
+    lines stacked in the box `legend` (x0, y0, x1, y1), or none."""
+    lines = [TextLine(str(i), (40 + 50 * i, 270, 52 + 50 * i, 282), 0.9, "tick") for i in range(6)]
+    lines[-1] = TextLine("5", (ticks_right - 12, 270, ticks_right, 282), 0.9, "tick")
+    lines.append(TextLine("Growth by dose", (120, 5, 280, 25), 0.9, "title"))
+    if legend:
+        x0, y0, x1, y1 = legend
+        mid = (y0 + y1) // 2
+        lines += [TextLine("control", (x0, y0, x1, mid), 0.9, "legend"),
+                  TextLine("treated", (x0, mid, x1, y1), 0.9, "legend")]  # fmt: skip
+    return Reading(tuple(lines), size)
+
+
+def test_a_text_part_is_placed_by_where_its_words_lie():
+    upper_left, lower_right = _reading((60, 40, 120, 80)), _reading((330, 200, 395, 240))
+    outside, inside_right = _reading((420, 40, 490, 80)), _reading((330, 40, 395, 80))
+    readings = [upper_left, lower_right, outside, inside_right, _reading(None), None]
+
+    def scores(text):
+        place = named_place(text)
+        return words_scores(readings, place, role_of(place.part)).round(3).tolist()
+
+    ul, lr, out, ur, no_legend, unread = scores("a legend in the upper left")
+    assert ul > 0.9 > 0.1 > max(lr, out) and no_legend == unread == 0
+    assert np.argmax(scores("a legend in the lower right")) == 1
+    # an upper-right legend inside the plot and one beside it sit at the same height: the
+    # x-axis tick labels tell them apart
+    assert scores("a legend outside the plot on the right")[:4] == [0, 0, 1, 0]
+    _, _, out, ur, *_ = scores("a legend in the upper right")
+    assert ur > 0.5 and out == 0
+    assert np.argmax(scores("a title at the top")) == 0  # every figure's title is there
+    assert role_of("the title") == "title" and role_of("the bars") is None
+
+
+def _drawn(path, loc, labels=("control", "treated")):
+    """A line chart whose legend is at `loc` (or beside the axes: "outside right")."""
+    fig = Figure(figsize=(4, 3), dpi=100, facecolor="white")
+    ax = fig.add_subplot()
+    x = np.linspace(0, 10, 50)
+    for i, name in enumerate(labels):
+        ax.plot(x, np.sin(x + i) * (i + 1), label=name)
+    if loc == "outside right":
+        ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0))
+    else:
+        ax.legend(loc=loc)
+    ax.set_xlabel("time (s)")
+    FigureCanvasAgg(fig)
+    fig.savefig(path, bbox_inches="tight")
+    return path
+
+
+PLACES = ("upper left", "upper right", "lower left", "lower right", "center right",
+          "outside right")  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def worded(tmp_path_factory):
+    """Six line charts alike but for their legend's place, their words read, among six
+    scenes (so the first stage's range is not the charts' small differences)."""
+    root = tmp_path_factory.mktemp("worded")
+    (root / "images").mkdir()
+    paths = {loc: _drawn(root / "images" / f"{loc.replace(' ', '_')}.png", loc) for loc in PLACES}
+    write_scenes(root / "images", make_scenes(6, seed=8))
+    return root, paths, load_reader(cache=root / "ocr-cache")
+
+
+@pytest.mark.parametrize("encoder", ["bundled_encoder", "tiny_encoder"])
+def test_legends_are_found_where_their_words_are(worded, encoder, request, text_embedder):
+    """With the bundled model the words join its patches and the right chart comes
+    first; a model whose patches do not add up to its score (the tiny ResNet, random)
+    places by the words alone."""
+    root, paths, reader = worded
+    enc = request.getfixturevalue(encoder)
+    with Store.open(root / encoder, create=True) as store:
+        index_paths([root / "images"], store=store, encoder=enc, collection="figs",
+                    text_embedder=text_embedder, ocr="on", reader=reader)  # fmt: skip
+        ctx = open_retrieval(store, "figs", model=enc)
+        for loc in PLACES:
+            where = "outside the plot on the right" if loc == "outside right" else f"in the {loc}"
+            result = search(Query(f"a line chart with a legend {where}"), 12, ctx=ctx)
+            place = result.fusion["place"]
+            said = max(result.hits, key=lambda h: h.scores["place_words"])
+            assert said.uri == str(paths[loc]) and said.scores["place_words"] > 0.4
+            if encoder == "bundled_encoder":
+                assert result.hits[0].uri == str(paths[loc]), loc
+                assert place["by"] == ["patches", "words"]
+            else:
+                assert place["by"] == ["words"] and place["weight"] > 0
+                assert "place" not in said.scores  # no map was made

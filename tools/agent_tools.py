@@ -32,7 +32,7 @@ from evident.tools.evidence.methods import HEATMAP_METHODS
 from evident.tools.ingest.metadata import OWN as RESERVED
 from evident.tools.limits import LLM_RESULTS, MAX_K
 from evident.tools.pipeline import explain, search
-from evident.tools.places import applied
+from evident.tools.places import applied, read_from
 from evident.tools.records import Hit, Query, result_dict
 
 # Bounds in the schema: local backends clamp to them, other models get a validation error.
@@ -313,6 +313,7 @@ def _search_content(art: dict) -> str:
         head += f" (the first {len(shown)} listed)"
     if place := applied(art.get("fusion")):
         head += f"; ordered in part by where {place['part']!r} lies: {place['where']}"
+        head += read_from(place)
     if read := (art.get("fusion") or {}).get("marks"):
         head += "; weighed the markers, line styles and arrows read in each figure: " + ", ".join(
             read["names"]

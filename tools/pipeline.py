@@ -7,8 +7,8 @@ three can never disagree (a test runs one query through all three and compares):
   one, over a larger first-stage pool (`rerank_pool`) than the k it returns, since
   reordering only the top k could never bring a lower hit up; then, when the query names
   a place ("a legend in the upper left", `tools.places`), the first `places.POOL`
-  reordered by where the named thing lies in them (`rerank.rerank_by_place`; the JSON's
-  `fusion.place`);
+  reordered by where the named thing lies in them (`rerank.rerank_by_place`: the model's
+  patches and, for a figure's text part, its words; the JSON's `fusion.place`);
 - `explain`: the evidence for any hits of a search, in one batched pass (heatmaps,
   regions, counterfactual checks), however many are asked for;
 - `run_query`: both, for the top `explain_top` hits.
@@ -39,7 +39,7 @@ from evident.tools.lexical import WordIndex, word_index
 from evident.tools.limits import check_k
 from evident.tools.places import POOL as PLACE_POOL
 from evident.tools.places import WEIGHT as PLACE_WEIGHT
-from evident.tools.places import Place, named_place
+from evident.tools.places import Place, named_place, role_of
 from evident.tools.records import Explanation, Hit, Query, QueryResult
 from evident.tools.rerank import MultiScaleReranker, Reranker, rerank_by_place
 from evident.tools.retrieve import SearchResult, embed_query, search_images
@@ -117,8 +117,9 @@ def search(
     extra = leave_out is not None
     pool = max(k, ctx.rerank_pool) if ctx.reranker else k
     place = named_place(query.text)
-    placeable = place is not None and pools_by_mean(ctx.encoder.model)
-    if placeable:
+    patches = place is not None and pools_by_mean(ctx.encoder.model)
+    words = place is not None and role_of(place.part) is not None and _has_words(ctx)
+    if patches or words:
         pool = max(pool, PLACE_POOL)
     first = search_images(
         query, pool + extra, where, store=ctx.store, collection=ctx.collection,
@@ -130,30 +131,51 @@ def search(
         t0 = time.perf_counter()
         hits = rerank(query, first.query_embedding, hits, ctx.reranker)
         timings["rerank"] = 1000 * (time.perf_counter() - t0)
-    fusion = dict(first.fusion)
+    fusion, pooled, by = dict(first.fusion), len(hits), []
+    if patches or words:
+        t0 = time.perf_counter()
+        hits, by = _by_place(ctx, place, hits, patches=patches)
+        timings["place"] = 1000 * (time.perf_counter() - t0)
     if place is not None:
         fusion["place"] = place.to_dict() | (
-            {"weight": round(PLACE_WEIGHT, 4), "pool": len(hits)}
-            if placeable
-            else {"weight": 0.0, "why": "the model's patches do not add up to its score"}
+            {"weight": round(PLACE_WEIGHT, 4), "pool": pooled, "by": by}
+            if by
+            else {"weight": 0.0, "why": _unplaced(place)}
         )
-    if placeable:
-        t0 = time.perf_counter()
-        hits = _by_place(ctx.encoder, place, hits)
-        timings["place"] = 1000 * (time.perf_counter() - t0)
     hits = [h.with_rank(i) for i, h in enumerate(hits[:k], 1)]
     return replace(
         first, hits=tuple(hits), timings_ms=timings, reranker=_name(ctx.reranker), fusion=fusion
     )
 
 
-def _by_place(encoder: Encoder, place: Place, hits: Sequence[Hit]) -> list[Hit]:
-    """`hits` reordered by where the thing `place` names lies in them (`rerank_by_place`);
-    hits whose image cannot be read follow in their order."""
+def _by_place(
+    ctx: Retrieval, place: Place, hits: Sequence[Hit], *, patches: bool
+) -> tuple[list[Hit], list[str]]:
+    """`hits` reordered by where the thing `place` names lies in them (`rerank_by_place`),
+    and what placed it ("patches", "words"). With `patches`, hits whose image cannot be
+    read follow in their order; a text part is placed by its words where they were read."""
+    readings = readings_of(ctx, [h.id for h in hits]) if role_of(place.part) else {}
+    by = ["patches"] * patches + ["words"] * bool(readings)
+    if not patches:
+        if not readings:
+            return list(hits), by
+        return rerank_by_place(ctx.encoder, place, hits, None, readings=readings), by
     images, _ = load_images(hits)
     readable = [h for h in hits if h.id in images]
-    moved = rerank_by_place(encoder, place, readable, [images[h.id] for h in readable])
-    return moved + [h for h in hits if h.id not in images]
+    moved = rerank_by_place(
+        ctx.encoder, place, readable, [images[h.id] for h in readable],
+        readings=readings or None,
+    )  # fmt: skip
+    return moved + [h for h in hits if h.id not in images], by
+
+
+def _has_words(ctx: Retrieval) -> bool:
+    return ctx.store.words(ctx.collection) is not None
+
+
+def _unplaced(place: Place) -> str:
+    why = "the model's patches do not add up to its score"
+    return why + (", and no words were read" if role_of(place.part) else "")
 
 
 def rerank(query: Query, embedding, hits: Sequence[Hit], reranker: Reranker) -> list[Hit]:

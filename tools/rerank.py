@@ -18,8 +18,9 @@ object keeps its detail) and fuses the best crop with the whole image and the ca
 heatmap's concentration, with weights fitted by `evident.eval.ltr`.
 
 `rerank_by_place`: for a query that names a place ("a legend in the upper left",
-`tools.places`), where the named thing's patch contributions peak; `tools.pipeline.search`
-runs it on every such query when the model's patches add up to its score.
+`tools.places`), where the named thing's patch contributions peak and, for a figure's text
+part, where its words were read; `tools.pipeline.search` runs it on every such query when
+the model's patches add up to its score or the part's words were read.
 
 Not handled: reporting the best crop as evidence (the heatmap and
 its regions do that, checked by counterfactuals).
@@ -27,9 +28,9 @@ its regions do that, checked by counterfactuals).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 from PIL import Image
@@ -38,8 +39,11 @@ from evident.tools.errors import InputError
 from evident.tools.evidence.contribution import contribution
 from evident.tools.evidence.heatmaps import as_rgb, query_rows
 from evident.tools.hybrid import FLOORS, minmax
-from evident.tools.places import WEIGHT, Place, place_scores
+from evident.tools.places import WEIGHT, WORDS_SHARE, Place, place_scores, role_of, words_scores
 from evident.tools.records import Hit, Query
+
+if TYPE_CHECKING:
+    from evident.tools.ingest.ocr import Reading
 
 
 class Reranker(Protocol):
@@ -140,24 +144,44 @@ class MultiScaleReranker:
 
 
 def rerank_by_place(
-    encoder: Any, place: Place, hits: Sequence[Hit], images: Sequence[Image.Image]
+    encoder: Any,
+    place: Place,
+    hits: Sequence[Hit],
+    images: Sequence[Image.Image] | None,
+    *,
+    readings: Mapping[str, Reading] | None = None,
 ) -> list[Hit]:
-    """`hits` reordered by `(1 - WEIGHT) x their score + WEIGHT x how much of the map of
-    `place.part` peaks at the place` (both min-max scaled over the hits, floored like a
-    cosine); each hit's `scores["place"]` keeps the raw place score, `first_stage` its rank
-    and score before."""
-    if len(hits) != len(images):
+    """`hits` reordered by `(1 - WEIGHT) x their score + WEIGHT x how much of the thing
+    `place` names lies at the place` (min-max scaled over the hits, floored like a cosine).
+    With `images`, the place score is how much of the map of `place.part` peaks there;
+    with `readings` (the words read in the hits' images, by id) and a part that is a
+    figure's text (`places.role_of`), where that part's lines lie counts for `WORDS_SHARE`
+    of it (all of it without `images`: a model whose patches do not add up to its score).
+    Each hit keeps `scores["place"]` (the map's) and `scores["place_words"]`, and
+    `first_stage` its rank and score before."""
+    role = role_of(place.part) if readings is not None else None
+    if images is None and role is None:
+        raise InputError(f"Nothing places {place.part!r}: no images and no words read.")
+    if images is not None and len(hits) != len(images):
         raise InputError(f"{len(hits)} hits but {len(images)} images to rerank.")
     if not hits:
         return []
-    part = encoder.encode_texts([place.part])[0]
-    pixels = encoder.pixels([as_rgb(im) for im in images])
-    maps = contribution(encoder, pixels, query_rows(part, len(hits), encoder.device)).maps
-    at = place_scores(maps.float().cpu().numpy(), place)
-    first = minmax([h.score for h in hits], FLOORS["image"])
-    final = (1 - WEIGHT) * first + WEIGHT * minmax(at.tolist(), FLOORS["image"])
-    placed = [
-        replace(h, scores=h.scores | {"place": round(float(a), 6)})
-        for h, a in zip(hits, at, strict=True)
-    ]
+    kept: list[dict[str, float]] = [{} for _ in hits]
+    signals: list[tuple[float, np.ndarray]] = []
+    if images is not None:
+        part = encoder.encode_texts([place.part])[0]
+        pixels = encoder.pixels([as_rgb(im) for im in images])
+        maps = contribution(encoder, pixels, query_rows(part, len(hits), encoder.device)).maps
+        at = place_scores(maps.float().cpu().numpy(), place)
+        signals.append((1 - WORDS_SHARE if role else 1.0, minmax(at.tolist(), FLOORS["image"])))
+        for k, a in zip(kept, at, strict=True):
+            k["place"] = round(float(a), 6)
+    if role is not None:
+        said = words_scores([readings.get(h.id) for h in hits], place, role)
+        signals.append((WORDS_SHARE if images is not None else 1.0, said))
+        for k, a in zip(kept, said, strict=True):
+            k["place_words"] = round(float(a), 6)
+    there = sum(share * signal for share, signal in signals)
+    final = (1 - WEIGHT) * minmax([h.score for h in hits], FLOORS["image"]) + WEIGHT * there
+    placed = [replace(h, scores=h.scores | k) for h, k in zip(hits, kept, strict=True)]
     return rerank_by(placed, final.tolist())
