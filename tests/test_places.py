@@ -12,15 +12,14 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from evident.agent.cli import main
-from evident.eval.figures.generate import generate_figures
 from evident.eval.scenes import make_scenes
 from evident.tools.agent_tools import _search_content
 from evident.tools.evidence import tokens
 from evident.tools.evidence.contribution import contribution
 from evident.tools.evidence.heatmaps import query_rows
 from evident.tools.ingest.index import index_paths
-from evident.tools.pipeline import open_retrieval, search
 from evident.tools.ingest.ocr import Reading, TextLine, load_reader
+from evident.tools.pipeline import open_retrieval, search
 from evident.tools.places import EDGE, Place, named_place, place_scores, role_of, words_scores
 from evident.tools.records import Query
 from evident.tools.retrieve import quick_search, search_images
@@ -86,28 +85,22 @@ def test_the_score_follows_the_peak_not_the_scale():
 
 
 @pytest.fixture(scope="module")
-def figures(tmp_path_factory, bundled_encoder):
-    """100 figures of a seed no training used, indexed from their image files alone; the
-    benchmark's legend-position queries over them."""
-    root = tmp_path_factory.mktemp("places")
-    generate_figures(root / "figs", 100, seed=515, splits=(0.0, 0.0, 1.0), workers=1)
-    queries = [json.loads(line) for line in (root / "figs" / "test.jsonl").open()]
+def figures(figures_80):
+    """The 80 figures the search-signal tests share (a seed no training used, indexed from
+    their image files alone); the benchmark's legend-position queries over them."""
+    folder, db, queries = figures_80
     legends = [
-        (q["query"], {str(root / "figs" / p) for p in q["relevant"]})
+        (q["query"], {str(folder / p) for p in q["relevant"]})
         for q in queries
         if q["level"] == "attribute" and " legend " in q["query"] and named_place(q["query"])
     ]
-    with Store.open(root / "db", create=True) as store:
-        index_paths([root / "figs" / "images"], store=store, encoder=bundled_encoder,
-                    collection="images", ocr="off")  # fmt: skip
-    return root / "db", legends
+    return db, legends
 
 
 def test_legends_are_found_where_the_query_puts_them(figures, bundled_encoder):
-    """Most of these queries have one or two answers among the 100 figures, so the top
+    """Most of these queries have one or two answers among the 80 figures, so the top
     five are scored out of what they can hold (capped precision@5)."""
     db, legends = figures
-    assert len(legends) >= 8
     first, placed = [], []
     with Store.open(db) as store:
         ctx = open_retrieval(store, "images", model=bundled_encoder)
@@ -120,8 +113,8 @@ def test_legends_are_found_where_the_query_puts_them(figures, bundled_encoder):
             placed.append(sum(h.uri in relevant for h in result.hits) / cap)
             assert result.fusion["place"]["part"] == "a legend"
             assert all("place" in h.scores and h.first_stage for h in result.hits)
-    # measured on these 35 queries: the first stage 0.73, with the place 0.94
-    assert len(legends) >= 30
+    # measured on these 26 queries: the first stage 0.756, with the place 0.942
+    assert len(legends) >= 20
     assert np.mean(placed) >= 0.9
     assert np.mean(placed) >= np.mean(first) + 0.15
 
