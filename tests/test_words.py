@@ -22,7 +22,13 @@ from evident.tools.evidence.heatmaps import default_method
 from evident.tools.evidence.text_regions import text_regions
 from evident.tools.hybrid import Weights, confidence, fuse
 from evident.tools.ingest.index import index_paths
-from evident.tools.ingest.ocr import Reading, TextLine, assign_roles, load_reader
+from evident.tools.ingest.ocr import (
+    OCR_VERSION,
+    Reading,
+    TextLine,
+    assign_roles,
+    load_reader,
+)
 from evident.tools.pipeline import open_retrieval, run_query, search
 from evident.tools.records import Query
 from evident.tools.store import Store
@@ -183,6 +189,58 @@ def test_roles_from_layout_alone():
     ]
     roles = [x.role for x in assign_roles(lines, (400, 260))]
     assert roles == ["title", "tick", "ylabel", "xlabel", "legend", "legend"]
+
+
+def test_category_names_down_the_left_are_tick_labels_and_a_legend_stays_a_legend():
+    """A horizontal bar chart's category names are right-aligned at its axis; a heatmap's
+    row names of like length are spaced a row apart; a legend's entries are left-aligned
+    and stacked close."""
+    names = [TextLine(t, (56 - 7 * len(t), 40 + 50 * i, 56, 54 + 50 * i), 0.9)
+             for i, t in enumerate(("epsilon", "delta", "gamma", "beta"))]  # fmt: skip
+    rows = [TextLine(t, (30, 40 + 32 * i, 57, 54 + 32 * i), 0.9) for i, t in enumerate("ABC")]
+    legend = [TextLine(t, (70, 40 + 17 * i, 70 + 8 * len(t), 54 + 17 * i), 0.9)
+              for i, t in enumerate(("control", "treated", "placebo"))]  # fmt: skip
+    for lines in (names, rows):
+        assert {x.role for x in assign_roles(lines, (400, 300))} == {"tick"}
+    assert {x.role for x in assign_roles(legend, (400, 300))} == {"legend"}
+
+
+def test_words_read_under_an_older_version_are_read_again_from_the_cache(
+    collection, tiny_encoder, text_embedder
+):
+    """An index whose words were read before the layout rules changed gets them again on
+    its next run, with their roles as the rules say now, and without a new reading."""
+
+    class Unread:  # an engine that must not be asked: the cache has every reading
+        def __call__(self, *args, **kwargs):
+            raise AssertionError("read again instead of from the cache")
+
+    root = collection["root"]
+    with Store.open(root / "db-old", create=True) as store:
+        index_paths([root / "images"], store=store, encoder=tiny_encoder, collection="figs",
+                    text_embedder=text_embedder, ocr="on", reader=collection["reader"])  # fmt: skip
+        images, words = store.images("figs"), store.words("figs")
+        got = words.get(include=["metadatas"])
+        stale = []
+        for m in got["metadatas"]:
+            d = json.loads(m["lines"])
+            d["lines"] = [line | {"role": "label"} for line in d["lines"]]  # the old rules
+            stale.append({"lines": json.dumps(d)})
+        words.update(ids=got["ids"], metadatas=stale)
+        old = images.get(ids=got["ids"], include=["metadatas"])
+        images.update(
+            ids=old["ids"], metadatas=[m | {"ocr": "ppocrv4-4"} for m in old["metadatas"]]
+        )
+        cached = replace(collection["reader"], engine=Unread())
+        index_paths([root / "images"], store=store, encoder=tiny_encoder, collection="figs",
+                    text_embedder=text_embedder, ocr="on", reader=cached)  # fmt: skip
+        metas = images.get(ids=got["ids"], include=["metadatas"])["metadatas"]
+        readings = [
+            Reading.from_json(m["lines"]) for m in words.get(include=["metadatas"])["metadatas"]
+        ]
+    assert {m["ocr"] for m in metas} == {OCR_VERSION}
+    titles = [x.text for r in readings for x in r.lines if x.role == "title"]
+    assert "Rolling Least Squares" in titles
 
 
 def test_a_lone_line_is_a_legend_entry_only_with_a_handle_left_of_it():

@@ -12,7 +12,8 @@ caption, a renamed metadata key: `ingest.metadata`) is in the report's `warnings
 Each image's colours are counted as it is read (`tools.colours`, a few milliseconds), and
 a figure's marks are read (`tools.ingest.marks_reader`, when the reader is installed: a
 few milliseconds a colour); an image indexed before that gains them on the next run
-without being embedded again.
+without being embedded again, as an image whose words were read under another OCR version
+(`ocr.OCR_VERSION`) is read again.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from evident.tools.ingest.documents import discover_with_documents
 from evident.tools.ingest.images import ImageFile, content_id, discover, image_bytes, read_image
 from evident.tools.ingest.metadata import sanitize
 from evident.tools.ingest.ocr import (
+    OCR_VERSION,
     Reader,
     Reading,
     load_reader,
@@ -179,7 +181,7 @@ def _unchanged(f: ImageFile, existing: tuple[str, dict] | None, ocr: OcrMode) ->
     if existing is None:
         return False
     _, meta = existing
-    if ocr != "off" and "ocr" not in meta:  # never looked at for words: look now
+    if _unread(meta, ocr):  # words never read, or read under another version: read now
         return False
     if "colours" not in meta:  # indexed before colours were counted: count them now
         return False
@@ -218,7 +220,7 @@ def _decode(
     if id_ in known:  # same bytes already embedded: only the record changes
         kept = ("width", "height", "format", "ocr", "words", "colours", "marks", "marks_by")
         meta.update({k: known[id_][k] for k in kept if k in known[id_]})
-        to_read = ocr != "off" and meta.get("ocr") is None
+        to_read = _unread(meta, ocr)
         to_mark = _unmarked(meta)
         if not to_read and not to_mark and "colours" in meta:
             return _Decoded(f, id_, None, meta)
@@ -231,6 +233,12 @@ def _decode(
     _look(image, meta, colours=True, marks=_unmarked(meta))
     reading = _read_words(image, ocr, reader, meta, id_) if ocr != "off" else None
     return _Decoded(f, id_, encoder.preprocess(image), meta, reading)
+
+
+def _unread(meta: dict, ocr: OcrMode) -> bool:
+    """Whether this image's words are to be read: never looked at, or read under another
+    `OCR_VERSION` (an image "auto" passed by stays passed by)."""
+    return ocr != "off" and meta.get("ocr") not in (OCR_VERSION, "skipped")
 
 
 def _unmarked(meta: dict) -> bool:

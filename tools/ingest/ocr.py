@@ -16,7 +16,9 @@ Roles, from geometry alone (a figure's layout, not a parse of its drawing):
 - `ylabel`: a box taller than wide near the left edge (rotated text);
 - `title`: non-number text in the top band, the widest there;
 - `xlabel`: non-number text in the bottom band, except a row with more text under it (a
-  bar chart's category names: those are `tick`);
+  bar chart's category names: those are `tick`, as are three or more lines in the left
+  half right-aligned one above another, not left-aligned or spaced wider than a
+  legend's entries: a horizontal chart's category names or a heatmap's row names);
 - `legend`: lines inside the figure stacked under each other at the same left edge, or a
   single line with a legend handle (a short line, patch or marker) just left of it;
 - `label`: any other text (annotations, panel letters, cell values).
@@ -30,6 +32,7 @@ than those PP-OCRv4's Chinese-English recogniser reads, vertical CJK text.
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import os
@@ -50,7 +53,11 @@ log = logging.getLogger(__name__)
 
 Role = Literal["title", "xlabel", "ylabel", "legend", "tick", "label"]
 ROLES = ("title", "xlabel", "ylabel", "legend", "tick", "label")
-OCR_VERSION = "ppocrv4-4"  # recorded with each reading; a new one means read again
+READ_VERSION = "ppocrv4-4"  # what the engine reads (detector, recogniser, settings):
+# cached readings are kept under it
+OCR_VERSION = "ppocrv4-5"  # the reading and its layout roles, recorded with each image: an
+# index whose images were read under another reads them again (from the cache when there,
+# so a change to the roles' rules alone costs no new reading)
 MAX_SIDE = 960
 MIN_CONFIDENCE = 0.5
 _NUMBERISH = re.compile(r"^[\s\d.,:%+\-−–×x*^eE()\[\]²³¹⁰⁴⁵⁶⁷⁸⁹⁻/$°]*$")
@@ -118,12 +125,12 @@ class Reader:
     cache: Path | None = None
 
     def read(self, image: Image.Image, key: str | None = None) -> Reading:
-        cached = self.cache / f"{key}.{OCR_VERSION}.json" if self.cache and key else None
+        cached = self.cache / f"{key}.{READ_VERSION}.json" if self.cache and key else None
         if cached is not None and cached.is_file():
             try:
                 reading = Reading.from_json(cached.read_text(encoding="utf-8"))
                 lines = assign_roles(reading.lines, reading.size, image)
-                return Reading(tuple(lines), reading.size, 0.0, reading.version)
+                return Reading(tuple(lines), reading.size, 0.0, OCR_VERSION)
             except (OSError, ValueError, KeyError):
                 log.warning("ignoring an unreadable cached reading %s", cached)
         reading = self._read(image)
@@ -253,6 +260,9 @@ def assign_roles(
             roles[i] = "title" if i == widest else "label"
     for i in _category_labels([i for i, r in enumerate(roles) if r == "xlabel"], lines):
         roles[i] = "tick"
+    named = [i for i, r in enumerate(roles) if r in ("label", "xlabel")]
+    for i in _category_column(named, lines, w):
+        roles[i] = "tick"
     for i, j in _stacked([i for i, r in enumerate(roles) if r == "label"], lines):
         roles[i] = roles[j] = "legend"
     if image is not None and "legend" not in roles:
@@ -276,6 +286,32 @@ def _category_labels(candidates: list[int], lines: Sequence[TextLine]) -> list[i
         if any(left <= (b[0] + b[2]) / 2 <= right for b in below):
             out.append(a)
     return out
+
+
+def _category_column(candidates: list[int], lines: Sequence[TextLine], width: int) -> list[int]:
+    """Lines in the left half that are a horizontal chart's category names (or a heatmap's
+    row names): at least three one above another, right-aligned at the axis, and either
+    not left-aligned or spaced more than `0.8` of a line apart (a legend's entries are
+    left-aligned and stacked closer)."""
+    out: set[int] = set()
+    for a in candidates:
+        x0, y0, x1, y1 = lines[a].box
+        if x1 > width / 2 or a in out:
+            continue
+        height = y1 - y0
+        slack = max(4, 0.4 * height)
+        column = sorted(
+            (b for b in candidates if abs(lines[b].box[2] - x1) <= slack),
+            key=lambda b: lines[b].box[1],
+        )
+        if len(column) < 3:
+            continue
+        gaps = [lines[c].box[1] - lines[b].box[3] for b, c in itertools.pairwise(column)]
+        lefts = [lines[b].box[0] for b in column]
+        ragged = max(lefts) - min(lefts) > slack
+        if min(gaps) >= 0 and (ragged or min(gaps) >= 0.8 * height):
+            out.update(column)
+    return sorted(out)
 
 
 def _cy(box: Box) -> float:
