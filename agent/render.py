@@ -83,7 +83,8 @@ def ranked_table(title: str, results: list[dict], fusion: dict | None = None) ->
 def fusion_note(fusion: dict) -> str | None:
     """One line on the signals that counted less than their weight because the query is
     outside what they know (`tools.hybrid.confidence`), on a place the query names
-    (`tools.places`) and on the marks it names (`tools.marks`), or None.
+    (`tools.places`), on a number of bars or boxes it asks for (`tools.counts`) and on
+    the marks it names (`tools.marks`), or None.
 
     >>> fusion_note({"image": {"best": 0.21, "band": [0.48, 0.5], "confidence": 0.0}})
     "image signal not counted: its best match, 0.21, is below the model's 0.48-0.50"
@@ -112,6 +113,11 @@ def fusion_note(fusion: dict) -> str | None:
         )
     elif place:
         notes.append(f"{place['where']!r} not used: {place['why']}")
+    count = fusion.get("count")
+    if count and count["weight"] > 0:
+        notes.append(f"reordered by the category names read in each: {count['where']}")
+    elif count:
+        notes.append(f"{count['where']!r} not used: {count['why']}")
     if marks := fusion.get("marks"):
         named = ", ".join(marks["names"])
         notes.append(f"weighed the markers, line styles and arrows read in each figure: {named}")

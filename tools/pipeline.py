@@ -8,7 +8,9 @@ three can never disagree (a test runs one query through all three and compares):
   reordering only the top k could never bring a lower hit up; then, when the query names
   a place ("a legend in the upper left", `tools.places`), the first `places.POOL`
   reordered by where the named thing lies in them (`rerank.rerank_by_place`: the model's
-  patches and, for a figure's text part, its words; the JSON's `fusion.place`);
+  patches and, for a figure's text part, its words; the JSON's `fusion.place`); when it
+  asks for a number of bars or boxes ("with 5 bars", `tools.counts`), the first
+  `counts.POOL` reordered by how many category names were read in each (`fusion.count`);
 - `explain`: the evidence for any hits of a search, in one batched pass (heatmaps,
   regions, counterfactual checks), however many are asked for;
 - `run_query`: both, for the top `explain_top` hits.
@@ -27,6 +29,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from evident.tools.counts import POOL as COUNT_POOL
+from evident.tools.counts import WEIGHT as COUNT_WEIGHT
+from evident.tools.counts import Count, named_count
 from evident.tools.encoders import Encoder, load_encoder
 from evident.tools.errors import InputError
 from evident.tools.evidence.contribution import pools_by_mean
@@ -41,7 +46,7 @@ from evident.tools.places import POOL as PLACE_POOL
 from evident.tools.places import WEIGHT as PLACE_WEIGHT
 from evident.tools.places import Place, named_place, role_of
 from evident.tools.records import Explanation, Hit, Query, QueryResult
-from evident.tools.rerank import MultiScaleReranker, Reranker, rerank_by_place
+from evident.tools.rerank import MultiScaleReranker, Reranker, rerank_by_count, rerank_by_place
 from evident.tools.retrieve import SearchResult, embed_query, search_images
 from evident.tools.store import Store
 from evident.tools.text_embed import load_text_embedder
@@ -121,6 +126,9 @@ def search(
     words = place is not None and role_of(place.part) is not None and _has_words(ctx)
     if patches or words:
         pool = max(pool, PLACE_POOL)
+    count = named_count(query.text)
+    if count is not None:
+        pool = max(pool, COUNT_POOL)
     first = search_images(
         query, pool + extra, where, store=ctx.store, collection=ctx.collection,
         encoder=ctx.encoder, text_embedder=ctx.text_embedder, word_index=ctx.word_index,
@@ -142,6 +150,10 @@ def search(
             if by
             else {"weight": 0.0, "why": _unplaced(place)}
         )
+    if count is not None:
+        t0 = time.perf_counter()
+        hits, fusion["count"] = _by_count(ctx, count, hits)
+        timings["count"] = 1000 * (time.perf_counter() - t0)
     hits = [h.with_rank(i) for i, h in enumerate(hits[:k], 1)]
     return replace(
         first, hits=tuple(hits), timings_ms=timings, reranker=_name(ctx.reranker), fusion=fusion
@@ -167,6 +179,17 @@ def _by_place(
         readings=readings or None,
     )  # fmt: skip
     return moved + [h for h in hits if h.id not in images], by
+
+
+def _by_count(ctx: Retrieval, count: Count, hits: Sequence[Hit]) -> tuple[list[Hit], dict]:
+    """`hits` reordered by whether their category names number what `count` asks for
+    (`rerank_by_count`), and the JSON's `fusion.count`; unchanged where no words were read."""
+    readings = readings_of(ctx, [h.id for h in hits]) if _has_words(ctx) else {}
+    if not readings:
+        why = "no words were read in these images (evident index --ocr on)"
+        return list(hits), count.to_dict() | {"weight": 0.0, "why": why}
+    moved = rerank_by_count(count, hits, readings)
+    return moved, count.to_dict() | {"weight": round(COUNT_WEIGHT, 4), "pool": len(hits)}
 
 
 def _has_words(ctx: Retrieval) -> bool:

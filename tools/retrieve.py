@@ -34,6 +34,7 @@ from chromadb.errors import InvalidArgumentError
 
 from evident.tools import marks
 from evident.tools.colours import decode, named_colours
+from evident.tools.counts import named_count
 from evident.tools.errors import InputError, StoreError
 from evident.tools.hybrid import WORDS_BAND, Weights, colour_scores, confidence, fuse
 from evident.tools.ingest.images import read_image
@@ -197,9 +198,10 @@ def quick_search(
     ranks as the full encoder does (a test holds them together), so `evident search` can
     print its results before loading the models that explain them. `words` is the
     collection's lexical index when the caller has it (`tools.lexical.word_index`). None
-    too for a query that names a place: where things lie is read from the images'
-    patches (`tools.pipeline.search`)."""
-    if query.image or not query.text or named_place(query.text):
+    too for a query that names a place or asks for a number of bars: where things lie is
+    read from the images' patches and words, and counts from their words
+    (`tools.pipeline.search`)."""
+    if query.image or not query.text or named_place(query.text) or named_count(query.text):
         return None
     encoder = query_encoder(model)
     if encoder is None:
