@@ -127,7 +127,7 @@ def search(
     if patches or words:
         pool = max(pool, PLACE_POOL)
     count = named_count(query.text)
-    if count is not None:
+    if count is not None and _has_words(ctx):
         pool = max(pool, COUNT_POOL)
     first = search_images(
         query, pool + extra, where, store=ctx.store, collection=ctx.collection,
