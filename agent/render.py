@@ -58,8 +58,9 @@ def index_summary(console: Console, report, collection: str) -> None:
     r = report
     line = Text.assemble(
         (collection, "bold"),
-        f": {r.indexed} indexed, {r.unchanged} unchanged, {r.moved} moved, {r.pruned} pruned, "
-        f"{len(r.skipped)} skipped (model {r.model})",
+        f": {r.indexed} indexed, {r.unchanged} unchanged, "
+        + (f"{r.refreshed} refreshed, " if r.refreshed else "")
+        + f"{r.moved} moved, {r.pruned} pruned, {len(r.skipped)} skipped (model {r.model})",
     )
     console.print(line)
     for s in r.skipped:

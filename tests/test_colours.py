@@ -147,7 +147,7 @@ def test_an_index_from_before_colours_gains_them_without_reembedding(tmp_path, t
             [tmp_path / "imgs"], store=store, encoder=tiny_encoder, collection="images"
         )
         after = store.images("images").get(ids=ids, include=["embeddings", "metadatas"])
-    assert (report.indexed, report.unchanged) == (0, 3)
+    assert (report.indexed, report.refreshed) == (0, 3)
     np.testing.assert_array_equal(after["embeddings"], before)
     assert all(json.loads(m["colours"]) for m in after["metadatas"])
     res = _search(tmp_path / "db", tiny_encoder, "green bars")

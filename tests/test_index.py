@@ -4,13 +4,17 @@ import signal
 import subprocess
 import sys
 import time
+from io import StringIO
 from pathlib import Path
 
 import pytest
+from rich.console import Console
 
+from evident.agent.render import index_summary
 from evident.eval.scenes import make_scenes
 from evident.tools.errors import EncoderMismatchError, StoreError
 from evident.tools.ingest.index import index_paths
+from evident.tools.records import IndexReport
 from evident.tools.store import Store, iter_metadata
 from tests.conftest import TINY_VIT, write_scenes
 from tests.test_images import write_bad_corpus
@@ -149,3 +153,15 @@ def test_store_errors_are_clear(tmp_path):
     with pytest.raises(StoreError, match="cannot reach a Chroma server"):
         Store.open("http://127.0.0.1:9")
     assert not os.path.exists(tmp_path / "missing")
+
+
+def test_the_summary_says_what_was_brought_up_to_date_only_when_something_was():
+    def said(report):
+        out = StringIO()
+        index_summary(Console(file=out, width=200), report, "figs")
+        return out.getvalue().strip()
+
+    refreshed = IndexReport("figs", "bundled:evident-figures", unchanged=2, refreshed=998)
+    assert said(refreshed).startswith("figs: 0 indexed, 2 unchanged, 998 refreshed, 0 moved")
+    assert "refreshed" not in said(IndexReport("figs", "bundled:evident-figures", indexed=3))
+    assert refreshed.to_dict()["refreshed"] == 998

@@ -218,7 +218,7 @@ def test_an_index_from_before_marks_gains_them_without_reembedding(tmp_path, tin
             [tmp_path / "imgs"], store=store, encoder=tiny_encoder, collection="images"
         )
         after = store.images("images").get(ids=ids, include=["embeddings", "metadatas"])
-    assert (report.indexed, report.unchanged) == (0, 2)
+    assert (report.indexed, report.refreshed) == (0, 2)
     np.testing.assert_array_equal(after["embeddings"], before)
     assert all(m["marks_by"] == by for m in after["metadatas"])
     read = {m["uri"].rsplit("/", 1)[1]: json.loads(m["marks"]) for m in after["metadatas"]}

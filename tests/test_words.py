@@ -232,12 +232,14 @@ def test_words_read_under_an_older_version_are_read_again_from_the_cache(
             ids=old["ids"], metadatas=[m | {"ocr": "ppocrv4-4"} for m in old["metadatas"]]
         )
         cached = replace(collection["reader"], engine=Unread())
-        index_paths([root / "images"], store=store, encoder=tiny_encoder, collection="figs",
-                    text_embedder=text_embedder, ocr="on", reader=cached)  # fmt: skip
+        report = index_paths([root / "images"], store=store, encoder=tiny_encoder,
+                             collection="figs", text_embedder=text_embedder, ocr="on",
+                             reader=cached)  # fmt: skip
         metas = images.get(ids=got["ids"], include=["metadatas"])["metadatas"]
         readings = [
             Reading.from_json(m["lines"]) for m in words.get(include=["metadatas"])["metadatas"]
         ]
+    assert (report.indexed, report.refreshed) == (0, len(got["ids"]))
     assert {m["ocr"] for m in metas} == {OCR_VERSION}
     titles = [x.text for r in readings for x in r.lines if x.role == "title"]
     assert "Rolling Least Squares" in titles

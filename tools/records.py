@@ -76,6 +76,7 @@ class IndexReport:
     model: str
     indexed: int = 0
     unchanged: int = 0
+    refreshed: int = 0  # already embedded; colours, marks or words brought up to date
     moved: int = 0
     pruned: int = 0
     skipped: tuple[Skipped, ...] = ()
@@ -85,6 +86,7 @@ class IndexReport:
         return {
             "indexed": self.indexed,
             "unchanged": self.unchanged,
+            "refreshed": self.refreshed,
             "moved": self.moved,
             "pruned": self.pruned,
             "skipped": [s.to_dict() for s in self.skipped],

@@ -65,6 +65,7 @@ class _Decoded:
     pixels: torch.Tensor | None  # None: content already in the collection
     meta: dict[str, Any]
     reading: Reading | None = None  # words read in it now (None: not read this run)
+    refreshed: bool = False  # already embedded; its colours, marks or words brought up to date
 
 
 def index_paths(
@@ -122,7 +123,7 @@ def index_paths(
     if total:
         total(len(files))
 
-    counts = {"indexed": 0, "unchanged": 0, "moved": 0, "pruned": 0}
+    counts = {"indexed": 0, "unchanged": 0, "refreshed": 0, "moved": 0, "pruned": 0}
     todo: list[ImageFile] = []
     for f in files:
         if _unchanged(f, by_uri.get(str(f.path)), ocr):
@@ -227,7 +228,7 @@ def _decode(
         image = read_image(f.path, data)
         _look(image, meta, colours="colours" not in meta, marks=to_mark)
         reading = _read_words(image, ocr, reader, meta, id_) if to_read else None
-        return _Decoded(f, id_, None, meta, reading)
+        return _Decoded(f, id_, None, meta, reading, refreshed=True)
     image = read_image(f.path, data)
     meta.update({"width": image.width, "height": image.height, "format": f.path.suffix[1:].lower()})
     _look(image, meta, colours=True, marks=_unmarked(meta))
@@ -296,7 +297,11 @@ class _Writer:
                     continue
                 outcome = "moved"
             else:
-                outcome = "unchanged" if d.pixels is None else "indexed"
+                outcome = (
+                    "indexed" if d.pixels is not None
+                    else "refreshed" if d.refreshed
+                    else "unchanged"
+                )  # fmt: skip
             fresh[d.id] = (d, outcome)  # duplicates inside one batch collapse onto one id
         if not fresh:
             return
