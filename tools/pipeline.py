@@ -165,8 +165,11 @@ def _by_place(
 ) -> tuple[list[Hit], list[str]]:
     """`hits` reordered by where the thing `place` names lies in them (`rerank_by_place`),
     and what placed it ("patches", "words"). With `patches`, hits whose image cannot be
-    read follow in their order; a text part is placed by its words where they were read."""
+    read follow in their order; a text part is placed by its words where they were read,
+    and by them alone outside the plot."""
     readings = readings_of(ctx, [h.id for h in hits]) if role_of(place.part) else {}
+    if readings and place.outside:
+        patches = False  # the patches' point for "outside" is a guess at the edge; words judge
     by = ["patches"] * patches + ["words"] * bool(readings)
     if not patches:
         if not readings:
