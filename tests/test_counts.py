@@ -13,7 +13,8 @@ from evident.graphs.policy import _describe_search
 from evident.tools.agent_tools import _search_content
 from evident.tools.counts import UNKNOWN, Count, category_count, count_scores, named_count
 from evident.tools.ingest.index import index_paths
-from evident.tools.ingest.ocr import Reading, TextLine, load_reader
+from evident.tools.ingest.layout import TextLine
+from evident.tools.ingest.ocr import Reading, load_reader
 from evident.tools.pipeline import open_retrieval, search
 from evident.tools.records import Query
 from evident.tools.retrieve import search_images

@@ -18,7 +18,8 @@ from evident.tools.evidence import tokens
 from evident.tools.evidence.contribution import contribution
 from evident.tools.evidence.heatmaps import query_rows
 from evident.tools.ingest.index import index_paths
-from evident.tools.ingest.ocr import Reading, TextLine, load_reader
+from evident.tools.ingest.layout import TextLine
+from evident.tools.ingest.ocr import Reading, load_reader
 from evident.tools.pipeline import open_retrieval, search
 from evident.tools.places import EDGE, Place, named_place, place_scores, role_of, words_scores
 from evident.tools.records import Query

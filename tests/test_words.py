@@ -22,13 +22,8 @@ from evident.tools.evidence.heatmaps import default_method
 from evident.tools.evidence.text_regions import text_regions
 from evident.tools.hybrid import Weights, confidence, fuse
 from evident.tools.ingest.index import index_paths
-from evident.tools.ingest.ocr import (
-    OCR_VERSION,
-    Reading,
-    TextLine,
-    assign_roles,
-    load_reader,
-)
+from evident.tools.ingest.layout import TextLine, assign_roles
+from evident.tools.ingest.ocr import OCR_VERSION, Reading, load_reader
 from evident.tools.pipeline import open_retrieval, run_query, search
 from evident.tools.records import Query
 from evident.tools.store import Store

@@ -4,7 +4,7 @@ boxes", "a chart with 6 categories".
 A whole-image embedding does not count: on the figure benchmark the bundled model ranks
 "a bar chart with 5 bars" like "a bar chart". A chart's category names do count: one
 under each bar or box (or beside it, in a horizontal chart), read by OCR as a row or a
-column of tick labels that are not numbers (`tools.ingest.ocr` roles). `named_count`
+column of tick labels that are not numbers (`tools.ingest.layout` roles). `named_count`
 reads the number and the thing counted; `category_count` counts the longest such row or
 column in a reading (0: none read); `count_scores` gives 1 where that is the number
 asked for, 0 where another number was read and `UNKNOWN` where none was.
@@ -32,7 +32,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from evident.tools.ingest.ocr import Reading, is_numberish
+from evident.tools.ingest.layout import is_numberish
+from evident.tools.ingest.ocr import Reading
 
 POOL = 64  # the first stage's candidates the count reorders
 WEIGHT = 1 / 3  # the count's share of the final score

@@ -24,7 +24,7 @@ search: the 49 legend-position queries 0.147 -> 0.682, captions unchanged (READM
 
 A figure's text parts are also placed by their words. When the thing placed is a legend,
 a title or an axis label (`role_of`) and the images' words were read (`evident index
---ocr`), `words_scores` asks where the lines of that layout role (`tools.ingest.ocr`)
+--ocr`), `words_scores` asks where the lines of that layout role (`tools.ingest.layout`)
 lie: the Gaussian at the place around the centre of their box, 0 where none was read.
 "Outside the plot" is judged against the plot, not the image: the part's lines start
 more than `OUTSIDE` of the image's width beyond the x-axis tick labels (the tick lines
@@ -132,7 +132,7 @@ def _point(m: re.Match) -> tuple[float, float]:
 
 
 def role_of(part: str) -> str | None:
-    """The OCR layout role (`tools.ingest.ocr.ROLES`) of a figure's text part, or None.
+    """The OCR layout role (`tools.ingest.layout.ROLES`) of a figure's text part, or None.
 
     >>> role_of("a legend"), role_of("the y-axis label"), role_of("a dog")
     ('legend', 'ylabel', None)

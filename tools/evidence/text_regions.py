@@ -26,7 +26,8 @@ from difflib import SequenceMatcher
 
 import numpy as np
 
-from evident.tools.ingest.ocr import WEIGHTS, Reading, TextLine, words
+from evident.tools.ingest.layout import TextLine
+from evident.tools.ingest.ocr import WEIGHTS, Reading, words
 from evident.tools.lexical import WordIndex, query_tokens, stem
 from evident.tools.records import Region, WordsCheck
 
