@@ -20,8 +20,8 @@ Not handled: counting what has no names under it (a line chart's lines, a pie's 
 a histogram's distributions: their legends' entries are read too seldom right to count
 on), numbers above `MOST`, "at least"/"more than", charts whose category names the
 OCR cannot read (rotated labels) or reads as one line (names set close together), and a
-vertical chart with no axis label under its
-category names (the OCR's roles then read the names as the axis label).
+vertical chart with no axis label under its category names (the OCR's roles then read
+the names as the axis label).
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from evident.tools.ingest.layout import is_numberish
+from evident.tools.ingest.layout import is_numberish, same_right_edge, same_row
 from evident.tools.ingest.ocr import Reading
 
 POOL = 64  # the first stage's candidates the count reorders
@@ -109,10 +109,9 @@ def category_count(reading: Reading | None) -> int:
         return 0
     names = [x.box for x in reading.lines if x.role == "tick" and not is_numberish(x.text)]
     best = 0
-    for _, y0, x1, y1 in names:
-        height, middle = y1 - y0, (y0 + y1) / 2
-        row = sum(abs((b[1] + b[3]) / 2 - middle) <= 0.5 * height for b in names)
-        column = sum(abs(b[2] - x1) <= max(4, 0.4 * height) for b in names)
+    for a in names:
+        row = sum(same_row(a, b) for b in names)
+        column = sum(same_right_edge(a, b) for b in names)
         best = max(best, row, column)
     return best if best >= 2 else 0
 

@@ -114,9 +114,8 @@ def _category_labels(candidates: list[int], lines: Sequence[TextLine]) -> list[i
     those whose row (lines at the same height) has another bottom line under it."""
     out = []
     for a in candidates:
-        _, y0, _, y1 = lines[a].box
-        cy, height = _cy(lines[a].box), y1 - y0
-        row = [lines[b].box for b in candidates if abs(_cy(lines[b].box) - cy) <= 0.5 * height]
+        _, _, _, y1 = lines[a].box
+        row = [lines[b].box for b in candidates if same_row(lines[a].box, lines[b].box)]
         left, right = min(b[0] for b in row), max(b[2] for b in row)
         below = (lines[b].box for b in candidates if _cy(lines[b].box) > y1)
         if any(left <= (b[0] + b[2]) / 2 <= right for b in below):
@@ -131,13 +130,13 @@ def _category_column(candidates: list[int], lines: Sequence[TextLine], width: in
     left-aligned and stacked closer)."""
     out: set[int] = set()
     for a in candidates:
-        x0, y0, x1, y1 = lines[a].box
+        _, y0, x1, y1 = lines[a].box
         if x1 > width / 2 or a in out:
             continue
         height = y1 - y0
-        slack = max(4, 0.4 * height)
+        slack = _slack(lines[a].box)
         column = sorted(
-            (b for b in candidates if abs(lines[b].box[2] - x1) <= slack),
+            (b for b in candidates if same_right_edge(lines[a].box, lines[b].box)),
             key=lambda b: lines[b].box[1],
         )
         if len(column) < 3:
@@ -148,6 +147,20 @@ def _category_column(candidates: list[int], lines: Sequence[TextLine], width: in
         if min(gaps) >= 0 and (ragged or min(gaps) >= 0.8 * height):
             out.update(column)
     return sorted(out)
+
+
+def same_row(a: Box, b: Box) -> bool:
+    """Whether `b`'s middle is within half `a`'s height of `a`'s: one row of text."""
+    return abs(_cy(b) - _cy(a)) <= 0.5 * (a[3] - a[1])
+
+
+def same_right_edge(a: Box, b: Box) -> bool:
+    """Whether `b` ends where `a` does, give or take `_slack(a)`: right-aligned text."""
+    return abs(b[2] - a[2]) <= _slack(a)
+
+
+def _slack(box: Box) -> float:
+    return max(4, 0.4 * (box[3] - box[1]))
 
 
 def _cy(box: Box) -> float:
