@@ -121,13 +121,13 @@ def search(
         raise InputError(str(exc)) from exc
     extra = leave_out is not None
     pool = max(k, ctx.rerank_pool) if ctx.reranker else k
-    place = named_place(query.text)
+    place, count = named_place(query.text), named_count(query.text)
+    read = (place is not None or count is not None) and _has_words(ctx)
     patches = place is not None and pools_by_mean(ctx.encoder.model)
-    words = place is not None and role_of(place.part) is not None and _has_words(ctx)
+    words = read and place is not None and role_of(place.part) is not None
     if patches or words:
         pool = max(pool, PLACE_POOL)
-    count = named_count(query.text)
-    if count is not None and _has_words(ctx):
+    if count is not None and read:
         pool = max(pool, COUNT_POOL)
     first = search_images(
         query, pool + extra, where, store=ctx.store, collection=ctx.collection,
@@ -142,7 +142,7 @@ def search(
     fusion, pooled, by = dict(first.fusion), len(hits), []
     if patches or words:
         t0 = time.perf_counter()
-        hits, by = _by_place(ctx, place, hits, patches=patches)
+        hits, by = _by_place(ctx, place, hits, patches=patches, words=words)
         timings["place"] = 1000 * (time.perf_counter() - t0)
     if place is not None:
         fusion["place"] = place.to_dict() | (
@@ -152,7 +152,7 @@ def search(
         )
     if count is not None:
         t0 = time.perf_counter()
-        hits, fusion["count"] = _by_count(ctx, count, hits)
+        hits, fusion["count"] = _by_count(ctx, count, hits, words=read)
         timings["count"] = 1000 * (time.perf_counter() - t0)
     hits = [h.with_rank(i) for i, h in enumerate(hits[:k], 1)]
     return replace(
@@ -161,13 +161,13 @@ def search(
 
 
 def _by_place(
-    ctx: Retrieval, place: Place, hits: Sequence[Hit], *, patches: bool
+    ctx: Retrieval, place: Place, hits: Sequence[Hit], *, patches: bool, words: bool
 ) -> tuple[list[Hit], list[str]]:
     """`hits` reordered by where the thing `place` names lies in them (`rerank_by_place`),
     and what placed it ("patches", "words"). With `patches`, hits whose image cannot be
-    read follow in their order; a text part is placed by its words where they were read,
-    and by them alone outside the plot."""
-    readings = readings_of(ctx, [h.id for h in hits]) if role_of(place.part) else {}
+    read follow in their order; with `words` (a text part, the collection's words read)
+    it is placed by its words too, and by them alone outside the plot."""
+    readings = readings_of(ctx, [h.id for h in hits]) if words else {}
     if readings and place.outside:
         patches = False  # the patches' point for "outside" is a guess at the edge; words judge
     by = ["patches"] * patches + ["words"] * bool(readings)
@@ -184,10 +184,13 @@ def _by_place(
     return moved + [h for h in hits if h.id not in images], by
 
 
-def _by_count(ctx: Retrieval, count: Count, hits: Sequence[Hit]) -> tuple[list[Hit], dict]:
+def _by_count(
+    ctx: Retrieval, count: Count, hits: Sequence[Hit], *, words: bool
+) -> tuple[list[Hit], dict]:
     """`hits` reordered by whether their category names number what `count` asks for
-    (`rerank_by_count`), and the JSON's `fusion.count`; unchanged where no words were read."""
-    readings = readings_of(ctx, [h.id for h in hits]) if _has_words(ctx) else {}
+    (`rerank_by_count`), and the JSON's `fusion.count`; unchanged where no words were read
+    (`words`: the collection has them)."""
+    readings = readings_of(ctx, [h.id for h in hits]) if words else {}
     if not readings:
         why = "no words were read in these images (evident index --ocr on)"
         return list(hits), count.to_dict() | {"weight": 0.0, "why": why}
