@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import doctest
 import json
+import random
 
 import numpy as np
 import pytest
@@ -17,7 +18,7 @@ import evident.tools.marks
 from evident.agent.render import fusion_note
 from evident.eval.figures.render import kind_for, render_figure
 from evident.eval.training.marks_data import labels
-from evident.eval.training.marks_model import fit, measure
+from evident.eval.training.marks_model import batches, crops, fit, measure
 from evident.tools import marks
 from evident.tools.agent_tools import _search_content
 from evident.tools.colours import NAMES, name_grid
@@ -74,13 +75,38 @@ def test_a_reader_trained_for_seconds_tells_shapes_and_styles_apart():
     net = marks_reader.MarksNet()
     opt = torch.optim.AdamW(net.parameters(), lr=1e-2)
     for _ in range(10):
-        fit(net, opt, None, items, grids, 16)
+        fit(net, opt, None, batches(items, grids, 16))
     held_grids, held_items = examples(64)
     check = measure(net, held_grids, held_items)
     # measured: every label's average precision 0.99-1.0, all four right on 0.89
     assert check["exact"] >= 0.8, check
     for label in kinds:
         assert check["average_precision"][label] >= 0.95, check
+
+
+def test_training_crops_show_the_colour_they_train_on():
+    """A crop is a square of the asked side inside the figure (a smaller figure is padded)
+    around a pixel of its colour, so it always shows some of that colour's ink and none of
+    another's; its target is the colour's."""
+    red, blue = NAMES.index("red"), NAMES.index("blue")
+    grid = np.full((300, 420), len(NAMES))
+    grid[40:44, 10:400] = red  # a red line along the top
+    grid[250:258, 380:388] = blue  # one blue square, bottom right
+    small = np.full((60, 90), len(NAMES))
+    small[30, 5:80] = red
+    grids = [grid, small]
+    target = np.array([m == "solid" for m in marks.LABELS], np.float32)
+    items = [(0, "red", target), (0, "blue", 1 - target), (1, "red", target)] * 8
+    rng = random.Random(0)
+    batched = list(crops(items, grids, 6, 128, rng))
+    assert len(batched) == 4
+    for start, (x, y) in zip(range(0, len(items), 6), batched, strict=True):
+        assert torch.equal(y, torch.from_numpy(np.stack([t for *_, t in items[start : start + 6]])))
+        assert x.shape[1:] == (1, 128, 128)
+        assert (x.flatten(1).sum(1) > 0).all()  # each shows its colour's ink
+        assert x.max() == 1.0 and set(x.unique().tolist()) <= {0.0, 1.0}
+    blue_crops = next(crops([items[1]] * 4, grids, 4, 128, rng))[0]
+    assert (blue_crops.flatten(1).sum(1) == 64).all()  # the whole square, no red
 
 
 def test_labels_say_what_each_colour_is_drawn_with():
@@ -289,12 +315,12 @@ def test_fills_are_not_read_and_the_lines_beside_them_are():
 def test_the_recipe_writes_a_reader_and_resumes(tmp_path):
     from evident.eval.training.marks_model import build  # noqa: PLC0415
 
-    settings = {"n": 12, "val": 6, "epochs": 1, "batch": 8}
+    settings = {"n": 12, "val": 6, "epochs": 1, "whole_epochs": 1, "batch": 8}
     recipe = build(tmp_path, settings)
     assert (tmp_path / "marks.pt").exists() and recipe["figures"] == 12
     assert json.loads((tmp_path / "marks.json").read_text())["check"]["colours"] > 0
     state = torch.load(tmp_path / "marks_state.pt", weights_only=False)
-    assert state["epoch"] == 1
+    assert state["epoch"] == 2  # one on crops, one on whole cuts
     again = build(tmp_path, settings)  # resumes after its last epoch: nothing to train
     assert again["seconds"]["train"] <= recipe["seconds"]["train"] + 1
     assert evident.eval.training.marks_data.load(tmp_path / "marks" / "train", 12)[1]

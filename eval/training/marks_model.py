@@ -3,9 +3,9 @@
 `python -m evident.eval.training.marks_model OUT` renders `n` series figures of the
 benchmark generator (`seed`) and `val` more (`val_seed`) into `OUT/marks` (`marks_data`,
 resumable), trains `MarksNet` on every colour each figure draws with enough ink (binary
-cross-entropy, one output per marker shape, line style and arrow; batches of cuts of like
-size; a checkpoint each epoch, so a killed run resumes at the last one), measures it on
-the held-out figures and writes
+cross-entropy, one output per marker shape, line style and arrow; a checkpoint each
+epoch, so a killed run resumes at the last one), measures it on the held-out figures as
+the reader reads them (each colour's whole cut) and writes
 `marks.pt` and `marks.json` (settings, sizes, seconds, machine, the measures) into
 `OUT`. `make figure-model` runs it after the figure model and copies both beside it.
 """
@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from evident.eval.training import marks_data
+from evident.tools.colours import NAMES
 from evident.tools.ingest.marks_reader import MarksNet, around, inked, masks
 from evident.tools.marks import LABELS
 
@@ -33,8 +34,19 @@ log = logging.getLogger(__name__)
 
 DEFAULTS = {
     "n": 8000, "seed": 3003, "val": 1000, "val_seed": 4004, "epochs": 10, "batch": 32,
-    "lr": 0.006, "weight_decay": 0.0001, "train_seed": 0, "unmarked": 0.35,
+    "lr": 0.006, "weight_decay": 0.0001, "train_seed": 0, "unmarked": 0.35, "crop": 128,
+    "whole_epochs": 2, "whole_lr": 0.003,
 }  # fmt: skip
+"""Two phases. First `epochs` on crops: each colour on a `crop`-pixel square around one of
+its pixels (`crops`) instead of its whole cut; a series draws its markers and its line
+style all along it, so a square on it shows them, for a seventh of the work. Then
+`whole_epochs` on the whole cuts the reader reads (`batches`), at `whole_lr` falling to
+0: an arrow annotation is one small place among its colour's words and ticks, which a
+square mostly misses. Held-out mean average precision (the reader's width, 8,000
+figures): 0.806 after crops alone (arrows 0.34, in 393 s), 0.831 after one whole epoch
+(arrows 0.51, 374 s more), against 0.785 for the narrower reader trained whole for ten
+epochs (1,532 s). Leaving the arrow's label out of the loss on crops (a square mostly
+misses the arrow) did worse: arrows 0.13, mean 0.794."""
 
 
 def samples(
@@ -89,13 +101,29 @@ def by_size(items: list, cuts: dict, size: int, rng: random.Random) -> list:
     return [item for chunk in chunks for item in chunk]
 
 
-def fit(
-    net: MarksNet, opt, sched, items: list, grids: list[np.ndarray], batch: int, cuts=None
-) -> float:
-    """One pass over `items` (binary cross-entropy per label); the mean loss."""
+def crops(items: list, grids: list[np.ndarray], size: int, side: int, rng: random.Random):
+    """(masks, targets) batches of `size`: each colour's mask on a `side`-pixel square
+    around one of its pixels picked at random (kept inside the figure)."""
+    for start in range(0, len(items), size):
+        chunk = items[start : start + size]
+        x = torch.zeros(len(chunk), 1, side, side)
+        for j, (f, colour, _) in enumerate(chunk):
+            ys, xs = np.nonzero(grids[f] == NAMES.index(colour))
+            k = rng.randrange(len(ys))
+            h, w = grids[f].shape
+            y0 = min(max(0, ys[k] - side // 2), max(0, h - side))
+            x0 = min(max(0, xs[k] - side // 2), max(0, w - side))
+            part = grids[f][y0 : y0 + side, x0 : x0 + side]
+            x[j, :, : part.shape[0], : part.shape[1]] = masks(part, [colour])[0]
+        yield x, torch.from_numpy(np.stack([t for _, _, t in chunk]))
+
+
+def fit(net: MarksNet, opt, sched, batches) -> float:
+    """One pass over `batches` of (masks, targets) (binary cross-entropy per label); the
+    mean loss."""
     net.train()
     losses = []
-    for x, y in batches(items, grids, batch, cuts):
+    for x, y in batches:
         loss = F.binary_cross_entropy_with_logits(net(x), y)
         opt.zero_grad()
         loss.backward()
@@ -145,30 +173,47 @@ def build(out: Path, settings: dict | None = None) -> dict:
     cuts = cuts_of(items, grids)
     torch.manual_seed(s["train_seed"])
     net = MarksNet()
-    opt = torch.optim.AdamW(net.parameters(), lr=s["lr"], weight_decay=s["weight_decay"])
-    steps = s["epochs"] * -(-len(items) // s["batch"])
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, s["lr"], total_steps=steps, pct_start=0.1)
+    per_epoch = -(-len(items) // s["batch"])
     state_path, epoch, seconds = out / "marks_state.pt", 0, 0.0
-    if state_path.exists():
-        state = torch.load(state_path, weights_only=False)
-        if state["settings"] == s:
-            net.load_state_dict(state["net"])
+    state = torch.load(state_path, weights_only=False) if state_path.exists() else None
+    if state is not None and state["settings"] == s:
+        net.load_state_dict(state["net"])
+        epoch, seconds = state["epoch"], state["seconds"]
+        log.info("marks: resumed after epoch %d", epoch)
+    else:
+        state = None
+    t1 = time.perf_counter() - seconds
+    for phase, epochs, lr in (("crops", s["epochs"], s["lr"]), ("whole", s["whole_epochs"],
+                                                               s["whole_lr"])):  # fmt: skip
+        done = epoch - (0 if phase == "crops" else s["epochs"])
+        if done >= epochs:
+            continue
+        opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=s["weight_decay"])
+        if phase == "crops":
+            sched = torch.optim.lr_scheduler.OneCycleLR(
+                opt, lr, total_steps=epochs * per_epoch, pct_start=0.1
+            )
+        else:
+            sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, epochs * per_epoch)
+        if state is not None and done > 0:
             opt.load_state_dict(state["opt"])
             sched.load_state_dict(state["sched"])
-            epoch, seconds = state["epoch"], state["seconds"]
-            log.info("marks: resumed after epoch %d", epoch)
-    t1 = time.perf_counter() - seconds
-    while epoch < s["epochs"]:
-        rng = random.Random(s["train_seed"] * 1000 + epoch)
-        rng.shuffle(items)
-        order = by_size(items, cuts, s["batch"], rng)
-        loss = fit(net, opt, sched, order, grids, s["batch"], cuts)
-        epoch += 1
-        log.info("marks: epoch %d loss %.4f (%.0f s)", epoch, loss, time.perf_counter() - t1)
-        state = {"net": net.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
-                 "epoch": epoch, "seconds": time.perf_counter() - t1, "settings": s}  # fmt: skip
-        torch.save(state, state_path.with_suffix(".tmp"))
-        state_path.with_suffix(".tmp").replace(state_path)
+        for _ in range(done, epochs):
+            rng = random.Random(s["train_seed"] * 1000 + epoch)
+            rng.shuffle(items)
+            if phase == "crops":
+                loss = fit(net, opt, sched, crops(items, grids, s["batch"], s["crop"], rng))
+            else:
+                order = by_size(items, cuts, s["batch"], rng)
+                loss = fit(net, opt, sched, batches(order, grids, s["batch"], cuts))
+            epoch += 1
+            log.info("marks: epoch %d (%s) loss %.4f (%.0f s)", epoch, phase, loss,
+                     time.perf_counter() - t1)  # fmt: skip
+            state = {"net": net.state_dict(), "opt": opt.state_dict(),
+                     "sched": sched.state_dict(), "epoch": epoch,
+                     "seconds": time.perf_counter() - t1, "settings": s}  # fmt: skip
+            torch.save(state, state_path.with_suffix(".tmp"))
+            state_path.with_suffix(".tmp").replace(state_path)
     t_train = time.perf_counter() - t1
     check = measure(net, vgrids, vitems)
     torch.save(net.state_dict(), out / "marks.pt")

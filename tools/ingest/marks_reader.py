@@ -1,7 +1,7 @@
 """The marks reader (`tools.marks`): for every colour name a figure holds enough ink in
 (`tools.colours`; at least `MIN_PIXELS` pixels, the `MAX_COLOURS` with the most), the
 pixels of that name make a mask at the figure's own size, and a small convolutional
-network (`MarksNet`, 29k weights) says which marker shapes and line styles the mask
+network (`MarksNet`, 109k weights) says which marker shapes and line styles the mask
 shows anywhere, and whether it draws an arrow annotation. Images and colours whose ink
 fills areas (pie and bar charts, drawings of filled shapes: blocks of one colour,
 `drawing`, `filled`) are not read: they draw no marks, and skipping them keeps indexing
@@ -49,7 +49,7 @@ class MarksNet(nn.Module):
 
     def __init__(self) -> None:
         super().__init__()
-        widths = (16, 24, 32, 32, 32)
+        widths = (16, 48, 64, 64, 64)
         strides = (1, 2, 1, 1)
         layers: list[nn.Module] = [nn.PixelUnshuffle(4)]
         for cin, cout, stride in zip(widths[:-1], widths[1:], strides, strict=True):
