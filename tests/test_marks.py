@@ -156,7 +156,8 @@ def test_the_bundled_reader_reads_figures_it_never_saw(unseen):
                     best = max(group, key=lambda m: probs.get(m, 0.0))
                     right.append(best in truth)
     assert asked >= 40
-    assert np.mean(right) >= 0.75, np.mean(right)  # measured: 0.82 of 87
+    # measured: 0.93 of 87 (0.82 with the narrower reader before it)
+    assert np.mean(right) >= 0.85, np.mean(right)
 
 
 def test_the_bundled_reader_finds_the_colour_of_an_arrow_annotation(unseen):
@@ -168,7 +169,7 @@ def test_the_bundled_reader_finds_the_colour_of_an_arrow_annotation(unseen):
         found.append(colour in read)
         if found[-1]:
             surest.append(max(read, key=lambda c: read[c].get("arrow", 0.0)) == colour)
-    # measured: read in 10 of 14, and of those the surest in 7
+    # measured: read in 12 of 14, and of those the surest in 8 (the reader before: 10, 7)
     assert len(found) == 14 and np.mean(found) >= 0.6 and np.mean(surest) >= 0.6, (found, surest)
 
 
