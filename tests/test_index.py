@@ -1,3 +1,4 @@
+import doctest
 import os
 import shutil
 import signal
@@ -13,6 +14,7 @@ from rich.console import Console
 from evident.agent.render import index_summary
 from evident.eval.scenes import make_scenes
 from evident.tools.errors import EncoderMismatchError, StoreError
+from evident.tools.ingest import looks
 from evident.tools.ingest.index import index_paths
 from evident.tools.records import IndexReport
 from evident.tools.store import Store, iter_metadata
@@ -32,6 +34,10 @@ def run_index(db, folder, encoder, text=None, **kw):
         return index_paths(
             [folder], store=store, encoder=encoder, collection="images", text_embedder=text, **kw
         )
+
+
+def test_doctests():
+    assert doctest.testmod(looks).failed == 0
 
 
 def test_bad_inputs_are_skipped_with_reasons_and_good_ones_kept(tmp_path, tiny_encoder):

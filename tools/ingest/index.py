@@ -9,11 +9,9 @@ the previous batch. Bad files are skipped with a reason and never stop the run, 
 neither does an entry the database refuses (it is skipped with the database's reason
 and the rest of its batch written one by one). What was changed on the way in (a cut
 caption, a renamed metadata key: `ingest.metadata`) is in the report's `warnings`.
-Each image's colours are counted as it is read (`tools.colours`, a few milliseconds), and
-a figure's marks are read (`tools.ingest.marks_reader`, when the reader is installed: a
-few milliseconds a colour); an image indexed before that gains them on the next run
-without being embedded again, as an image whose words were read under another OCR version
-(`ocr.OCR_VERSION`) is read again.
+Each image's colours, marks and words are read as it is (`tools.ingest.looks`); an image
+indexed before one of them, or read by another marks reader or OCR version, has what is
+due read on the next run without being embedded again.
 """
 
 from __future__ import annotations
@@ -24,24 +22,21 @@ from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from chromadb.errors import InvalidArgumentError
 
-from evident.tools.colours import SHARES_SIDE, colour_shares, encode, name_grid
 from evident.tools.encoders import Encoder
 from evident.tools.errors import InputError
-from evident.tools.ingest import marks_reader
 from evident.tools.ingest.documents import discover_with_documents
 from evident.tools.ingest.images import ImageFile, content_id, discover, image_bytes, read_image
+from evident.tools.ingest.looks import KEPT, OCR_MODES, OcrMode, due, look, read_words
 from evident.tools.ingest.metadata import sanitize
 from evident.tools.ingest.ocr import (
-    OCR_VERSION,
     Reader,
     Reading,
     load_reader,
-    looks_like_figure,
     search_document,
     words_text,
 )
@@ -54,8 +49,6 @@ log = logging.getLogger(__name__)
 # What Chroma raises when it refuses an entry (as opposed to a server that went away,
 # which the store turns into a StoreError that ends the run).
 REFUSED = (ValueError, TypeError, InvalidArgumentError)
-OcrMode = Literal["auto", "on", "off"]
-OCR_MODES = ("auto", "on", "off")
 
 
 @dataclass(frozen=True)
@@ -182,11 +175,7 @@ def _unchanged(f: ImageFile, existing: tuple[str, dict] | None, ocr: OcrMode) ->
     if existing is None:
         return False
     _, meta = existing
-    if _unread(meta, ocr):  # words never read, or read under another version: read now
-        return False
-    if "colours" not in meta:  # indexed before colours were counted: count them now
-        return False
-    if _unmarked(meta):  # marks never read, or read by another reader: read them now
+    if due(meta, ocr):  # colours, marks or words never read, or read by another version
         return False
     try:
         st = f.path.stat()
@@ -218,59 +207,20 @@ def _decode(
     meta.update(f.metadata)
     if f.caption:
         meta["caption"] = f.caption
-    if id_ in known:  # same bytes already embedded: only the record changes
-        kept = ("width", "height", "format", "ocr", "words", "colours", "marks", "marks_by")
-        meta.update({k: known[id_][k] for k in kept if k in known[id_]})
-        to_read = _unread(meta, ocr)
-        to_mark = _unmarked(meta)
-        if not to_read and not to_mark and "colours" in meta:
-            return _Decoded(f, id_, None, meta)
-        image = read_image(f.path, data)
-        _look(image, meta, colours="colours" not in meta, marks=to_mark)
-        reading = _read_words(image, ocr, reader, meta, id_) if to_read else None
-        return _Decoded(f, id_, None, meta, reading, refreshed=True)
+    old = id_ in known  # same bytes already embedded: only the record changes
+    if old:
+        meta.update({k: known[id_][k] for k in KEPT if k in known[id_]})
+    todo = due(meta, ocr)  # a new image: everything
+    if old and not todo:
+        return _Decoded(f, id_, None, meta)
     image = read_image(f.path, data)
-    meta.update({"width": image.width, "height": image.height, "format": f.path.suffix[1:].lower()})
-    _look(image, meta, colours=True, marks=_unmarked(meta))
-    reading = _read_words(image, ocr, reader, meta, id_) if ocr != "off" else None
+    if not old:
+        meta |= {"width": image.width, "height": image.height, "format": f.path.suffix[1:].lower()}
+    look(image, meta, todo)
+    reading = read_words(image, ocr, reader, meta, id_) if todo.words else None
+    if old:
+        return _Decoded(f, id_, None, meta, reading, refreshed=True)
     return _Decoded(f, id_, encoder.preprocess(image), meta, reading)
-
-
-def _unread(meta: dict, ocr: OcrMode) -> bool:
-    """Whether this image's words are to be read: never looked at, or read under another
-    `OCR_VERSION` (an image "auto" passed by stays passed by)."""
-    return ocr != "off" and meta.get("ocr") not in (OCR_VERSION, "skipped")
-
-
-def _unmarked(meta: dict) -> bool:
-    """Whether the installed marks reader has yet to read this image."""
-    by = marks_reader.version()
-    return by is not None and meta.get("marks_by") != by
-
-
-def _look(image, meta: dict, *, colours: bool, marks: bool) -> None:
-    """Into `meta`: the colours' shares, and the marks a chart is drawn with (`tools.marks`;
-    "{}" for an image that is not a chart on paper, and for one that has none) with the
-    reader that read them; one coarse grid of colour names serves both."""
-    if not (colours or marks):
-        return
-    coarse = name_grid(image, SHARES_SIDE)
-    if colours:
-        meta["colours"] = encode(colour_shares(image, coarse))
-    if marks:
-        meta["marks"] = encode(marks_reader.read_marks(image, coarse=coarse))
-        meta["marks_by"] = marks_reader.version()
-
-
-def _read_words(image, ocr: OcrMode, reader: Reader, meta: dict, key: str) -> Reading:
-    """The words in `image` ("auto": only if it looks like a figure), recorded in `meta`:
-    `ocr` is the reader's version ("skipped" when auto passed it by), `words` the lines."""
-    if ocr == "auto" and not looks_like_figure(image):
-        meta |= {"ocr": "skipped", "words": 0}
-        return Reading()
-    reading = reader.read(image, key)
-    meta |= {"ocr": reading.version, "words": len(reading.lines)}
-    return reading
 
 
 @dataclass
