@@ -108,13 +108,14 @@ def crops(items: list, grids: list[np.ndarray], size: int, side: int, rng: rando
         chunk = items[start : start + size]
         x = torch.zeros(len(chunk), 1, side, side)
         for j, (f, colour, _) in enumerate(chunk):
-            ys, xs = np.nonzero(grids[f] == NAMES.index(colour))
+            inked = grids[f] == NAMES.index(colour)  # the mask, compared once
+            ys, xs = np.nonzero(inked)
             k = rng.randrange(len(ys))
-            h, w = grids[f].shape
+            h, w = inked.shape
             y0 = min(max(0, ys[k] - side // 2), max(0, h - side))
             x0 = min(max(0, xs[k] - side // 2), max(0, w - side))
-            part = grids[f][y0 : y0 + side, x0 : x0 + side]
-            x[j, :, : part.shape[0], : part.shape[1]] = masks(part, [colour])[0]
+            part = inked[y0 : y0 + side, x0 : x0 + side]
+            x[j, 0, : part.shape[0], : part.shape[1]] = torch.from_numpy(part)
         yield x, torch.from_numpy(np.stack([t for _, _, t in chunk]))
 
 
