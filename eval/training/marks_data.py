@@ -1,8 +1,9 @@
 """The marks reader's training data: figures of the benchmark generator that draw series
 (line charts, scatter plots, error-bar plots), rendered at their own size, each kept as
 its grid of colour names (`tools.colours.name_grid`) with, per colour, the marker shapes
-and line styles its series are drawn with. Shards of `SHARD` figures, written atomically
-and never rendered twice, so a run resumes where it stopped.
+and line styles its series are drawn with, and the box of its arrow annotation if any.
+Shards of `SHARD` figures, written atomically and never rendered twice, so a run resumes
+where it stopped.
 """
 
 from __future__ import annotations
@@ -64,7 +65,9 @@ def _render(job: tuple[int, int]) -> tuple[np.ndarray, dict]:
     seed, index = job
     fig = render_figure(seed, index)
     grid = name_grid(Image.fromarray(fig.pixels)).astype(np.uint8)
-    return grid, {"index": index, "kind": fig.kind, "marks": labels(fig.kind, fig.attributes)}
+    record = {"index": index, "kind": fig.kind, "marks": labels(fig.kind, fig.attributes)}
+    boxes = [list(c.box) for c in fig.components if c.name == "annotation"]
+    return grid, record | ({"annotation": boxes[0]} if boxes else {})
 
 
 def render(folder: Path, n: int, seed: int, workers: int | None = None) -> None:

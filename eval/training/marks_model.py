@@ -101,15 +101,35 @@ def by_size(items: list, cuts: dict, size: int, rng: random.Random) -> list:
     return [item for chunk in chunks for item in chunk]
 
 
-def crops(items: list, grids: list[np.ndarray], size: int, side: int, rng: random.Random):
+def crops(
+    items: list,
+    grids: list[np.ndarray],
+    size: int,
+    side: int,
+    rng: random.Random,
+    arrows: dict[int, list[int]] | None = None,
+):
     """(masks, targets) batches of `size`: each colour's mask on a `side`-pixel square
-    around one of its pixels picked at random (kept inside the figure)."""
+    around one of its pixels picked at random (kept inside the figure). A colour that
+    draws its figure's arrow annotation (`arrows`: figure -> the annotation's box) is cut
+    around a pixel of it inside that box, so the square shows the arrow it is labelled
+    with, which a random pixel of the colour (often on a series or on words) mostly
+    misses; half the time only when the colour also draws series, whose markers and line
+    style a square on the annotation would not show."""
+    arrow = LABELS.index("arrow")
     for start in range(0, len(items), size):
         chunk = items[start : start + size]
         x = torch.zeros(len(chunk), 1, side, side)
-        for j, (f, colour, _) in enumerate(chunk):
+        for j, (f, colour, target) in enumerate(chunk):
             inked = grids[f] == NAMES.index(colour)  # the mask, compared once
             ys, xs = np.nonzero(inked)
+            # a colour that also draws series: half its squares on them, for their labels
+            centred = target.sum() == 1 or rng.random() < 0.5
+            if target[arrow] and arrows and f in arrows and centred:
+                x0, y0, x1, y1 = arrows[f]
+                inside = (ys >= y0) & (ys < y1) & (xs >= x0) & (xs < x1)
+                if inside.any():
+                    ys, xs = ys[inside], xs[inside]
             k = rng.randrange(len(ys))
             h, w = inked.shape
             y0 = min(max(0, ys[k] - side // 2), max(0, h - side))
@@ -172,6 +192,7 @@ def build(out: Path, settings: dict | None = None) -> dict:
     items = samples(grids, records, s["unmarked"], s["train_seed"])
     vitems = samples(vgrids, vrecords)
     cuts = cuts_of(items, grids)
+    arrows = {f: r["annotation"] for f, r in enumerate(records) if "annotation" in r}
     torch.manual_seed(s["train_seed"])
     net = MarksNet()
     per_epoch = -(-len(items) // s["batch"])
@@ -203,7 +224,8 @@ def build(out: Path, settings: dict | None = None) -> dict:
             rng = random.Random(s["train_seed"] * 1000 + epoch)
             rng.shuffle(items)
             if phase == "crops":
-                loss = fit(net, opt, sched, crops(items, grids, s["batch"], s["crop"], rng))
+                cut = crops(items, grids, s["batch"], s["crop"], rng, arrows)
+                loss = fit(net, opt, sched, cut)
             else:
                 order = by_size(items, cuts, s["batch"], rng)
                 loss = fit(net, opt, sched, batches(order, grids, s["batch"], cuts))
