@@ -122,6 +122,9 @@ def fusion_note(fusion: dict) -> str | None:
     if marks := fusion.get("marks"):
         named = ", ".join(marks["names"])
         notes.append(f"weighed the markers, line styles and arrows read in each figure: {named}")
+    if shown := fusion.get("printed"):
+        named = ", ".join(shown["names"])
+        notes.append(f"weighed what the words read in each figure show: {named}")
     return "; ".join(notes) or None
 
 

@@ -218,6 +218,10 @@ def _describe_search(art: dict) -> str:
         )
     if read := (art.get("fusion") or {}).get("marks"):
         placed += f", weighing the marks read in each figure ({', '.join(read['names'])})"
+    if shown := (art.get("fusion") or {}).get("printed"):
+        placed += (
+            f", weighing what the words read in each figure show ({', '.join(shown['names'])})"
+        )
     return (
         f"I ranked {n} images for {art['query'].get('text') or 'your image'!r} ({scores}{placed})."
     )

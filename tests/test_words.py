@@ -204,7 +204,8 @@ def test_words_read_under_an_older_version_are_read_again_from_the_cache(
     collection, tiny_encoder, text_embedder
 ):
     """An index whose words were read before the layout rules changed gets them again on
-    its next run, with their roles as the rules say now, and without a new reading."""
+    its next run, with their roles as the rules say now and what they show
+    (`tools.printed`), and without a new reading."""
 
     class Unread:  # an engine that must not be asked: the cache has every reading
         def __call__(self, *args, **kwargs):
@@ -223,9 +224,9 @@ def test_words_read_under_an_older_version_are_read_again_from_the_cache(
             stale.append({"lines": json.dumps(d)})
         words.update(ids=got["ids"], metadatas=stale)
         old = images.get(ids=got["ids"], include=["metadatas"])
-        images.update(
-            ids=old["ids"], metadatas=[m | {"ocr": "ppocrv4-4"} for m in old["metadatas"]]
-        )
+        before = [{k: v for k, v in m.items() if k != "printed"} | {"ocr": "ppocrv4-5"}
+                  for m in old["metadatas"]]  # fmt: skip
+        images.update(ids=old["ids"], metadatas=before)
         cached = replace(collection["reader"], engine=Unread())
         report = index_paths([root / "images"], store=store, encoder=tiny_encoder,
                              collection="figs", text_embedder=text_embedder, ocr="on",
@@ -236,6 +237,8 @@ def test_words_read_under_an_older_version_are_read_again_from_the_cache(
         ]
     assert (report.indexed, report.refreshed) == (0, len(got["ids"]))
     assert {m["ocr"] for m in metas} == {OCR_VERSION}
+    # read again: nothing printed that was not drawn (no log axis, no percentages)
+    assert all(f.startswith("-") for m in metas for f in m["printed"].split(",") if f), metas
     titles = [x.text for r in readings for x in r.lines if x.role == "title"]
     assert "Rolling Least Squares" in titles
 

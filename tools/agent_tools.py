@@ -321,6 +321,8 @@ def _search_content(art: dict) -> str:
         head += "; weighed the markers, line styles and arrows read in each figure: " + ", ".join(
             read["names"]
         )
+    if words := (art.get("fusion") or {}).get("printed"):
+        head += "; weighed what the words read in each figure show: " + ", ".join(words["names"])
     lines = [f"#{r['rank']} score {r['score']:.4f}" for r in shown]
     data = "\n".join(
         f"#{r['rank']} {Path(r['uri']).name} | {r.get('caption') or ''} | "

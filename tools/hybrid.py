@@ -49,9 +49,11 @@ import numpy as np
 
 FLOORS = {
     "image": 0.1, "caption": 0.1, "embedding": 0.1, "lexical": 2.0, "colour": 1.0, "marks": 1.0,
+    "printed": 1.0,
 }  # fmt: skip
-"""The floor under each column's range; the colour and marks columns (a log share, a
-probability) are floored at 1, so a column whose candidates differ little stays small."""
+"""The floor under each column's range; the colour, marks and printed columns (a log
+share, a probability, a share of what was asked) are floored at 1, so a column whose
+candidates differ little stays small."""
 SPECK = 0.005
 """Colour column: `log(1 + share / SPECK)` of the ink in the named colours, so half a
 percent of the ink (a line, a few markers) already counts and a whole-figure colour does
@@ -81,6 +83,7 @@ class Weights:
     words_beside_captions: float = 0.15
     colour: float = 0.2
     marks: float = 0.4
+    printed: float = 0.4
 
 
 def confidence(best: float, band: tuple[float, float]) -> dict[str, Any]:
@@ -111,6 +114,8 @@ def fuse(ids: list[str], raw: dict, w: Weights, gates: dict):
         signals["colour"] = w.colour
     if "marks" in raw:
         signals["marks"] = w.marks
+    if "printed" in raw:
+        signals["printed"] = w.printed
     total = sum(signals.values()) or 1.0
     columns = {
         "image": minmax([raw["image"].get(i, np.nan) for i in ids], FLOORS["image"]),
@@ -129,6 +134,8 @@ def fuse(ids: list[str], raw: dict, w: Weights, gates: dict):
         columns["colour"] = minmax(np.log1p(inked / SPECK).tolist(), FLOORS["colour"])
     if "marks" in signals:
         columns["marks"] = minmax([raw["marks"].get(i, np.nan) for i in ids], FLOORS["marks"])
+    if "printed" in signals:
+        columns["printed"] = minmax([raw["printed"].get(i, np.nan) for i in ids], FLOORS["printed"])
     fused = np.zeros(len(ids))
     parts = [{} for _ in ids]
     for name, weight in signals.items():

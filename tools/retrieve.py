@@ -16,6 +16,9 @@ Signals, each used when the collection and the query have it:
   dashed line"), the marks reader's probability that the image shows them, read at
   indexing time (`tools.marks`); the figure model sees its figures too small to tell a
   circle from a square. It looks as deep as a named colour.
+- printed: when the query asks for what a chart's words show ("a logarithmic x axis",
+  "percentage labels"), the share of it read in each image's words at indexing time
+  (`tools.printed`). It looks as deep as a named colour.
 How they become one score — normalised over the candidates, weighed, gated by how well
 each knows the query — is `tools.hybrid`; this module finds the candidates and reads
 their signals from the store. With one signal (the image alone), `score` is its raw
@@ -32,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from chromadb.errors import InvalidArgumentError
 
-from evident.tools import marks
+from evident.tools import marks, printed
 from evident.tools.colours import decode, named_colours
 from evident.tools.counts import named_count
 from evident.tools.errors import InputError, StoreError
@@ -122,19 +125,21 @@ def search_images(
     qt = text_embedder.encode([query.text])[0] if captions or words else None
     colours = named_colours(query.text) if query.text else ()
     wanted = marks.named_marks(query.text) if query.text else ()
+    shown = printed.named(query.text) if query.text else ()
     t1 = time.perf_counter()
     # Chroma returns what it has when asked for more, so no count() on the hot path
     # (about 12 ms at 100k entries); an empty answer without a filter means an empty collection.
     hybrid = captions is not None or words is not None
     # a named colour can lift an image the model ranks lower: look deeper for it (figure
     # benchmark, validation split: attribute precision@5 0.307 at 32, 0.331 at 64, 0.332 at 128)
-    pool = max(8 * k, 64) if colours or wanted else max(4 * k, 32) if hybrid else k
+    pool = max(8 * k, 64) if colours or wanted or shown else max(4 * k, 32) if hybrid else k
     img, metas = _query(images, q, pool, where)
     if not img and not where:
         raise StoreError(f"collection {collection!r} is empty; index some images into it first.")
     coloured = bool(colours) and any(decode(m.get("colours")) for m in metas.values())
     marked = bool(wanted) and any(decode(m.get("marks")) for m in metas.values())
-    if not hybrid and not coloured and not marked:
+    read = bool(shown) and any("printed" in m for m in metas.values())
+    if not hybrid and not coloured and not marked and not read:
         order = sorted(img, key=lambda i: -img[i])[:k]
         hits = [
             _hit(r, i, img[i], metas[i], {"image": img[i]}, None) for r, i in enumerate(order, 1)
@@ -164,6 +169,8 @@ def search_images(
         raw["marks"] = marks.mark_scores(
             wanted, {i: decode(metas.get(i, {}).get("marks")) for i in ids}
         )
+    if read:
+        raw["printed"] = printed.scores(shown, {i: metas.get(i, {}).get("printed") for i in ids})
     band = getattr(encoder, "text_band", None)
     gates = {}
     if band is not None and query.text and not query.image and img:
@@ -175,6 +182,8 @@ def search_images(
         fusion["colour"]["names"] = list(colours)
     if "marks" in fusion:
         fusion["marks"]["names"] = [" ".join(filter(None, pair)) for pair in wanted]
+    if "printed" in fusion:
+        fusion["printed"]["names"] = [printed.SAYS[s] for s in shown]
     order = np.argsort(-fused, kind="stable")[:k]
     hits = [
         _hit(r, ids[j], float(fused[j]), metas.get(ids[j], {}), _scores(raw, ids[j]), parts[j])
@@ -225,7 +234,7 @@ def _candidates(images, raw: dict, where: dict | None) -> list[str]:
 def _scores(raw: dict, i: str) -> dict[str, float]:
     names = {
         "image": "image", "caption": "caption", "embedding": "words", "lexical": "lexical",
-        "colour": "colour", "marks": "marks",
+        "colour": "colour", "marks": "marks", "printed": "printed",
     }  # fmt: skip
     return {names[k]: v[i] for k, v in raw.items() if i in v}
 
@@ -270,7 +279,9 @@ def _exact(col, vec: np.ndarray, ids: list[str]) -> dict[str, float]:
 
 
 def _hit(rank: int, id_: str, score: float, meta: dict, scores: dict, parts: dict | None) -> Hit:
-    hidden = ("uri", "caption", "size", "mtime_ns", "ocr", "colours", "marks", "marks_by")
+    hidden = (
+        "uri", "caption", "size", "mtime_ns", "ocr", "colours", "marks", "marks_by", "printed",
+    )  # fmt: skip
     extra = {k: v for k, v in meta.items() if k not in hidden}
     uri, caption = meta.get("uri", ""), meta.get("caption")
     return Hit(rank, id_, uri, float(score), caption, scores, extra, contributions=parts or {})

@@ -1,6 +1,7 @@
 """What indexing reads from an image besides its embedding, kept in its metadata: the
 colours' shares (`tools.colours`), the marks a chart is drawn with (`marks_reader`, when
-the reader is installed) and the words (`tools.ingest.ocr`) — and which of them a stored
+the reader is installed) and the words (`tools.ingest.ocr`) with what they show of
+how it is drawn (`tools.printed`) — and which of them a stored
 record still needs (`due`): never read, or read by another marks reader or OCR version.
 An image already embedded is brought up to date by reading only what is due.
 """
@@ -10,13 +11,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from evident.tools import printed
 from evident.tools.colours import SHARES_SIDE, colour_shares, encode, name_grid
 from evident.tools.ingest import marks_reader
 from evident.tools.ingest.ocr import OCR_VERSION, Reader, Reading, looks_like_figure
 
 OcrMode = Literal["auto", "on", "off"]
 OCR_MODES = ("auto", "on", "off")
-KEPT = ("width", "height", "format", "ocr", "words", "colours", "marks", "marks_by")
+KEPT = ("width", "height", "format", "ocr", "words", "printed", "colours", "marks", "marks_by")
 """The metadata read from an image's pixels: an image whose bytes are already embedded
 keeps them under a new path or caption."""
 
@@ -67,10 +69,13 @@ def look(image, meta: dict, todo: Due) -> None:
 
 def read_words(image, ocr: OcrMode, reader: Reader, meta: dict, key: str) -> Reading:
     """The words in `image` ("auto": only if it looks like a figure), recorded in `meta`:
-    `ocr` is the reader's version ("skipped" when auto passed it by), `words` the lines."""
+    `ocr` is the reader's version ("skipped" when auto passed it by), `words` the lines,
+    `printed` what they show of how it is drawn (`tools.printed`: a logarithmic axis,
+    percentage labels)."""
     if ocr == "auto" and not looks_like_figure(image):
         meta |= {"ocr": "skipped", "words": 0}
         return Reading()
     reading = reader.read(image, key)
-    meta |= {"ocr": reading.version, "words": len(reading.lines)}
+    shown = printed.encode(printed.read(reading.lines, reading.size))
+    meta |= {"ocr": reading.version, "words": len(reading.lines), "printed": shown}
     return reading

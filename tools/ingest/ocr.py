@@ -48,7 +48,8 @@ log = logging.getLogger(__name__)
 
 READ_VERSION = "ppocrv4-4"  # what the engine reads (detector, recogniser, settings):
 # cached readings are kept under it
-OCR_VERSION = "ppocrv4-5"  # the reading and its layout roles, recorded with each image: an
+OCR_VERSION = "ppocrv4-6"  # the reading, its layout roles and what they show (log axes,
+# percentage labels: `tools.printed`), recorded with each image: an
 # index whose images were read under another reads them again (from the cache when there,
 # so a change to the roles' rules alone costs no new reading)
 MAX_SIDE = 960
