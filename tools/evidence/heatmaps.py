@@ -39,8 +39,9 @@ from PIL import Image
 from torch import nn
 
 from evident.tools.errors import InputError
+from evident.tools.evidence.backward import autograd_enabled
 from evident.tools.evidence.contribution import contribution, pools_by_mean
-from evident.tools.evidence.relevance import RawMaps, autograd_enabled, image_scores, legrad
+from evident.tools.evidence.relevance import RawMaps, image_scores, legrad
 
 
 def as_rgb(image: Image.Image) -> Image.Image:

@@ -45,6 +45,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from evident.tools.errors import InputError
+from evident.tools.evidence.backward import autograd_enabled, head, head_grad, pull
 
 
 class RawMaps(NamedTuple):
@@ -54,13 +55,6 @@ class RawMaps(NamedTuple):
     maps: torch.Tensor
     scores: torch.Tensor
     embeddings: torch.Tensor
-
-
-@contextmanager
-def autograd_enabled() -> Iterator[None]:
-    """Gradients on even inside a caller's `no_grad` or `inference_mode`."""
-    with torch.inference_mode(False), torch.enable_grad():
-        yield
 
 
 def image_scores(model: nn.Module, pixels: torch.Tensor, query: torch.Tensor):
@@ -108,7 +102,7 @@ def legrad(
         emb, scores = image_scores(encoder.model, pixels, query)
         total = scores.sum()
         for z in cap.outputs[:-1]:  # earlier layers: the model's own head on their output
-            total = total + (_head(visual, z) * query).sum()
+            total = total + (head(visual, z) * query).sum()
         grads = torch.autograd.grad(total, cap.weights)
     gh, gw = visual.grid_size
     maps = sum(_patch_relevance(g, gh, gw) for g in grads)
@@ -173,36 +167,6 @@ def _legrad_class_token(
     return RawMaps(maps, scores.detach(), emb.detach())
 
 
-def _vjp(fn, x: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
-    """`grad` pulled back through `fn` at `x` (for the small, cheap pieces of a block)."""
-    with autograd_enabled():
-        x = x.detach().requires_grad_(True)
-        (out,) = torch.autograd.grad(fn(x), x, grad)
-    return out
-
-
-def _pull(module: nn.Module, x: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
-    """`_vjp` through one of a block's small modules, by torch's own backward kernels for
-    those open_clip's ViTs use (identity LayerScale, GELU, LayerNorm) without building a
-    graph: at one token per image the autograd round trip costs more than the arithmetic
-    (about 10 ms of a ViT-B/32's 12 blocks for five images). Anything else goes through
-    autograd."""
-    if isinstance(module, nn.Identity):
-        return grad
-    if isinstance(module, nn.GELU):
-        return torch.ops.aten.gelu_backward(grad, x, approximate=module.approximate)
-    if isinstance(module, nn.LayerNorm) and len(module.normalized_shape) == 1:
-        x = x.float()
-        mean = x.mean(-1, keepdim=True)
-        rstd = torch.rsqrt(x.var(-1, unbiased=False, keepdim=True) + module.eps)
-        pulled, _, _ = torch.ops.aten.native_layer_norm_backward(
-            grad, x, list(module.normalized_shape), mean, rstd, module.weight, module.bias,
-            [True, False, False],
-        )  # fmt: skip
-        return pulled
-    return _vjp(module, x, grad)
-
-
 def _class_token_grad(visual: nn.Module, blk: nn.Module, now: dict, query) -> torch.Tensor:
     """`d s_l / d A_l[cls]` by the chain rule through block l's class token, from the
     values the forward kept. Done by hand for the three weight matrices (one product each:
@@ -211,11 +175,11 @@ def _class_token_grad(visual: nn.Module, blk: nn.Module, now: dict, query) -> to
     fc, act, proj = blk.mlp
     y = now["x"] + blk.ls_1(now["out"])  # after attention, before the MLP
     z = now["z"]
-    g = _head_grad(visual, z, query)
-    g_u = _pull(blk.ls_2, torch.zeros_like(z), g)  # LayerScale is linear
-    g_pre = _pull(act, now["pre"], g_u @ proj.weight)
-    g_y = g + _pull(blk.ln_2, y, g_pre @ fc.weight)
-    g_out = _pull(blk.ls_1, torch.zeros_like(y), g_y) @ blk.attn.out_proj.weight
+    g = head_grad(visual, z, query)
+    g_u = pull(blk.ls_2, torch.zeros_like(z), g)  # LayerScale is linear
+    g_pre = pull(act, now["pre"], g_u @ proj.weight)
+    g_y = g + pull(blk.ln_2, y, g_pre @ fc.weight)
+    g_out = pull(blk.ls_1, torch.zeros_like(y), g_y) @ blk.attn.out_proj.weight
     v = now["v"]
     b, h, _, d = v.shape
     return g_out.view(b, 1, h, d).transpose(1, 2) @ v.transpose(-2, -1)
@@ -283,38 +247,6 @@ def _tapped_attention(
     out = attn.out_proj(F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(b, t, c))
     taps.now |= {"v": v, "out": out[:, :1]}
     return out, None
-
-
-def _head_grad(visual: nn.Module, z: torch.Tensor, query: torch.Tensor) -> torch.Tensor:
-    """`d (head(z) . query) / d z` for the class token `z` `(B, 1, C)`. For the usual head
-    (LayerNorm, the class token, a projection, unit length) by hand: the cosine's gradient
-    `(q - s n) / |p|` pulled back through the projection and the LayerNorm's own backward
-    kernel, about 8 ms of a ViT-B/32's 12 blocks for five images less than autograd's round
-    trip; any other head through autograd."""
-    ln = visual.ln_post
-    if (
-        getattr(visual, "attn_pool", None) is not None
-        or getattr(visual, "pool_type", None) != "tok"
-        or not isinstance(ln, nn.LayerNorm)
-        or len(ln.normalized_shape) != 1
-    ):
-        return _vjp(lambda t: (_head(visual, t) * query).sum(), z, torch.ones(()))
-    x = z[:, 0].float()
-    normed = F.layer_norm(x, ln.normalized_shape, ln.weight, ln.bias, ln.eps)
-    pooled = normed if visual.proj is None else normed @ visual.proj
-    length = pooled.norm(dim=-1, keepdim=True).clamp_min(1e-12)  # F.normalize's floor
-    n = pooled / length
-    q = query.float().expand_as(n)
-    g_pooled = (q - (n * q).sum(-1, keepdim=True) * n) / length
-    g_normed = g_pooled if visual.proj is None else g_pooled @ visual.proj.T
-    return _pull(ln, x, g_normed).unsqueeze(1).to(z.dtype)
-
-
-def _head(visual: nn.Module, tokens: torch.Tensor) -> torch.Tensor:
-    pooled, _ = visual._pool(tokens)
-    if visual.proj is not None:
-        pooled = pooled @ visual.proj
-    return F.normalize(pooled.float(), dim=-1)
 
 
 def _patch_relevance(grad: torch.Tensor, gh: int, gw: int) -> torch.Tensor:
