@@ -110,12 +110,9 @@ def fuse(ids: list[str], raw: dict, w: Weights, gates: dict):
         signals["caption"] = w.caption
     if "embedding" in raw:
         signals["words"] = w.words_beside_captions if "caption" in raw else w.words
-    if "colour" in raw:
-        signals["colour"] = w.colour
-    if "marks" in raw:
-        signals["marks"] = w.marks
-    if "printed" in raw:
-        signals["printed"] = w.printed
+    for name in ("colour", "marks", "printed"):  # what indexing read, when the query asks
+        if name in raw:
+            signals[name] = getattr(w, name)
     total = sum(signals.values()) or 1.0
     columns = {
         "image": minmax([raw["image"].get(i, np.nan) for i in ids], FLOORS["image"]),
@@ -132,10 +129,9 @@ def fuse(ids: list[str], raw: dict, w: Weights, gates: dict):
     if "colour" in signals:
         inked = np.array([raw["colour"].get(i, np.nan) for i in ids])
         columns["colour"] = minmax(np.log1p(inked / SPECK).tolist(), FLOORS["colour"])
-    if "marks" in signals:
-        columns["marks"] = minmax([raw["marks"].get(i, np.nan) for i in ids], FLOORS["marks"])
-    if "printed" in signals:
-        columns["printed"] = minmax([raw["printed"].get(i, np.nan) for i in ids], FLOORS["printed"])
+    for name in ("marks", "printed"):  # a probability, a share: scaled as they are
+        if name in signals:
+            columns[name] = minmax([raw[name].get(i, np.nan) for i in ids], FLOORS[name])
     fused = np.zeros(len(ids))
     parts = [{} for _ in ids]
     for name, weight in signals.items():
