@@ -19,6 +19,7 @@ from rich.table import Table
 from rich.text import Text
 from tqdm.auto import tqdm
 
+from evident.tools.counts import counted_by
 from evident.tools.places import read_from
 
 CITATION = r"\[R\d+\.\d+(?:,\s*R\d+\.\d+)*\]"
@@ -116,7 +117,7 @@ def fusion_note(fusion: dict) -> str | None:
         notes.append(f"{place['where']!r} not used: {place['why']}")
     count = fusion.get("count")
     if count and count["weight"] > 0:
-        notes.append(f"reordered by the category names read in each: {count['where']}")
+        notes.append(f"reordered by {counted_by(count)}: {count['where']}")
     elif count:
         notes.append(f"{count['where']!r} not used: {count['why']}")
     if marks := fusion.get("marks"):

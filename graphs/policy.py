@@ -31,7 +31,7 @@ from evident.graphs.state import (
     turn_messages,
 )
 from evident.graphs.verify import is_supported
-from evident.tools.counts import counted
+from evident.tools.counts import counted, counted_by
 from evident.tools.evidence.methods import ALTERNATIVES, HEATMAP_METHODS
 from evident.tools.places import applied, read_from
 
@@ -213,7 +213,7 @@ def _describe_search(art: dict) -> str:
     )
     if count := counted(art.get("fusion")):
         placed += (
-            f", a third of each score from whether the category names read in it number"
+            f", a third of each score from whether {counted_by(count)} number"
             f" {count['n']} ({count['where']})"
         )
     if read := (art.get("fusion") or {}).get("marks"):

@@ -1,7 +1,9 @@
 """A query that asks for a number of bars or boxes ("a bar chart with 5 bars") is ranked
 by how many category names were read in each chart: the number is read from the words,
 the names are counted in a row or a column, and on drawn charts that differ only in how
-many bars they have the one asked for comes first, horizontal or not."""
+many bars they have the one asked for comes first, horizontal or not. One that asks for a
+number of lines, slices or series is ranked by how many colours draw series in each
+(colours that fill areas, colours the marks reader sees drawing lines or markers)."""
 
 import numpy as np
 import pytest
@@ -31,15 +33,29 @@ NAMES = ("alpha", "beta", "gamma", "delta", "omega", "sigma", "kappa")
         ("A box plot with four boxes", 4, "boxes"),
         ("a chart with 12 categories", 12, "categories"),
         ("bar chart with Three bars", 3, "bars"),
+        ("a line chart with 3 lines", 3, "lines"),
+        ("a pie chart with six slices", 6, "slices"),
+        ("a grouped bar chart comparing 2 series", 2, "series"),
+        ("a line chart with a single line", 1, "line"),
     ],
 )
 def test_a_count_is_read(text, n, what):
     count = named_count(text)
     assert (count.n, count.what) == (n, what)
+    assert count.by == ("categories" if what in ("bars", "boxes", "categories") else "series")
 
 
 @pytest.mark.parametrize(
-    "text", ["a bar chart", "a line chart with 3 lines", "a chart with 99 bars", "5 bars", ""]
+    "text",
+    [
+        "a bar chart",
+        "a chart with 99 bars",
+        "5 bars",
+        "",
+        "a figure with 3 line charts",
+        "a chart with two lines of text",
+        "a line chart with grid lines",
+    ],  # fmt: skip
 )
 def test_no_count_is_read_where_none_is_asked_for(text):
     assert named_count(text) is None
@@ -100,7 +116,8 @@ def test_the_chart_with_the_bars_asked_for_comes_first(charts, bundled_encoder, 
     assert {h.uri for h in result.hits[: len(wanted)]} == wanted
     assert result.hits[0].scores["count"] == 1.0
     assert result.fusion["count"] | {"weight": 1, "pool": 1} == {
-        "where": f"with {n} bars", "n": n, "what": "bars", "weight": 1, "pool": 1,
+        "where": f"with {n} bars", "n": n, "what": "bars", "by": "categories", "weight": 1,
+        "pool": 1,
     }  # fmt: skip
 
 
@@ -129,7 +146,7 @@ def test_the_cli_and_the_llm_say_the_ranking_counted(charts, capsys):
         "fusion": {"count": {"where": "with 4 bars", "n": 4, "what": "bars", "weight": 0.33}},
     }  # fmt: skip
     told = _search_content(art).splitlines()[0]
-    assert told.endswith("ordered in part by how many category names each has: with 4 bars")
+    assert told.endswith("ordered in part by counting the category names read in each: with 4 bars")
     art["fusion"]["count"] |= {"weight": 0.0, "why": "no words were read"}
     assert "category names" not in _search_content(art)
 
@@ -140,6 +157,125 @@ def test_the_answer_says_the_ranking_counted():
         "fusion": {"count": {"where": "with 4 bars", "n": 4, "what": "bars", "weight": 0.33}},
     }  # fmt: skip
     said = _describe_search(art)
-    assert "a third of each score from whether the category names read in it number 4" in said
+    assert "a third of each score from whether the category names read in each number 4" in said
     art["fusion"]["count"] |= {"weight": 0.0, "why": "no words were read"}
     assert "category names" not in _describe_search(art)
+
+
+SERIES_COLOURS = ("tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown")
+
+
+def _pie(path, n):
+    fig = Figure(figsize=(4, 3.2), dpi=100, facecolor="white")
+    ax = fig.add_subplot()
+    ax.pie(np.linspace(2, 4, n), colors=SERIES_COLOURS[:n], labels=list(NAMES[:n]))
+    ax.set_title("Share by site")
+    fig.savefig(path)
+    return path
+
+
+def _lines(path, n):
+    fig = Figure(figsize=(4, 3.2), dpi=100, facecolor="white")
+    ax = fig.add_subplot()
+    x = np.linspace(0, 6, 40)
+    for i in range(n):
+        ax.plot(x, np.sin(x + i) + 2 * i, color=SERIES_COLOURS[i], linewidth=2, label=NAMES[i])
+    ax.set_title("Signal by run")
+    ax.set_xlabel("time (s)")
+    fig.savefig(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def series_charts(tmp_path_factory, bundled_encoder):
+    """Pie charts of 3 to 6 slices and line charts of 1 to 4 lines, no words read; indexed
+    with the bundled model (which knows a pie from a line chart, not how many slices)."""
+    root = tmp_path_factory.mktemp("series")
+    (root / "images").mkdir()
+    paths = {("pie", n): _pie(root / "images" / f"pie{n}.png", n) for n in (3, 4, 5, 6)}
+    paths |= {("line", n): _lines(root / "images" / f"line{n}.png", n) for n in (1, 2, 3, 4)}
+    with Store.open(root / "db", create=True) as store:
+        index_paths([root / "images"], store=store, encoder=bundled_encoder, collection="figs",
+                    ocr="off")  # fmt: skip
+    return root, paths
+
+
+@pytest.mark.parametrize(
+    "kind,n,text",
+    [("pie", 3, "a pie chart with 3 slices"), ("pie", 4, "a pie chart with four slices"),
+     ("pie", 5, "a pie chart with 5 slices"), ("pie", 6, "a pie chart with 6 slices"),
+     ("line", 1, "a line chart with a single line"), ("line", 2, "a line chart with 2 lines"),
+     ("line", 3, "a line chart with three lines"), ("line", 4, "a line chart with 4 lines")],
+)  # fmt: skip
+def test_the_chart_with_the_series_asked_for_comes_first(series_charts, bundled_encoder, kind,
+                                                        n, text):  # fmt: skip
+    root, paths = series_charts
+    with Store.open(root / "db") as store:
+        ctx = open_retrieval(store, "figs", model=bundled_encoder)
+        result = search(Query(text), 4, ctx=ctx)
+    assert result.hits[0].uri == str(paths[kind, n]), [h.uri for h in result.hits]
+    assert result.hits[0].scores["count"] == 1.0
+    assert result.fusion["count"]["by"] == "series" and result.fusion["count"]["weight"] > 0
+
+
+def test_series_counts_bring_the_number_asked_for_first(figures_80, bundled_encoder):
+    """On 80 figures of a seed training never used, the queries for a number of slices,
+    lines or series: of the first R results (R: how many figures are relevant) more are
+    right with the count than with the first stage alone."""
+    figs, db, queries = figures_80
+    counts = {q["id"]: named_count(q["query"]) for q in queries if q["level"] == "attribute"}
+    queries = [q for q in queries if counts.get(q["id"]) and counts[q["id"]].by == "series"]
+    precision = {"first stage": [], "counted": []}
+    with Store.open(db) as store:
+        ctx = open_retrieval(store, "images", model=bundled_encoder)
+        for q in queries:
+            relevant = {str(figs / p) for p in q["relevant"]}
+            r = len(relevant)
+            ranked = {
+                "first stage": search_images(Query(q["query"]), r, store=store,
+                                             collection="images", encoder=bundled_encoder),
+                "counted": search(Query(q["query"]), r, ctx=ctx),
+            }  # fmt: skip
+            for name, result in ranked.items():
+                precision[name].append(sum(h.uri in relevant for h in result.hits) / r)
+    mean = {name: float(np.mean(v)) for name, v in precision.items()}
+    # measured (10 queries: slices, lines, grouped bar series): 0.54 -> 0.84
+    assert len(queries) >= 8
+    assert mean["counted"] >= mean["first stage"] + 0.2, mean
+
+
+def test_an_index_without_fills_says_why_series_were_not_counted(tmp_path, bundled_encoder):
+    (tmp_path / "images").mkdir()
+    for n in (3, 5):
+        _pie(tmp_path / "images" / f"pie{n}.png", n)
+    with Store.open(tmp_path / "db", create=True) as store:
+        index_paths([tmp_path / "images"], store=store, encoder=bundled_encoder,
+                    collection="figs", ocr="off")  # fmt: skip
+        images = store.images("figs")
+        ids = images.get()["ids"]
+        images.update(ids=ids, metadatas=[{"fills": None}] * len(ids))  # as indexed before
+        ctx = open_retrieval(store, "figs", model=bundled_encoder)
+        counted = search(Query("a pie chart with 5 slices"), 2, ctx=ctx)
+        alone = search_images(Query("a pie chart with 5 slices"), 2, store=store,
+                              collection="figs", encoder=bundled_encoder)  # fmt: skip
+    assert counted.fusion["count"]["weight"] == 0.0
+    assert "evident index again" in counted.fusion["count"]["why"]
+    assert [h.id for h in counted.hits] == [h.id for h in alone.hits]
+
+
+def test_the_cli_the_llm_and_the_answer_say_series_were_counted(series_charts, capsys):
+    root, _ = series_charts
+    assert main(["search", "a pie chart with 4 slices", "--db", str(root / "db"),
+                 "--collection", "figs", "--cam", "none"]) == 0  # fmt: skip
+    said = " ".join(capsys.readouterr().out.split())
+    assert "reordered by the colours each draws its series in: with 4 slices" in said
+    count = {"where": "with 4 slices", "n": 4, "what": "slices", "by": "series", "weight": 0.33}
+    art = {"query": {"text": "a pie chart with 4 slices"}, "results": [],
+           "fusion": {"count": count}}  # fmt: skip
+    assert (
+        _search_content(art)
+        .splitlines()[0]
+        .endswith("ordered in part by counting the colours each draws its series in: with 4 slices")
+    )
+    art["results"] = [{"score": 0.5}]
+    assert "whether the colours each draws its series in number 4" in _describe_search(art)

@@ -27,7 +27,7 @@ from pydantic import Field
 
 from evident.prompts.render import fence
 from evident.tools.artifacts import evidence_by_rank, latest_search
-from evident.tools.counts import counted
+from evident.tools.counts import counted, counted_by
 from evident.tools.errors import InputError
 from evident.tools.evidence.methods import HEATMAP_METHODS
 from evident.tools.ingest.metadata import OWN as RESERVED
@@ -316,7 +316,7 @@ def _search_content(art: dict) -> str:
         head += f"; ordered in part by where {place['part']!r} lies: {place['where']}"
         head += read_from(place)
     if count := counted(art.get("fusion")):
-        head += f"; ordered in part by how many category names each has: {count['where']}"
+        head += f"; ordered in part by counting {counted_by(count)}: {count['where']}"
     if read := (art.get("fusion") or {}).get("marks"):
         head += "; weighed the markers, line styles and arrows read in each figure: " + ", ".join(
             read["names"]

@@ -16,8 +16,10 @@ Shares are of the ink (every pixel that is not white), so a figure's margins do 
 dilute them; a photograph has no white margin and its shares are of the whole image.
 
 Not handled: colours named by anything but the basic terms in `NAMES` and `SYNONYMS`
-("crimson", "#1f77b4"), negation ("without red"), and which part of the image a colour
-belongs to (red bars and a red title count alike).
+("crimson", "#1f77b4"), negation ("without red"), which part of the image a colour
+belongs to (red bars and a red title count alike, but see `PARTS`), and thin lines'
+anti-aliased tints: a tab:red line under 2 pixels wide is mostly 60-80% tints of it,
+which lie nearer CSS brown (a dark red) than any red prototype and are named brown.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ matplotlib's CSS and xkcd colour of that name (a test holds it). Not "violet", "
 ACHROMATIC = 12.0  # CIELAB chroma below which a pixel has no hue worth naming
 DARK, LIGHT = 30.0, 92.0  # achromatic lightness: below DARK black, above LIGHT white (paper)
 MAX_SIDE = 512  # regions: images are sampled down to this (nearest pixel: no blended colours)
+FILL_KEEP = 0.005  # fills below this share of the ink are not stored
 SHARES_SIDE = 256  # shares, counted for every image indexed: a third of the pixels of a
 # 400-pixel figure (about 0.5 ms), and a share is a share at either size
 
@@ -63,6 +66,36 @@ def colour_shares(image: Image.Image, coarse: np.ndarray | None = None) -> dict[
         return {}
     shares = {n: round(float(c / ink), 4) for n, c in zip(NAMES, counts, strict=True)}
     return {n: v for n, v in shares.items() if v >= 1e-3}
+
+
+def solid_blocks(grid: np.ndarray, side: int = 8) -> np.ndarray:
+    """Per `side` x `side` block of `grid` (8: the network's lattice), the colour index that
+    fills all of it, or -1: fills (bars, slices, shapes) fill such blocks, lines, markers
+    and words do not."""
+    h, w = grid.shape[0] // side * side, grid.shape[1] // side * side
+    blocks = grid[:h, :w].reshape(h // side, side, w // side, side)
+    first = blocks[:, :1, :, :1]
+    whole = (blocks == first).all(axis=(1, 3)) & (first[:, 0, :, 0] != len(NAMES))
+    return np.where(whole, first[:, 0, :, 0], -1)
+
+
+def fill_shares(coarse: np.ndarray) -> dict[str, float]:
+    """The share of the ink that fills areas in each colour (pixels in 4 x 4 `solid_blocks`
+    of it on `coarse`, an image's `name_grid` at `SHARES_SIDE`), for the colours with at
+    least half a percent of it: a pie's slices, a grouped bar chart's series, a box plot's
+    filled boxes; lines, markers and words fill none. How many colours fill areas is how
+    many slices or bar series a chart has (`tools.counts`); a colour with ink that fills
+    none draws lines or marks.
+
+    >>> grid = np.full((64, 64), len(NAMES)); grid[8:40, 8:40] = NAMES.index("red")
+    >>> grid[50, :] = NAMES.index("blue"); fill_shares(grid)
+    {'red': 0.9412}
+    """
+    ink = max(1, int((coarse != len(NAMES)).sum()))
+    solid = solid_blocks(coarse, 4)
+    counts = np.bincount(solid[solid >= 0].ravel(), minlength=len(NAMES))[: len(NAMES)] * 16
+    shares = {n: round(float(k / ink), 4) for n, k in zip(NAMES, counts, strict=True)}
+    return {n: v for n, v in shares.items() if v >= FILL_KEEP}
 
 
 def name_grid(image: Image.Image, max_side: int = MAX_SIDE) -> np.ndarray:
@@ -90,6 +123,34 @@ def named_colours(text: str) -> tuple[str, ...]:
         if n and not word.islower():
             continue
         name = SYNONYMS.get(word.lower(), word.lower())
+        if name in NAMES and name not in found:
+            found.append(name)
+    return tuple(found)
+
+
+PARTS = ("median line", "whisker")
+"""A box plot's small parts: "red median lines" asks for a little red drawn in lines,
+which a box plot with red boxes, filled or outlined, does not have, though it holds more
+red (`hybrid.colour_scores`)."""
+PART_SHARE = (0.02, 0.1)
+"""A colour named for small parts counts its share of the ink up to 2% (a box plot's
+median lines hold 1-7% of it) and nothing above 10% (its boxes' colour, outlined, holds
+16-38%; figure benchmark, validation split)."""
+_PARTS = re.compile(r"\b(?P<colour>[a-z]+)\s+(?:" + "|".join(PARTS) + r")s?\b", re.IGNORECASE)
+
+
+def part_colours(text: str) -> tuple[str, ...]:
+    """The colours a query names for a chart's small parts (`PARTS`), once each in order.
+
+    >>> part_colours("a box plot with green boxes and red median lines")
+    ('red',)
+    >>> part_colours("a red line chart"), part_colours("grey whiskers")
+    ((), ('grey',))
+    """
+    found = []
+    for m in _PARTS.finditer(text):
+        word = m.group("colour").lower()
+        name = SYNONYMS.get(word, word)
         if name in NAMES and name not in found:
             found.append(name)
     return tuple(found)

@@ -1,27 +1,37 @@
 """How many of something a query asks for: "a bar chart with 5 bars", "a box plot with four
-boxes", "a chart with 6 categories".
+boxes", "a line chart with 3 lines", "a pie chart with 5 slices", "a grouped bar chart
+comparing 2 series".
 
 A whole-image embedding does not count: on the figure benchmark the bundled model ranks
-"a bar chart with 5 bars" like "a bar chart". A chart's category names do count: one
-under each bar or box (or beside it, in a horizontal chart), read by OCR as a row or a
-column of tick labels that are not numbers (`tools.ingest.layout` roles). `named_count`
-reads the number and the thing counted; `category_count` counts the longest such row or
-column in a reading (0: none read); `count_scores` gives 1 where that is the number
-asked for, 0 where another number was read and `UNKNOWN` where none was.
-`tools.pipeline.search` reorders the first stage's top `POOL` by `(1 - WEIGHT) x first
-stage + WEIGHT x count` (the first stage min-max scaled over the pool), when the
-collection's words were read (`evident index --ocr`).
+"a bar chart with 5 bars" like "a bar chart". Two things indexing reads do count:
+
+- categories (bars, boxes, groups): a chart's category names, one under each bar or box
+  (or beside it, in a horizontal chart), read by OCR as a row or a column of tick labels
+  that are not numbers (`tools.ingest.layout` roles); `category_count` counts the longest
+  such row or column in a reading (0: none read).
+- series (lines, slices, series): one colour each. `series_count` counts the colours that
+  fill areas (`colours.fill_shares`: a pie's slices, a grouped bar chart's series) and
+  those the marks reader sees drawing a marker or a line style (`tools.marks`: a line
+  chart's lines), from the image's metadata.
+
+`named_count` reads the number and the thing counted; `count_scores` and `series_scores`
+give 1 where what was read numbers what was asked, 0 where another number was read and
+`UNKNOWN` where none was. `tools.pipeline.search` reorders the first stage's top `POOL`
+by `(1 - WEIGHT) x first stage + WEIGHT x count` (the first stage min-max scaled over the
+pool); categories only when the collection's words were read (`evident index --ocr`).
 
 On the benchmark's validation split the category names read give the number of bars or
-boxes for 81 of 96 bar charts and box plots (vertical 59 of 66, horizontal 22 of 30);
-the 10 queries for a number of bars or boxes, capped precision@5: see the README.
+boxes for 81 of 96 bar charts and box plots (vertical 59 of 66, horizontal 22 of 30); the
+series colours the number of slices of 45 of 48 pie charts, of series of 41 of 41
+grouped bar charts and of lines of 45 of 52 line charts (two series in one colour name,
+"red" and "brown" say, count as one).
 
-Not handled: counting what has no names under it (a line chart's lines, a pie's slices,
-a histogram's distributions: their legends' entries are read too seldom right to count
-on), numbers above `MOST`, "at least"/"more than", charts whose category names the
-OCR cannot read (rotated labels) or reads as one line (names set close together), and a
-vertical chart with no axis label under its category names (the OCR's roles then read
-the names as the axis label).
+Not handled: counting categories that have no names under them, a histogram's overlaid
+distributions (their overlap blends colours that fill areas too: 21 of 39 right), a
+scatter plot's series (a fit line is one more colour), numbers above `MOST`, "at
+least"/"more than", charts whose category names the OCR cannot read (rotated labels)
+or reads as one line (names set close together), and a vertical chart with no axis
+label under its category names (the OCR's roles then read the names as the axis label).
 """
 
 from __future__ import annotations
@@ -53,11 +63,17 @@ _NUMBERS = [
     "eleven",
     "twelve",
 ]
+CATEGORIES = ("bars", "boxes", "box plots", "categories", "groups")
+SERIES = ("lines", "line", "curves", "curve", "series", "slices", "wedges")
 COUNTED = re.compile(
-    r"\bwith (?P<n>\d{1,2}|" + "|".join(_NUMBERS) + r") "
-    r"(?P<what>bars|boxes|box plots|categories|groups)\b",
+    r"\b(?:with|comparing|showing) (?P<n>\d{1,2}|a single|" + "|".join(_NUMBERS) + r") "
+    r"(?:(?:different|distinct|separate|coloured|colored)\s+)?"
+    r"(?P<what>" + "|".join(CATEGORIES + SERIES) + r")\b"
+    r"(?![\s-]+(?:charts?|plots?|graphs?|panels?|of)\b)",  # "3 line charts", "2 lines of text"
     re.IGNORECASE,
 )
+FILLS = 0.01  # a colour fills areas (a slice, a bar series) with this share of the ink
+DRAWS = 0.5  # a colour draws a series where the marks reader is this sure of a mark
 
 
 @dataclass(frozen=True)
@@ -68,8 +84,13 @@ class Count:
     n: int
     what: str
 
+    @property
+    def by(self) -> str:
+        """What counts it: "categories" (their names, read by OCR) or "series" (colours)."""
+        return "categories" if self.what in CATEGORIES else "series"
+
     def to_dict(self) -> dict:
-        return {"where": self.phrase, "n": self.n, "what": self.what}
+        return {"where": self.phrase, "n": self.n, "what": self.what, "by": self.by}
 
 
 def named_count(text: str | None) -> Count | None:
@@ -77,14 +98,18 @@ def named_count(text: str | None) -> Count | None:
 
     >>> named_count("a bar chart with five bars")
     Count(phrase='with five bars', n=5, what='bars')
-    >>> named_count("a box plot with 4 boxes").n, named_count("a line chart with 3 lines")
-    (4, None)
+    >>> named_count("a box plot with 4 boxes").n, named_count("a line chart with 3 lines").by
+    (4, 'series')
+    >>> named_count("a grouped bar chart comparing two series").n, named_count("3 lines")
+    (2, None)
+    >>> named_count("a line chart with a single line").n
+    1
     """
     m = COUNTED.search(text or "")
     if m is None:
         return None
     word = m.group("n").lower()
-    n = int(word) if word.isdigit() else _NUMBERS.index(word) + 1
+    n = int(word) if word.isdigit() else 1 if word == "a single" else _NUMBERS.index(word) + 1
     if not 1 <= n <= MOST:
         return None
     return Count(m.group(0), n, m.group("what").lower())
@@ -99,6 +124,17 @@ def counted(fusion: dict | None) -> dict | None:
     """
     count = (fusion or {}).get("count") or {}
     return count if count.get("weight") else None
+
+
+def counted_by(count: dict) -> str:
+    """What a `fusion.count` record was counted by, in words.
+
+    >>> counted_by({"by": "series"}), counted_by({})
+    ('the colours each draws its series in', 'the category names read in each')
+    """
+    if count.get("by") == "series":
+        return "the colours each draws its series in"
+    return "the category names read in each"
 
 
 def category_count(reading: Reading | None) -> int:
@@ -120,4 +156,28 @@ def count_scores(readings: Sequence[Reading | None], count: Count) -> np.ndarray
     """`(B,)`: 1 where the categories read number `count.n`, 0 where another number was
     read, `UNKNOWN` where none was."""
     found = [category_count(r) for r in readings]
+    return np.array([UNKNOWN if not k else float(k == count.n) for k in found])
+
+
+def series_count(marks: dict | None, fills: dict | None) -> int:
+    """The colours an image draws series in: those that fill `FILLS` of its ink, and those
+    the marks reader is `DRAWS` sure draw a marker or a line style (an arrow is no series);
+    0 where neither was read.
+
+    >>> series_count({"red": {"dashed": 0.9}, "black": {"dashed": 0.1}}, {"blue": 0.2})
+    2
+    >>> series_count(None, {"red": 0.004}), series_count({}, {})
+    (0, 0)
+    """
+    drawn = {c for c, v in (fills or {}).items() if v >= FILLS}
+    for colour, probs in (marks or {}).items():
+        if any(p >= DRAWS for m, p in probs.items() if m != "arrow"):
+            drawn.add(colour)
+    return len(drawn)
+
+
+def series_scores(read: Sequence[tuple[dict | None, dict | None]], count: Count) -> np.ndarray:
+    """`(B,)` from each image's (marks, fills): 1 where its series number `count.n`, 0 where
+    another number was read, `UNKNOWN` where none was."""
+    found = [series_count(marks, fills) for marks, fills in read]
     return np.array([UNKNOWN if not k else float(k == count.n) for k in found])

@@ -47,6 +47,8 @@ from typing import Any
 
 import numpy as np
 
+from evident.tools.colours import PART_SHARE
+
 FLOORS = {
     "image": 0.1, "caption": 0.1, "embedding": 0.1, "lexical": 2.0, "colour": 1.0, "marks": 1.0,
     "printed": 1.0,
@@ -153,13 +155,37 @@ def fuse(ids: list[str], raw: dict, w: Weights, gates: dict):
     return fused, parts, fusion
 
 
-def colour_scores(names: tuple[str, ...], shares: dict[str, dict | None]) -> dict[str, float]:
-    """Per image indexed with colours, the mean share of its ink in the named colours."""
-    return {
-        i: float(np.mean([s.get(n, 0.0) for n in names]))
-        for i, s in shares.items()
-        if s is not None
-    }
+def colour_scores(
+    names: tuple[str, ...],
+    shares: dict[str, dict | None],
+    fills: dict[str, dict | None] | None = None,
+    parts: tuple[str, ...] = (),
+) -> dict[str, float]:
+    """Per image indexed with colours, the mean share of its ink in the named colours. A
+    colour named for small parts (`parts`, `colours.part_colours`: "red median lines")
+    counts as such: its share up to `colours.PART_SHARE`'s first bound, nothing above the
+    second, nor where it fills areas (a fifth of its ink or more in `fills`; filled boxes
+    hold 35-77% of theirs in solid blocks, lines none).
+
+    >>> shares = {"a": {"red": 0.30}, "b": {"red": 0.03}, "c": {"red": 0.20}, "d": {"red": 0.06}}
+    >>> fills = {"a": {"red": 0.15}, "b": {}, "c": {}, "d": {"red": 0.02}}
+    >>> colour_scores(("red",), shares, fills, parts=("red",))
+    {'a': 0.0, 'b': 0.02, 'c': 0.0, 'd': 0.0}
+    """
+    out = {}
+    for i, s in shares.items():
+        if s is None:
+            continue
+        filled = (fills or {}).get(i) or {}
+        got = []
+        for n in names:
+            share = s.get(n, 0.0)
+            if n in parts:
+                small = share <= PART_SHARE[1] and filled.get(n, 0.0) < share / 5
+                share = min(share, PART_SHARE[0]) if small else 0.0
+            got.append(share)
+        out[i] = float(np.mean(got))
+    return out
 
 
 def _range(raw: dict, name: str) -> dict:

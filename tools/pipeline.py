@@ -9,8 +9,9 @@ three can never disagree (a test runs one query through all three and compares):
   a place ("a legend in the upper left", `tools.places`), the first `places.POOL`
   reordered by where the named thing lies in them (`rerank.rerank_by_place`: the model's
   patches and, for a figure's text part, its words; the JSON's `fusion.place`); when it
-  asks for a number of bars or boxes ("with 5 bars", `tools.counts`), the first
-  `counts.POOL` reordered by how many category names were read in each (`fusion.count`);
+  asks for a number of things ("with 5 bars", "with 3 lines", `tools.counts`), the first
+  `counts.POOL` reordered by how many category names or series colours were read in each
+  (`fusion.count`);
 - `explain`: the evidence for any hits of a search, in one batched pass (heatmaps,
   regions, counterfactual checks), however many are asked for;
 - `run_query`: both, for the top `explain_top` hits.
@@ -29,9 +30,10 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from evident.tools.colours import decode
 from evident.tools.counts import POOL as COUNT_POOL
 from evident.tools.counts import WEIGHT as COUNT_WEIGHT
-from evident.tools.counts import Count, named_count
+from evident.tools.counts import Count, count_scores, named_count, series_scores
 from evident.tools.encoders import Encoder, load_encoder
 from evident.tools.errors import InputError
 from evident.tools.evidence.contribution import pools_by_mean
@@ -122,12 +124,13 @@ def search(
     extra = leave_out is not None
     pool = max(k, ctx.rerank_pool) if ctx.reranker else k
     place, count = named_place(query.text), named_count(query.text)
-    read = (place is not None or count is not None) and _has_words(ctx)
+    by_names = count is not None and count.by == "categories"  # counted in their words
+    read = (place is not None or by_names) and _has_words(ctx)
     patches = place is not None and pools_by_mean(ctx.encoder.model)
     words = read and place is not None and role_of(place.part) is not None
     if patches or words:
         pool = max(pool, PLACE_POOL)
-    if count is not None and read:
+    if count is not None and (read or not by_names):
         pool = max(pool, COUNT_POOL)
     first = search_images(
         query, pool + extra, where, store=ctx.store, collection=ctx.collection,
@@ -187,15 +190,34 @@ def _by_place(
 def _by_count(
     ctx: Retrieval, count: Count, hits: Sequence[Hit], *, words: bool
 ) -> tuple[list[Hit], dict]:
-    """`hits` reordered by whether their category names number what `count` asks for
-    (`rerank_by_count`), and the JSON's `fusion.count`; unchanged where no words were read
-    (`words`: the collection has them)."""
-    readings = readings_of(ctx, [h.id for h in hits]) if words else {}
-    if not readings:
-        why = "no words were read in these images (evident index --ocr on)"
-        return list(hits), count.to_dict() | {"weight": 0.0, "why": why}
-    moved = rerank_by_count(count, hits, readings)
+    """`hits` reordered by whether what was read in them numbers what `count` asks for
+    (`rerank_by_count`): their category names (`words`: the collection has them) or their
+    series' colours (`counts.series_count`, from their metadata), and the JSON's
+    `fusion.count`; unchanged where nothing was read."""
+    if count.by == "series":
+        metas = _metadata(ctx, [h.id for h in hits])
+        if not any("fills" in m for m in metas.values()):
+            why = "these images were indexed before series were counted (evident index again)"
+            return list(hits), count.to_dict() | {"weight": 0.0, "why": why}
+        read = [metas.get(h.id, {}) for h in hits]
+        said = series_scores([(decode(m.get("marks")), decode(m.get("fills"))) for m in read],
+                             count)  # fmt: skip
+    else:
+        readings = readings_of(ctx, [h.id for h in hits]) if words else {}
+        if not readings:
+            why = "no words were read in these images (evident index --ocr on)"
+            return list(hits), count.to_dict() | {"weight": 0.0, "why": why}
+        said = count_scores([readings.get(h.id) for h in hits], count)
+    moved = rerank_by_count(hits, said)
     return moved, count.to_dict() | {"weight": round(COUNT_WEIGHT, 4), "pool": len(hits)}
+
+
+def _metadata(ctx: Retrieval, ids: list[str]) -> dict[str, dict]:
+    """The stored metadata of these images (what indexing read in them)."""
+    if not ids:
+        return {}
+    got = ctx.store.images(ctx.collection).get(ids=ids, include=["metadatas"])
+    return {i: m or {} for i, m in zip(got["ids"], got["metadatas"], strict=True)}
 
 
 def _has_words(ctx: Retrieval) -> bool:

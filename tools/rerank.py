@@ -36,7 +36,6 @@ import numpy as np
 from PIL import Image
 
 from evident.tools.counts import WEIGHT as COUNT_WEIGHT
-from evident.tools.counts import Count, count_scores
 from evident.tools.errors import InputError
 from evident.tools.evidence.contribution import contribution
 from evident.tools.evidence.heatmaps import as_rgb, query_rows
@@ -189,15 +188,13 @@ def rerank_by_place(
     return rerank_by(placed, final.tolist())
 
 
-def rerank_by_count(
-    count: Count, hits: Sequence[Hit], readings: Mapping[str, Reading]
-) -> list[Hit]:
-    """`hits` reordered by `(1 - WEIGHT) x their score + WEIGHT x whether the category
-    names read in them number `count.n`` (`counts.count_scores`; the score min-max scaled
-    over the hits, floored like a cosine); each hit keeps `scores["count"]`."""
+def rerank_by_count(hits: Sequence[Hit], said: np.ndarray) -> list[Hit]:
+    """`hits` reordered by `(1 - WEIGHT) x their score + WEIGHT x whether what was read in
+    them numbers what the query asks` (`said`: `counts.count_scores` or `series_scores`;
+    the score min-max scaled over the hits, floored like a cosine); each hit keeps
+    `scores["count"]`."""
     if not hits:
         return []
-    said = count_scores([readings.get(h.id) for h in hits], count)
     first = minmax([h.score for h in hits], FLOORS["image"])
     final = (1 - COUNT_WEIGHT) * first + COUNT_WEIGHT * said
     counted = [

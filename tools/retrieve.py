@@ -36,7 +36,7 @@ import numpy as np
 from chromadb.errors import InvalidArgumentError
 
 from evident.tools import marks, printed
-from evident.tools.colours import decode, named_colours
+from evident.tools.colours import decode, named_colours, part_colours
 from evident.tools.counts import named_count
 from evident.tools.errors import InputError, StoreError
 from evident.tools.hybrid import WORDS_BAND, Weights, colour_scores, confidence, fuse
@@ -124,6 +124,7 @@ def search_images(
     words = store.words(collection) if texty else None
     qt = text_embedder.encode([query.text])[0] if captions or words else None
     colours = named_colours(query.text) if query.text else ()
+    small = part_colours(query.text) if query.text else ()
     wanted = marks.named_marks(query.text) if query.text else ()
     shown = printed.named(query.text) if query.text else ()
     t1 = time.perf_counter()
@@ -163,8 +164,9 @@ def search_images(
     metas |= _metadatas(images, [i for i in ids if i not in metas])
     if coloured:
         raw["colour"] = colour_scores(
-            colours, {i: decode(metas.get(i, {}).get("colours")) for i in ids}
-        )
+            colours, {i: decode(metas.get(i, {}).get("colours")) for i in ids},
+            {i: decode(metas.get(i, {}).get("fills")) for i in ids}, small,
+        )  # fmt: skip
     if marked:
         raw["marks"] = marks.mark_scores(
             wanted, {i: decode(metas.get(i, {}).get("marks")) for i in ids}
@@ -180,6 +182,8 @@ def search_images(
     fused, parts, fusion = fuse(ids, raw, weights, gates)
     if "colour" in fusion:
         fusion["colour"]["names"] = list(colours)
+        if small:
+            fusion["colour"]["parts"] = list(small)
     if "marks" in fusion:
         fusion["marks"]["names"] = [" ".join(filter(None, pair)) for pair in wanted]
     if "printed" in fusion:
@@ -280,7 +284,8 @@ def _exact(col, vec: np.ndarray, ids: list[str]) -> dict[str, float]:
 
 def _hit(rank: int, id_: str, score: float, meta: dict, scores: dict, parts: dict | None) -> Hit:
     hidden = (
-        "uri", "caption", "size", "mtime_ns", "ocr", "colours", "marks", "marks_by", "printed",
+        "uri", "caption", "size", "mtime_ns", "ocr", "colours", "fills", "marks", "marks_by",
+        "printed",
     )  # fmt: skip
     extra = {k: v for k, v in meta.items() if k not in hidden}
     uri, caption = meta.get("uri", ""), meta.get("caption")

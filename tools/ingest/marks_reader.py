@@ -29,7 +29,7 @@ from PIL import Image
 from torch import nn
 from torch.nn import functional as F
 
-from evident.tools.colours import NAMES, SHARES_SIDE, name_grid
+from evident.tools.colours import NAMES, SHARES_SIDE, name_grid, solid_blocks
 from evident.tools.marks import LABELS
 
 MIN_PIXELS = 20  # a colour with fewer pixels than this is not read
@@ -128,17 +128,6 @@ def read_marks(
             if kept:
                 out[colour] = kept
     return out
-
-
-def solid_blocks(grid: np.ndarray, side: int = 8) -> np.ndarray:
-    """Per `side` x `side` block of `grid` (8: the network's lattice), the colour index that
-    fills all of it, or -1: fills (bars, slices, shapes) fill such blocks, lines, markers
-    and words do not."""
-    h, w = grid.shape[0] // side * side, grid.shape[1] // side * side
-    blocks = grid[:h, :w].reshape(h // side, side, w // side, side)
-    first = blocks[:, :1, :, :1]
-    whole = (blocks == first).all(axis=(1, 3)) & (first[:, 0, :, 0] != len(NAMES))
-    return np.where(whole, first[:, 0, :, 0], -1)
 
 
 def filled(grid: np.ndarray, colour: str, solid: np.ndarray | None = None) -> bool:
