@@ -148,7 +148,7 @@ def test_an_index_from_before_colours_gains_them_without_reembedding(tmp_path, t
         images = store.images("images")
         ids = images.get()["ids"]
         before = images.get(ids=ids, include=["embeddings"])["embeddings"]
-        before_colours = [{"colours": None, "fills": None}] * len(ids)  # as indexed before
+        before_colours = [{"colours": None, "colours_by": None, "fills": None}] * len(ids)
         images.update(ids=ids, metadatas=before_colours)
     res = _search(tmp_path / "db", tiny_encoder, "green bars")
     assert "colour" not in res.fusion and res.scoring == "cosine"  # nothing to weigh: no error

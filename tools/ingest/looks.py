@@ -12,14 +12,15 @@ from dataclasses import dataclass
 from typing import Literal
 
 from evident.tools import printed
-from evident.tools.colours import SHARES_SIDE, colour_shares, encode, fill_shares, name_grid
+from evident.tools.colours import NAMER, SHARES_SIDE, colour_shares, encode, fill_shares, name_grid
 from evident.tools.ingest import marks_reader
 from evident.tools.ingest.ocr import OCR_VERSION, Reader, Reading, looks_like_figure
 
 OcrMode = Literal["auto", "on", "off"]
 OCR_MODES = ("auto", "on", "off")
 KEPT = (
-    "width", "height", "format", "ocr", "words", "printed", "colours", "fills", "marks", "marks_by",
+    "width", "height", "format", "ocr", "words", "printed", "colours", "colours_by", "fills",
+    "marks", "marks_by",
 )  # fmt: skip
 """The metadata read from an image's pixels: an image whose bytes are already embedded
 keeps them under a new path or caption."""
@@ -38,18 +39,17 @@ class Due:
 
 
 def due(meta: dict, ocr: OcrMode) -> Due:
-    """What `meta` lacks: colours never counted (or counted before their fills were),
-    marks not read by the installed reader,
-    words not read under this `OCR_VERSION` (with `ocr` not "off"; an image "auto" passed
-    by stays passed by).
+    """What `meta` lacks: colours never counted or named by another namer (`NAMER`), marks
+    not read by the installed reader, words not read under this `OCR_VERSION` (with `ocr`
+    not "off"; an image "auto" passed by stays passed by).
 
-    >>> passed = due({"colours": "{}", "fills": "{}", "ocr": "skipped"}, "auto")
+    >>> passed = due({"colours": "{}", "colours_by": NAMER, "ocr": "skipped"}, "auto")
     >>> passed.colours, passed.words, due({}, "on").words, due({}, "off").words
     (False, False, True, False)
     """
     by = marks_reader.version()
     return Due(
-        colours="fills" not in meta,
+        colours=meta.get("colours_by") != NAMER,
         marks=by is not None and meta.get("marks_by") != by,
         words=ocr != "off" and meta.get("ocr") not in (OCR_VERSION, "skipped"),
     )
@@ -66,6 +66,7 @@ def look(image, meta: dict, todo: Due) -> None:
     if todo.colours:
         meta["colours"] = encode(colour_shares(image, coarse))
         meta["fills"] = encode(fill_shares(coarse))
+        meta["colours_by"] = NAMER
     if todo.marks:
         meta["marks"] = encode(marks_reader.read_marks(image, coarse=coarse))
         meta["marks_by"] = marks_reader.version()

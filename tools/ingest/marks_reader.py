@@ -29,7 +29,7 @@ from PIL import Image
 from torch import nn
 from torch.nn import functional as F
 
-from evident.tools.colours import NAMES, SHARES_SIDE, name_grid, solid_blocks
+from evident.tools.colours import NAMER, NAMES, SHARES_SIDE, name_grid, solid_blocks
 from evident.tools.marks import LABELS
 
 MIN_PIXELS = 20  # a colour with fewer pixels than this is not read
@@ -93,15 +93,16 @@ def reader() -> MarksNet | None:
 
 
 def version() -> str | None:
-    """Which reader reads marks (None: none is installed): the first 12 hex digits of its
-    weights' SHA-256, stored beside each image's marks so that an index read by another
-    reader is read again."""
+    """Which reader reads marks (None: none is installed): the first 12 hex digits of the
+    SHA-256 of its weights and of the colour namer's version (`colours.NAMER`: the masks
+    it reads are pixels of one name), stored beside each image's marks so that an index
+    read by another reader, or named by another namer, is read again."""
     return None if reader() is None else _digest(WEIGHTS)
 
 
 @functools.cache
 def _digest(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()[:12]
+    return hashlib.sha256(path.read_bytes() + NAMER.encode()).hexdigest()[:12]
 
 
 def read_marks(
