@@ -40,6 +40,7 @@ from evident.tools.evidence.contribution import pools_by_mean
 from evident.tools.evidence.explain import explain_results
 from evident.tools.fusion import Fusion, LearnedReranker
 from evident.tools.hybrid import FLOORS, Weights
+from evident.tools.ingest import frame
 from evident.tools.ingest.images import read_image
 from evident.tools.ingest.ocr import Reading
 from evident.tools.lexical import WordIndex, word_index
@@ -171,18 +172,20 @@ def _by_place(
     read follow in their order; with `words` (a text part, the collection's words read)
     it is placed by its words too, and by them alone outside the plot."""
     readings = readings_of(ctx, [h.id for h in hits]) if words else {}
+    plots = _plots(ctx, [h.id for h in hits]) if readings else {}
     if readings and place.outside:
         patches = False  # the patches' point for "outside" is a guess at the edge; words judge
     by = ["patches"] * patches + ["words"] * bool(readings)
     if not patches:
         if not readings:
             return list(hits), by
-        return rerank_by_place(ctx.encoder, place, hits, None, readings=readings), by
+        return rerank_by_place(ctx.encoder, place, hits, None, readings=readings,
+                               plots=plots), by  # fmt: skip
     images, _ = load_images(hits)
     readable = [h for h in hits if h.id in images]
     moved = rerank_by_place(
         ctx.encoder, place, readable, [images[h.id] for h in readable],
-        readings=readings or None,
+        readings=readings or None, plots=plots,
     )  # fmt: skip
     return moved + [h for h in hits if h.id not in images], by
 
@@ -218,6 +221,12 @@ def _metadata(ctx: Retrieval, ids: list[str]) -> dict[str, dict]:
         return {}
     got = ctx.store.images(ctx.collection).get(ids=ids, include=["metadatas"])
     return {i: m or {} for i, m in zip(got["ids"], got["metadatas"], strict=True)}
+
+
+def _plots(ctx: Retrieval, ids: list[str]) -> dict[str, dict]:
+    """The plot spans indexing read in these images (`ingest.frame`), where it did."""
+    spans = {i: frame.decode(m.get("plot")) for i, m in _metadata(ctx, ids).items()}
+    return {i: span for i, span in spans.items() if span is not None}
 
 
 def _has_words(ctx: Retrieval) -> bool:

@@ -27,9 +27,12 @@ a title or an axis label (`role_of`) and the images' words were read (`evident i
 --ocr`), `words_scores` asks where the lines of that layout role (`tools.ingest.layout`)
 lie: the Gaussian at the place around the centre of their box, 0 where none was read.
 "Outside the plot" is judged against the plot, not the image: the part's lines start
-more than `OUTSIDE` of the image's width beyond the x-axis tick labels (the tick lines
-in the image's lower `TICK_BAND`), where an upper-right legend inside the axes ends
-before the last tick label; a part outside the plot scores 0 for a place inside it. A
+beyond the plot's span where indexing read one (`ingest.frame`: the x axis; a pie's
+slices, `FILLED_MARGIN` beyond), else more than `OUTSIDE` of the image's width beyond
+the x-axis tick labels (the tick lines in the image's lower `TICK_BAND`), where an
+upper-right legend inside the axes mostly ends before the last tick label (validation
+split, legends inside the plot's right side judged inside: 155 of 155 by the span, 143
+of 155 by the tick labels); a part outside the plot scores 0 for a place inside it. A
 legend's centre alone cannot tell the two apart: both sit at about (0.87, 0.2) of the
 image. Centres are taken on the image, not on the plot the tick labels outline (that
 scored 0.885 against 0.902 on the validation split: its extent is noisier than the
@@ -67,6 +70,7 @@ EDGE = 0.05  # "outside the plot on the right": this far from the image's right 
 WORDS_SHARE = 0.5  # the words' share of the place score, for a text part with words read
 OUTSIDE = 0.03  # outside the plot: this share of the width beyond the x-axis tick labels
 TICK_BAND = 0.3  # the x-axis tick labels: tick lines whose top is in this lower share
+FILLED_MARGIN = 0.05  # outside a plot of filled shapes (a pie): words this far beyond them
 
 _SIDE = r"(?:left|right)"
 _ROW = r"(?:upper|lower|top|bottom)"
@@ -141,13 +145,23 @@ def role_of(part: str) -> str | None:
     return next(k for k, v in m.groupdict().items() if v) if m else None
 
 
-def words_scores(readings: Sequence[Reading | None], place: Place, role: str) -> np.ndarray:
+def words_scores(
+    readings: Sequence[Reading | None],
+    place: Place,
+    role: str,
+    plots: Sequence[dict | None] | None = None,
+) -> np.ndarray:
     """`(B,)`, 0-1: how near the place the lines of layout `role` lie in each image's
-    reading (None: nothing read there), 0 where no line has that role."""
-    return np.array([_words_score(r, place, role) for r in readings], dtype=np.float64)
+    reading (None: nothing read there), 0 where no line has that role; `plots`, each
+    image's plot span where indexing read it (`ingest.frame`), says where the plot ends."""
+    plots = plots or [None] * len(readings)
+    return np.array(
+        [_words_score(r, place, role, p) for r, p in zip(readings, plots, strict=True)],
+        dtype=np.float64,
+    )
 
 
-def _words_score(reading: Reading | None, place: Place, role: str) -> float:
+def _words_score(reading: Reading | None, place: Place, role: str, plot: dict | None) -> float:
     if reading is None or not reading.size[0] or not reading.size[1]:
         return 0.0
     width, height = reading.size
@@ -155,24 +169,36 @@ def _words_score(reading: Reading | None, place: Place, role: str) -> float:
     if not len(boxes):
         return 0.0
     x0, y0, x1, y1 = boxes[:, 0].min(), boxes[:, 1].min(), boxes[:, 2].max(), boxes[:, 3].max()
-    ticks = [
-        line.box
-        for line in reading.lines
-        if line.role == "tick" and line.box[1] > (1 - TICK_BAND) * height
-    ]
-    if ticks:  # where the plot ends is known
-        right, left = max(b[2] for b in ticks), min(b[0] for b in ticks)
-        beyond = (
-            "right" if x0 - right > OUTSIDE * width
-            else "left" if left - x1 > OUTSIDE * width
-            else None
-        )  # fmt: skip
+    beyond = _beyond(reading, x0, x1, plot)
+    if beyond is not False:  # where the plot ends is known
         if place.outside:
             return float(beyond == ("right" if place.x > 0.5 else "left"))
         if beyond:
             return 0.0  # outside the plot, asked for a place inside it
     cx, cy = (x0 + x1) / 2 / width, (y0 + y1) / 2 / height
     return float(np.exp(-((cx - place.x) ** 2 + (cy - place.y) ** 2) / (2 * SPREAD**2)))
+
+
+def _beyond(reading: Reading, x0: float, x1: float, plot: dict | None) -> str | None | bool:
+    """On which side of the plot lines spanning `x0`-`x1` lie: "right", "left", None
+    (inside it), or False where the plot's extent is not known: from the plot's span
+    when indexing read one (its x axis; its filled shapes, `FILLED_MARGIN` beyond), else
+    from the x-axis tick labels (`OUTSIDE` beyond the first and the last)."""
+    width, height = reading.size
+    if plot is not None:
+        left, right = (v * width for v in plot["x"])
+        margin = (FILLED_MARGIN if plot.get("by") == "fills" else 0.0) * width
+    else:
+        ticks = [
+            line.box
+            for line in reading.lines
+            if line.role == "tick" and line.box[1] > (1 - TICK_BAND) * height
+        ]
+        if not ticks:
+            return False
+        right, left = max(b[2] for b in ticks), min(b[0] for b in ticks)
+        margin = OUTSIDE * width
+    return "right" if x0 - right > margin else "left" if left - x1 > margin else None
 
 
 def applied(fusion: dict | None) -> dict | None:

@@ -151,13 +151,15 @@ def rerank_by_place(
     images: Sequence[Image.Image] | None,
     *,
     readings: Mapping[str, Reading] | None = None,
+    plots: Mapping[str, dict] | None = None,
 ) -> list[Hit]:
     """`hits` reordered by `(1 - WEIGHT) x their score + WEIGHT x how much of the thing
     `place` names lies at the place` (min-max scaled over the hits, floored like a cosine).
     With `images`, the place score is how much of the map of `place.part` peaks there;
     with `readings` (the words read in the hits' images, by id) and a part that is a
     figure's text (`places.role_of`), where that part's lines lie counts for `WORDS_SHARE`
-    of it (all of it without `images`: a model whose patches do not add up to its score).
+    of it (all of it without `images`: a model whose patches do not add up to its score),
+    judged against the plot's span where `plots` has it (by id, `ingest.frame`).
     Each hit keeps `scores["place"]` (the map's) and `scores["place_words"]`, and
     `first_stage` its rank and score before."""
     role = role_of(place.part) if readings is not None else None
@@ -178,7 +180,8 @@ def rerank_by_place(
         for k, a in zip(kept, at, strict=True):
             k["place"] = round(float(a), 6)
     if role is not None:
-        said = words_scores([readings.get(h.id) for h in hits], place, role)
+        spans = [(plots or {}).get(h.id) for h in hits]
+        said = words_scores([readings.get(h.id) for h in hits], place, role, spans)
         signals.append((WORDS_SHARE if images is not None else 1.0, said))
         for k, a in zip(kept, said, strict=True):
             k["place_words"] = round(float(a), 6)

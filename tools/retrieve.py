@@ -284,8 +284,8 @@ def _exact(col, vec: np.ndarray, ids: list[str]) -> dict[str, float]:
 
 def _hit(rank: int, id_: str, score: float, meta: dict, scores: dict, parts: dict | None) -> Hit:
     hidden = (
-        "uri", "caption", "size", "mtime_ns", "ocr", "colours", "colours_by", "fills", "marks",
-        "marks_by", "printed",
+        "uri", "caption", "size", "mtime_ns", "ocr", "colours", "colours_by", "fills", "plot",
+        "marks", "marks_by", "printed",
     )  # fmt: skip
     extra = {k: v for k, v in meta.items() if k not in hidden}
     uri, caption = meta.get("uri", ""), meta.get("caption")

@@ -1,5 +1,6 @@
 """What indexing reads from an image besides its embedding, kept in its metadata: the
-colours' shares and the areas they fill (`tools.colours`), the marks a chart is drawn
+colours' shares and the areas they fill (`tools.colours`), where the plot lies across
+the image (`frame`), the marks a chart is drawn
 with (`marks_reader`, when the reader is installed) and the words (`tools.ingest.ocr`)
 with what they show of how it is drawn (`tools.printed`) — and which of them a stored
 record still needs (`due`): never read, or read by another marks reader or OCR version.
@@ -13,14 +14,14 @@ from typing import Literal
 
 from evident.tools import printed
 from evident.tools.colours import NAMER, SHARES_SIDE, colour_shares, encode, fill_shares, name_grid
-from evident.tools.ingest import marks_reader
+from evident.tools.ingest import frame, marks_reader
 from evident.tools.ingest.ocr import OCR_VERSION, Reader, Reading, looks_like_figure
 
 OcrMode = Literal["auto", "on", "off"]
 OCR_MODES = ("auto", "on", "off")
 KEPT = (
     "width", "height", "format", "ocr", "words", "printed", "colours", "colours_by", "fills",
-    "marks", "marks_by",
+    "plot", "marks", "marks_by",
 )  # fmt: skip
 """The metadata read from an image's pixels: an image whose bytes are already embedded
 keeps them under a new path or caption."""
@@ -39,27 +40,28 @@ class Due:
 
 
 def due(meta: dict, ocr: OcrMode) -> Due:
-    """What `meta` lacks: colours never counted or named by another namer (`NAMER`), marks
-    not read by the installed reader, words not read under this `OCR_VERSION` (with `ocr`
-    not "off"; an image "auto" passed by stays passed by).
+    """What `meta` lacks: colours never counted, named by another namer (`NAMER`) or
+    without the plot's span (`frame`), marks not read by the installed reader, words not
+    read under this `OCR_VERSION` (with `ocr` not "off"; an image "auto" passed by stays
+    passed by).
 
-    >>> passed = due({"colours": "{}", "colours_by": NAMER, "ocr": "skipped"}, "auto")
+    >>> passed = due({"colours_by": NAMER, "plot": "{}", "ocr": "skipped"}, "auto")
     >>> passed.colours, passed.words, due({}, "on").words, due({}, "off").words
     (False, False, True, False)
     """
     by = marks_reader.version()
     return Due(
-        colours=meta.get("colours_by") != NAMER,
+        colours=meta.get("colours_by") != NAMER or "plot" not in meta,
         marks=by is not None and meta.get("marks_by") != by,
         words=ocr != "off" and meta.get("ocr") not in (OCR_VERSION, "skipped"),
     )
 
 
 def look(image, meta: dict, todo: Due) -> None:
-    """Into `meta`: the colours' shares and fills, and the marks a chart is drawn with
-    (`tools.marks`; "{}" for an image that is not a chart on paper, and for one that has
-    none) with the reader that read them, as far as `todo` asks; one coarse grid of colour
-    names serves all three."""
+    """Into `meta`: the colours' shares and fills, the plot's span, and the marks a chart is
+    drawn with (`tools.marks`; "{}" for an image that is not a chart on paper, and for one
+    that has none) with the reader that read them, as far as `todo` asks; one coarse grid
+    of colour names serves them all."""
     if not (todo.colours or todo.marks):
         return
     coarse = name_grid(image, SHARES_SIDE)
@@ -67,6 +69,7 @@ def look(image, meta: dict, todo: Due) -> None:
         meta["colours"] = encode(colour_shares(image, coarse))
         meta["fills"] = encode(fill_shares(coarse))
         meta["colours_by"] = NAMER
+        meta["plot"] = frame.encode(frame.plot_span(coarse))
     if todo.marks:
         meta["marks"] = encode(marks_reader.read_marks(image, coarse=coarse))
         meta["marks_by"] = marks_reader.version()

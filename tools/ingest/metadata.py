@@ -26,7 +26,7 @@ from evident.tools.limits import MAX_CAPTION_CHARS, MAX_KEY_CHARS, MAX_META_CHAR
 
 OWN = (
     "uri", "caption", "caption_chars", "size", "mtime_ns", "width", "height", "format", "ocr",
-    "words", "printed", "colours", "colours_by", "fills", "marks", "marks_by",
+    "words", "printed", "colours", "colours_by", "fills", "plot", "marks", "marks_by",
 )  # fmt: skip
 CHROMA_PREFIXES = ("chroma:", "#", "$")
 INT64 = (-(2**63), 2**63 - 1)
