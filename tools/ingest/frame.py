@@ -13,8 +13,9 @@ from one in the plot's upper right (`tools.places`), both near the image's upper
   columns they span (`colours.solid_blocks`, the pieces at least `PIECE` of the largest,
   which hold at least `FILLED` of the ink; a legend's swatches are smaller).
 
-Not handled: a chart with no x-axis line, grid or filled shapes; a figure of several
-panels (the longest run is one panel's axis).
+Not handled: a chart with no x-axis line, grid or filled shapes; one on less than
+`PAPER` white (a heatmap); a figure of several panels (the longest run is one panel's
+axis).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import numpy as np
 
 from evident.tools.colours import NAMES, solid_blocks
 
+PAPER = 0.4  # only images at least this white are read (charts: 0.5 and more on the benchmark)
 LOWER = 0.6  # the axis is looked for in this lower share of the image
 AXIS = 0.3  # a run at least this share of the width is an axis
 PIECE = 0.1  # filled pieces at least this share of the largest make the plot
@@ -41,20 +43,19 @@ def plot_span(coarse: np.ndarray) -> dict:
     {'by': 'axis', 'x': [0.1, 0.9]}
     """
     h, w = coarse.shape
+    if (coarse == len(NAMES)).mean() < PAPER:
+        return {}  # a photograph, a heatmap: no plot on paper to find
+    top = int((1 - LOWER) * h)
     dark = np.isin(coarse, [NAMES.index("black"), NAMES.index("grey")])
-    edges = np.diff(np.pad(dark.astype(np.int8), ((0, 0), (1, 1))), axis=1)
-    best = (0, 0, 0)
-    for y in range(int((1 - LOWER) * h), h):
-        starts, ends = np.flatnonzero(edges[y] == 1), np.flatnonzero(edges[y] == -1)
-        for k in np.argsort(starts - ends, kind="stable"):  # the longest run first
-            a, b = int(starts[k]), int(ends[k])
-            if b - a <= best[0]:
-                break
-            if _thin(dark, y, a, b):
-                best = (b - a, a, b)
-                break
-    if best[0] >= AXIS * w:
-        return {"by": "axis", "x": [round(best[1] / w, 4), round(best[2] / w, 4)]}
+    edges = np.diff(np.pad(dark[top:].astype(np.int8), ((0, 0), (1, 1))), axis=1)
+    rows, starts = np.nonzero(edges == 1)  # every run in the lower rows, row by row
+    ends = np.nonzero(edges == -1)[1]
+    for k in np.argsort(starts - ends, kind="stable"):  # the longest first
+        a, b = int(starts[k]), int(ends[k])
+        if b - a < AXIS * w:
+            break
+        if _thin(dark, top + int(rows[k]), a, b):
+            return {"by": "axis", "x": [round(a / w, 4), round(b / w, 4)]}
     # search reads the stored spans; scipy loads when indexing needs it
     from scipy import ndimage  # noqa: PLC0415
 
@@ -66,7 +67,8 @@ def plot_span(coarse: np.ndarray) -> dict:
     if 16 * kept.sum() < FILLED * (coarse != len(NAMES)).sum():
         return {}  # a few filled markers or swatches, not a chart of filled shapes
     cols = np.flatnonzero(kept.any(axis=0))
-    return {"by": "fills", "x": [round(4 * cols[0] / w, 4), round(4 * (cols[-1] + 1) / w, 4)]}
+    left, right = float(4 * cols[0] / w), float(4 * (cols[-1] + 1) / w)
+    return {"by": "fills", "x": [round(left, 4), round(right, 4)]}
 
 
 def _thin(dark: np.ndarray, y: int, a: int, b: int) -> bool:
