@@ -126,13 +126,18 @@ def test_without_words_read_the_count_says_why_and_keeps_the_order(charts, bundl
     with Store.open(root / "bare", create=True) as store:
         index_paths([root / "images"], store=store, encoder=bundled_encoder, collection="figs",
                     ocr="off")  # fmt: skip
-        ctx = open_retrieval(store, "figs", model=bundled_encoder)
-        counted = search(Query("a bar chart with 5 bars"), 5, ctx=ctx)
-        alone = search_images(Query("a bar chart with 5 bars"), 5, store=store,
-                              collection="figs", encoder=bundled_encoder)  # fmt: skip
-    assert counted.fusion["count"]["weight"] == 0.0
+        counted = _kept_in_order(store, bundled_encoder, "a bar chart with 5 bars", 5)
     assert "evident index --ocr on" in counted.fusion["count"]["why"]
+
+
+def _kept_in_order(store, encoder, text, k):
+    """The search of `text` in `store`'s "figs", checked to have left the first stage's
+    order alone (the count not used, weight 0)."""
+    counted = search(Query(text), k, ctx=open_retrieval(store, "figs", model=encoder))
+    alone = search_images(Query(text), k, store=store, collection="figs", encoder=encoder)
+    assert counted.fusion["count"]["weight"] == 0.0
     assert [h.id for h in counted.hits] == [h.id for h in alone.hits]
+    return counted
 
 
 def test_the_cli_and_the_llm_say_the_ranking_counted(charts, capsys):
@@ -254,13 +259,8 @@ def test_an_index_without_fills_says_why_series_were_not_counted(tmp_path, bundl
         images = store.images("figs")
         ids = images.get()["ids"]
         images.update(ids=ids, metadatas=[{"fills": None}] * len(ids))  # as indexed before
-        ctx = open_retrieval(store, "figs", model=bundled_encoder)
-        counted = search(Query("a pie chart with 5 slices"), 2, ctx=ctx)
-        alone = search_images(Query("a pie chart with 5 slices"), 2, store=store,
-                              collection="figs", encoder=bundled_encoder)  # fmt: skip
-    assert counted.fusion["count"]["weight"] == 0.0
+        counted = _kept_in_order(store, bundled_encoder, "a pie chart with 5 slices", 2)
     assert "evident index again" in counted.fusion["count"]["why"]
-    assert [h.id for h in counted.hits] == [h.id for h in alone.hits]
 
 
 def test_the_cli_the_llm_and_the_answer_say_series_were_counted(series_charts, capsys):

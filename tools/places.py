@@ -169,21 +169,21 @@ def _words_score(reading: Reading | None, place: Place, role: str, plot: dict | 
     if not len(boxes):
         return 0.0
     x0, y0, x1, y1 = boxes[:, 0].min(), boxes[:, 1].min(), boxes[:, 2].max(), boxes[:, 3].max()
-    beyond = _beyond(reading, x0, x1, plot)
-    if beyond is not False:  # where the plot ends is known
+    side = _side(reading, x0, x1, plot)
+    if side is not None:  # where the plot ends is known
         if place.outside:
-            return float(beyond == ("right" if place.x > 0.5 else "left"))
-        if beyond:
+            return float(side == ("right" if place.x > 0.5 else "left"))
+        if side != "inside":
             return 0.0  # outside the plot, asked for a place inside it
     cx, cy = (x0 + x1) / 2 / width, (y0 + y1) / 2 / height
     return float(np.exp(-((cx - place.x) ** 2 + (cy - place.y) ** 2) / (2 * SPREAD**2)))
 
 
-def _beyond(reading: Reading, x0: float, x1: float, plot: dict | None) -> str | None | bool:
-    """On which side of the plot lines spanning `x0`-`x1` lie: "right", "left", None
-    (inside it), or False where the plot's extent is not known: from the plot's span
-    when indexing read one (its x axis; its filled shapes, `FILLED_MARGIN` beyond), else
-    from the x-axis tick labels (`OUTSIDE` beyond the first and the last)."""
+def _side(reading: Reading, x0: float, x1: float, plot: dict | None) -> str | None:
+    """Where lines spanning `x0`-`x1` lie against the plot: "inside", beyond it on the
+    "right" or the "left", or None where the plot's extent is not known: from the plot's
+    span when indexing read one (its x axis; its filled shapes, `FILLED_MARGIN` beyond),
+    else from the x-axis tick labels (`OUTSIDE` beyond the first and the last)."""
     width, height = reading.size
     if plot is not None:
         left, right = (v * width for v in plot["x"])
@@ -195,10 +195,10 @@ def _beyond(reading: Reading, x0: float, x1: float, plot: dict | None) -> str | 
             if line.role == "tick" and line.box[1] > (1 - TICK_BAND) * height
         ]
         if not ticks:
-            return False
+            return None
         right, left = max(b[2] for b in ticks), min(b[0] for b in ticks)
         margin = OUTSIDE * width
-    return "right" if x0 - right > margin else "left" if left - x1 > margin else None
+    return "right" if x0 - right > margin else "left" if left - x1 > margin else "inside"
 
 
 def applied(fusion: dict | None) -> dict | None:
