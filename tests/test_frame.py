@@ -17,7 +17,7 @@ from evident.tools.ingest.frame import decode, plot_span
 from evident.tools.ingest.index import index_paths
 from evident.tools.ingest.layout import TextLine
 from evident.tools.ingest.ocr import Reading
-from evident.tools.places import named_place, words_scores
+from evident.tools.places import elsewhere, named_place, words_scores
 from evident.tools.store import Store
 
 
@@ -100,6 +100,23 @@ def test_the_plot_span_tells_a_legend_inside_the_plot_from_one_beside_it():
     # a pie's slices: words that start just past them may still be inside its axes
     pie = {"by": "fills", "x": [0.2, 0.83]}
     assert words_scores(readings, outside, "legend", [pie, pie]).tolist() == [0.0, 1.0]
+
+
+def test_the_plot_span_overrules_the_patches_on_which_side_of_the_plot_a_legend_is():
+    """Where the span puts the legend's words beside the plot, a place inside it scores 0
+    whatever the model's patches say, and the reverse; where no span was read (or no
+    words), nothing is overruled."""
+    readings = [_legend((336, 30, 380, 45)), _legend((360, 30, 396, 45)), None]
+    axis = {"by": "axis", "x": [0.1, 0.85]}
+    inside = named_place("a legend in the upper right")
+    outside = named_place("a legend outside the plot on the right")
+    assert elsewhere(readings, inside, "legend", [axis, axis, axis]).tolist() == [
+        False, True, False,
+    ]  # fmt: skip
+    assert elsewhere(readings, outside, "legend", [axis, axis, None]).tolist() == [
+        True, False, False,
+    ]  # fmt: skip
+    assert not elsewhere(readings, inside, "legend", [None, None, None]).any()
 
 
 def test_an_index_from_before_plots_gains_them_without_reembedding(tmp_path, tiny_encoder):

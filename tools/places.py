@@ -32,7 +32,8 @@ slices, `FILLED_MARGIN` beyond), else more than `OUTSIDE` of the image's width b
 the x-axis tick labels (the tick lines in the image's lower `TICK_BAND`), where an
 upper-right legend inside the axes mostly ends before the last tick label (validation
 split, legends inside the plot's right side judged inside: 155 of 155 by the span, 143
-of 155 by the tick labels); a part outside the plot scores 0 for a place inside it. A
+of 155 by the tick labels); a part outside the plot scores 0 for a place inside it, and
+where the span judged it (`elsewhere`) the whole place score is 0, the patches' too. A
 legend's centre alone cannot tell the two apart: both sit at about (0.87, 0.2) of the
 image. Centres are taken on the image, not on the plot the tick labels outline (that
 scored 0.885 against 0.902 on the validation split: its extent is noisier than the
@@ -159,6 +160,24 @@ def words_scores(
         [_words_score(r, place, role, p) for r, p in zip(readings, plots, strict=True)],
         dtype=np.float64,
     )
+
+
+def elsewhere(
+    readings: Sequence[Reading | None], place: Place, role: str, plots: Sequence[dict | None]
+) -> np.ndarray:
+    """`(B,)` bool: where the plot's span (`plots`) says the part's lines lie on the other
+    side of the plot's edge than `place` asks (beside the plot, asked inside it, or the
+    reverse)."""
+    out = []
+    for reading, plot in zip(readings, plots, strict=True):
+        boxes = [x.box for x in reading.lines if x.role == role] if reading and plot else []
+        if not boxes or not reading.size[0]:
+            out.append(False)
+            continue
+        side = _side(reading, min(b[0] for b in boxes), max(b[2] for b in boxes), plot)
+        wanted = ("right" if place.x > 0.5 else "left") if place.outside else "inside"
+        out.append(side != wanted)
+    return np.array(out, dtype=bool)
 
 
 def _words_score(reading: Reading | None, place: Place, role: str, plot: dict | None) -> float:

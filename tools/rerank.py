@@ -40,7 +40,15 @@ from evident.tools.errors import InputError
 from evident.tools.evidence.contribution import contribution
 from evident.tools.evidence.heatmaps import as_rgb, query_rows
 from evident.tools.hybrid import FLOORS, minmax
-from evident.tools.places import WEIGHT, WORDS_SHARE, Place, place_scores, role_of, words_scores
+from evident.tools.places import (
+    WEIGHT,
+    WORDS_SHARE,
+    Place,
+    elsewhere,
+    place_scores,
+    role_of,
+    words_scores,
+)
 from evident.tools.records import Hit, Query
 
 if TYPE_CHECKING:
@@ -159,7 +167,9 @@ def rerank_by_place(
     with `readings` (the words read in the hits' images, by id) and a part that is a
     figure's text (`places.role_of`), where that part's lines lie counts for `WORDS_SHARE`
     of it (all of it without `images`: a model whose patches do not add up to its score),
-    judged against the plot's span where `plots` has it (by id, `ingest.frame`).
+    judged against the plot's span where `plots` has it (by id, `ingest.frame`); where
+    the span puts the part's words on the other side of the plot's edge than the place
+    asks, the place scores 0, whatever the patches say.
     Each hit keeps `scores["place"]` (the map's) and `scores["place_words"]`, and
     `first_stage` its rank and score before."""
     role = role_of(place.part) if readings is not None else None
@@ -186,6 +196,9 @@ def rerank_by_place(
         for k, a in zip(kept, said, strict=True):
             k["place_words"] = round(float(a), 6)
     there = sum(share * signal for share, signal in signals)
+    if role is not None:  # the plot's span says the part is on the other side of its edge
+        there = np.where(elsewhere([readings.get(h.id) for h in hits], place, role, spans),
+                         0.0, there)  # fmt: skip
     final = (1 - WEIGHT) * minmax([h.score for h in hits], FLOORS["image"]) + WEIGHT * there
     placed = [replace(h, scores=h.scores | k) for h, k in zip(hits, kept, strict=True)]
     return rerank_by(placed, final.tolist())
