@@ -86,20 +86,20 @@ def solid_blocks(grid: np.ndarray, side: int = 8) -> np.ndarray:
     return np.where(whole, first[:, 0, :, 0], -1)
 
 
-def fill_shares(coarse: np.ndarray) -> dict[str, float]:
+def fill_shares(coarse: np.ndarray, blocks: np.ndarray | None = None) -> dict[str, float]:
     """The share of the ink that fills areas in each colour (pixels in 4 x 4 `solid_blocks`
     of it on `coarse`, an image's `name_grid` at `SHARES_SIDE`), for the colours with at
     least half a percent of it: a pie's slices, a grouped bar chart's series, a box plot's
     filled boxes; lines, markers and words fill none. How many colours fill areas is how
     many slices or bar series a chart has (`tools.counts`); a colour with ink that fills
-    none draws lines or marks.
+    none draws lines or marks. `blocks`: `solid_blocks(coarse, 4)`, when the caller has it.
 
     >>> grid = np.full((64, 64), len(NAMES)); grid[8:40, 8:40] = NAMES.index("red")
     >>> grid[50, :] = NAMES.index("blue"); fill_shares(grid)
     {'red': 0.9412}
     """
     ink = max(1, int((coarse != len(NAMES)).sum()))
-    solid = solid_blocks(coarse, 4)
+    solid = solid_blocks(coarse, 4) if blocks is None else blocks
     counts = np.bincount(solid[solid >= 0].ravel(), minlength=len(NAMES))[: len(NAMES)] * 16
     shares = {n: round(float(k / ink), 4) for n, k in zip(NAMES, counts, strict=True)}
     return {n: v for n, v in shares.items() if v >= FILL_KEEP}

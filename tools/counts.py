@@ -155,8 +155,7 @@ def category_count(reading: Reading | None) -> int:
 def count_scores(readings: Sequence[Reading | None], count: Count) -> np.ndarray:
     """`(B,)`: 1 where the categories read number `count.n`, 0 where another number was
     read, `UNKNOWN` where none was."""
-    found = [category_count(r) for r in readings]
-    return np.array([UNKNOWN if not k else float(k == count.n) for k in found])
+    return _said([category_count(r) for r in readings], count)
 
 
 def series_count(marks: dict | None, fills: dict | None) -> int:
@@ -179,5 +178,10 @@ def series_count(marks: dict | None, fills: dict | None) -> int:
 def series_scores(read: Sequence[tuple[dict | None, dict | None]], count: Count) -> np.ndarray:
     """`(B,)` from each image's (marks, fills): 1 where its series number `count.n`, 0 where
     another number was read, `UNKNOWN` where none was."""
-    found = [series_count(marks, fills) for marks, fills in read]
+    return _said([series_count(marks, fills) for marks, fills in read], count)
+
+
+def _said(found: list[int], count: Count) -> np.ndarray:
+    """1 where the number found (0: none) is the one asked, 0 where it is another, else
+    `UNKNOWN`."""
     return np.array([UNKNOWN if not k else float(k == count.n) for k in found])

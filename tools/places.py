@@ -155,11 +155,7 @@ def words_scores(
     """`(B,)`, 0-1: how near the place the lines of layout `role` lie in each image's
     reading (None: nothing read there), 0 where no line has that role; `plots`, each
     image's plot span where indexing read it (`ingest.frame`), says where the plot ends."""
-    plots = plots or [None] * len(readings)
-    return np.array(
-        [_words_score(r, place, role, p) for r, p in zip(readings, plots, strict=True)],
-        dtype=np.float64,
-    )
+    return words_places(readings, place, role, plots)[0]
 
 
 def elsewhere(
@@ -168,34 +164,45 @@ def elsewhere(
     """`(B,)` bool: where the plot's span (`plots`) says the part's lines lie on the other
     side of the plot's edge than `place` asks (beside the plot, asked inside it, or the
     reverse)."""
-    out = []
-    for reading, plot in zip(readings, plots, strict=True):
-        boxes = [x.box for x in reading.lines if x.role == role] if reading and plot else []
-        if not boxes or not reading.size[0]:
-            out.append(False)
-            continue
-        side = _side(reading, min(b[0] for b in boxes), max(b[2] for b in boxes), plot)
-        wanted = ("right" if place.x > 0.5 else "left") if place.outside else "inside"
-        out.append(side != wanted)
-    return np.array(out, dtype=bool)
+    return words_places(readings, place, role, plots)[1]
 
 
-def _words_score(reading: Reading | None, place: Place, role: str, plot: dict | None) -> float:
+def words_places(
+    readings: Sequence[Reading | None],
+    place: Place,
+    role: str,
+    plots: Sequence[dict | None] | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """`words_scores` and `elsewhere` in one pass over the readings."""
+    plots = plots or [None] * len(readings)
+    judged = [_judge(r, place, role, p) for r, p in zip(readings, plots, strict=True)]
+    return (
+        np.array([score for score, _ in judged], dtype=np.float64),
+        np.array([overruled for _, overruled in judged], dtype=bool),
+    )
+
+
+def _judge(
+    reading: Reading | None, place: Place, role: str, plot: dict | None
+) -> tuple[float, bool]:
+    """How near `place` the part's lines lie, and whether the plot's span puts them on the
+    other side of the plot's edge."""
     if reading is None or not reading.size[0] or not reading.size[1]:
-        return 0.0
+        return 0.0, False
     width, height = reading.size
     boxes = np.array([line.box for line in reading.lines if line.role == role], dtype=float)
     if not len(boxes):
-        return 0.0
+        return 0.0, False
     x0, y0, x1, y1 = boxes[:, 0].min(), boxes[:, 1].min(), boxes[:, 2].max(), boxes[:, 3].max()
     side = _side(reading, x0, x1, plot)
     if side is not None:  # where the plot ends is known
-        if place.outside:
-            return float(side == ("right" if place.x > 0.5 else "left"))
-        if side != "inside":
-            return 0.0  # outside the plot, asked for a place inside it
+        wanted = ("right" if place.x > 0.5 else "left") if place.outside else "inside"
+        overruled = plot is not None and side != wanted
+        if place.outside or side != "inside":  # outside the plot, or asked for outside it
+            return float(side == wanted), overruled
     cx, cy = (x0 + x1) / 2 / width, (y0 + y1) / 2 / height
-    return float(np.exp(-((cx - place.x) ** 2 + (cy - place.y) ** 2) / (2 * SPREAD**2)))
+    score = float(np.exp(-((cx - place.x) ** 2 + (cy - place.y) ** 2) / (2 * SPREAD**2)))
+    return score, False
 
 
 def _side(reading: Reading, x0: float, x1: float, plot: dict | None) -> str | None:

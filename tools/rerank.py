@@ -44,10 +44,9 @@ from evident.tools.places import (
     WEIGHT,
     WORDS_SHARE,
     Place,
-    elsewhere,
     place_scores,
     role_of,
-    words_scores,
+    words_places,
 )
 from evident.tools.records import Hit, Query
 
@@ -191,14 +190,13 @@ def rerank_by_place(
             k["place"] = round(float(a), 6)
     if role is not None:
         spans = [(plots or {}).get(h.id) for h in hits]
-        said = words_scores([readings.get(h.id) for h in hits], place, role, spans)
+        said, overruled = words_places([readings.get(h.id) for h in hits], place, role, spans)
         signals.append((WORDS_SHARE if images is not None else 1.0, said))
         for k, a in zip(kept, said, strict=True):
             k["place_words"] = round(float(a), 6)
     there = sum(share * signal for share, signal in signals)
     if role is not None:  # the plot's span says the part is on the other side of its edge
-        there = np.where(elsewhere([readings.get(h.id) for h in hits], place, role, spans),
-                         0.0, there)  # fmt: skip
+        there = np.where(overruled, 0.0, there)
     final = (1 - WEIGHT) * minmax([h.score for h in hits], FLOORS["image"]) + WEIGHT * there
     placed = [replace(h, scores=h.scores | k) for h, k in zip(hits, kept, strict=True)]
     return rerank_by(placed, final.tolist())

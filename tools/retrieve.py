@@ -41,6 +41,7 @@ from evident.tools.counts import named_count
 from evident.tools.errors import InputError, StoreError
 from evident.tools.hybrid import WORDS_BAND, Weights, colour_scores, confidence, fuse
 from evident.tools.ingest.images import read_image
+from evident.tools.ingest.metadata import LOOKS
 from evident.tools.lexical import WordIndex, word_index
 from evident.tools.limits import check_k
 from evident.tools.minilm import QueryTextEmbedder, minilm, query_encoder
@@ -283,10 +284,7 @@ def _exact(col, vec: np.ndarray, ids: list[str]) -> dict[str, float]:
 
 
 def _hit(rank: int, id_: str, score: float, meta: dict, scores: dict, parts: dict | None) -> Hit:
-    hidden = (
-        "uri", "caption", "size", "mtime_ns", "ocr", "colours", "colours_by", "fills", "plot",
-        "marks", "marks_by", "printed",
-    )  # fmt: skip
+    hidden = ("uri", "caption", "size", "mtime_ns", "ocr", *LOOKS)
     extra = {k: v for k, v in meta.items() if k not in hidden}
     uri, caption = meta.get("uri", ""), meta.get("caption")
     return Hit(rank, id_, uri, float(score), caption, scores, extra, contributions=parts or {})

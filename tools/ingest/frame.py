@@ -20,10 +20,9 @@ axis).
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 
+from evident.tools import colours
 from evident.tools.colours import NAMES, solid_blocks
 
 PAPER = 0.4  # only images at least this white are read (charts: 0.5 and more on the benchmark)
@@ -34,9 +33,10 @@ FILLED = 0.3  # a chart of filled shapes: its pieces hold at least this share of
 THICK = 4  # a line: this many rows above and below it (on the 256-pixel grid) are not dark
 
 
-def plot_span(coarse: np.ndarray) -> dict:
+def plot_span(coarse: np.ndarray, blocks: np.ndarray | None = None) -> dict:
     """`{"by": "axis" | "fills", "x": [left, right]}` (shares of the width) for `coarse`,
-    an image's `colours.name_grid`; `{}` where neither is found.
+    an image's `colours.name_grid` (`blocks`: its `solid_blocks(coarse, 4)`, when the
+    caller has it); `{}` where neither is found.
 
     >>> grid = np.full((40, 100), len(NAMES)); grid[35, 10:90] = NAMES.index("black")
     >>> plot_span(grid)
@@ -59,7 +59,8 @@ def plot_span(coarse: np.ndarray) -> dict:
     # search reads the stored spans; scipy loads when indexing needs it
     from scipy import ndimage  # noqa: PLC0415
 
-    pieces, n = ndimage.label(solid_blocks(coarse, 4) >= 0)
+    blocks = solid_blocks(coarse, 4) if blocks is None else blocks
+    pieces, n = ndimage.label(blocks >= 0)
     if not n:
         return {}
     sizes = np.bincount(pieces.ravel())[1:]
@@ -79,14 +80,7 @@ def _thin(dark: np.ndarray, y: int, a: int, b: int) -> bool:
     return above < 0.5 and below < 0.5
 
 
-def encode(span: dict) -> str:
-    return json.dumps(span, separators=(",", ":"))
-
-
 def decode(stored: str | None) -> dict | None:
-    """The span back from metadata; None when it was not read (or is unreadable)."""
-    try:
-        span = json.loads(stored) if stored else None
-    except ValueError:
-        return None
-    return span if isinstance(span, dict) and "x" in span else None
+    """The span back from metadata (`colours.encode`d); None when it was not read."""
+    span = colours.decode(stored)
+    return span if span and "x" in span else None

@@ -31,8 +31,8 @@ from evident.tools.encoders import Encoder
 from evident.tools.errors import InputError
 from evident.tools.ingest.documents import discover_with_documents
 from evident.tools.ingest.images import ImageFile, content_id, discover, image_bytes, read_image
-from evident.tools.ingest.looks import KEPT, OCR_MODES, OcrMode, due, look, read_words
-from evident.tools.ingest.metadata import sanitize
+from evident.tools.ingest.looks import OCR_MODES, OcrMode, due, look, read_words
+from evident.tools.ingest.metadata import READ, sanitize
 from evident.tools.ingest.ocr import (
     Reader,
     Reading,
@@ -209,7 +209,7 @@ def _decode(
         meta["caption"] = f.caption
     old = id_ in known  # same bytes already embedded: only the record changes
     if old:
-        meta.update({k: known[id_][k] for k in KEPT if k in known[id_]})
+        meta.update({k: known[id_][k] for k in READ if k in known[id_]})
     todo = due(meta, ocr)  # a new image: everything
     if old and not todo:
         return _Decoded(f, id_, None, meta)

@@ -1,9 +1,9 @@
 """What indexing reads from an image besides its embedding, kept in its metadata: the
 colours' shares and the areas they fill (`tools.colours`), where the plot lies across
-the image (`frame`), the marks a chart is drawn
-with (`marks_reader`, when the reader is installed) and the words (`tools.ingest.ocr`)
-with what they show of how it is drawn (`tools.printed`) — and which of them a stored
-record still needs (`due`): never read, or read by another marks reader or OCR version.
+the image (`frame`), the marks a chart is drawn with (`marks_reader`, when the reader is
+installed) and the words (`tools.ingest.ocr`) with what they show of how it is drawn
+(`tools.printed`); `metadata.READ` names them all — and which of them a stored record
+still needs (`due`): never read, or read by another marks reader or OCR version.
 An image already embedded is brought up to date by reading only what is due.
 """
 
@@ -13,18 +13,20 @@ from dataclasses import dataclass
 from typing import Literal
 
 from evident.tools import printed
-from evident.tools.colours import NAMER, SHARES_SIDE, colour_shares, encode, fill_shares, name_grid
+from evident.tools.colours import (
+    NAMER,
+    SHARES_SIDE,
+    colour_shares,
+    encode,
+    fill_shares,
+    name_grid,
+    solid_blocks,
+)
 from evident.tools.ingest import frame, marks_reader
 from evident.tools.ingest.ocr import OCR_VERSION, Reader, Reading, looks_like_figure
 
 OcrMode = Literal["auto", "on", "off"]
 OCR_MODES = ("auto", "on", "off")
-KEPT = (
-    "width", "height", "format", "ocr", "words", "printed", "colours", "colours_by", "fills",
-    "plot", "marks", "marks_by",
-)  # fmt: skip
-"""The metadata read from an image's pixels: an image whose bytes are already embedded
-keeps them under a new path or caption."""
 
 
 @dataclass(frozen=True)
@@ -61,17 +63,18 @@ def look(image, meta: dict, todo: Due) -> None:
     """Into `meta`: the colours' shares and fills, the plot's span, and the marks a chart is
     drawn with (`tools.marks`; "{}" for an image that is not a chart on paper, and for one
     that has none) with the reader that read them, as far as `todo` asks; one coarse grid
-    of colour names serves them all."""
+    of colour names, and one map of its solid blocks, serve them all."""
     if not (todo.colours or todo.marks):
         return
     coarse = name_grid(image, SHARES_SIDE)
+    blocks = solid_blocks(coarse, 4)  # fills, the plot's span and the reader's check share it
     if todo.colours:
         meta["colours"] = encode(colour_shares(image, coarse))
-        meta["fills"] = encode(fill_shares(coarse))
+        meta["fills"] = encode(fill_shares(coarse, blocks))
         meta["colours_by"] = NAMER
-        meta["plot"] = frame.encode(frame.plot_span(coarse))
+        meta["plot"] = encode(frame.plot_span(coarse, blocks))
     if todo.marks:
-        meta["marks"] = encode(marks_reader.read_marks(image, coarse=coarse))
+        meta["marks"] = encode(marks_reader.read_marks(image, coarse=coarse, blocks=blocks))
         meta["marks_by"] = marks_reader.version()
 
 

@@ -106,16 +106,20 @@ def _digest(path: Path) -> str:
 
 
 def read_marks(
-    image: Image.Image, net: MarksNet | None = None, coarse: np.ndarray | None = None
+    image: Image.Image,
+    net: MarksNet | None = None,
+    coarse: np.ndarray | None = None,
+    blocks: np.ndarray | None = None,
 ) -> dict[str, dict[str, float]]:
     """Per colour drawn in `image`, the probability of each mark the reader sees at least
     `KEEP` of (empty without a reader, for an image less than `PAPER` white and for one
     whose ink mostly fills areas; nor are the colours that fill areas read). `coarse` is
-    the image's `name_grid` at `SHARES_SIDE`, when the caller has it."""
+    the image's `name_grid` at `SHARES_SIDE`, `blocks` its `solid_blocks(coarse, 4)`, when
+    the caller has them."""
     net = net or reader()
     if net is None:
         return {}
-    if not drawing(name_grid(image, SHARES_SIDE) if coarse is None else coarse):
+    if not drawing(name_grid(image, SHARES_SIDE) if coarse is None else coarse, blocks):
         return {}
     grid = name_grid(image)
     solid = solid_blocks(grid)
@@ -144,17 +148,18 @@ def filled(grid: np.ndarray, colour: str, solid: np.ndarray | None = None) -> bo
     return int((solid == index).sum()) * 64 >= FILLED * max(1, int((grid == index).sum()))
 
 
-def drawing(coarse: np.ndarray) -> bool:
+def drawing(coarse: np.ndarray, blocks: np.ndarray | None = None) -> bool:
     """Whether an image is a drawing on paper worth reading, from its `coarse` grid (at most
     `SHARES_SIDE` a side, as colour shares are counted): at least `PAPER` white, and less
     than `FILLED` of its ink in 4 x 4 blocks of one colour. On the figure benchmark's
     validation split line charts, scatter and error-bar plots have at most 0.12 of
     their ink in such blocks, pie charts 0.61-0.93, most bar charts and the benchmark's
-    drawings of filled shapes (JPEGs) 0.5 and more."""
+    drawings of filled shapes (JPEGs) 0.5 and more. `blocks`: `solid_blocks(coarse, 4)`,
+    when the caller has it."""
     ink = coarse != len(NAMES)
     if 1.0 - ink.mean() < PAPER:
         return False
-    solid = solid_blocks(coarse, 4)
+    solid = solid_blocks(coarse, 4) if blocks is None else blocks
     return int((solid >= 0).sum()) * 16 < FILLED * max(1, int(ink.sum()))
 
 

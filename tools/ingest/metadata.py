@@ -24,10 +24,13 @@ from typing import Any
 from evident.tools.ingest.images import ImageFile
 from evident.tools.limits import MAX_CAPTION_CHARS, MAX_KEY_CHARS, MAX_META_CHARS, MAX_META_KEYS
 
-OWN = (
-    "uri", "caption", "caption_chars", "size", "mtime_ns", "width", "height", "format", "ocr",
-    "words", "printed", "colours", "colours_by", "fills", "plot", "marks", "marks_by",
-)  # fmt: skip
+LOOKS = ("printed", "colours", "colours_by", "fills", "plot", "marks", "marks_by")
+"""What indexing reads from an image's pixels for search to weigh, kept in its metadata
+as evident's own (`tools.ingest.looks`); not shown with a result."""
+READ = ("width", "height", "format", "ocr", "words", *LOOKS)
+"""Everything read from an image's pixels: an image whose bytes are already embedded
+keeps it under a new path or caption."""
+OWN = ("uri", "caption", "caption_chars", "size", "mtime_ns", *READ)
 CHROMA_PREFIXES = ("chroma:", "#", "$")
 INT64 = (-(2**63), 2**63 - 1)
 SURROGATES = re.compile("[\ud800-\udfff]")
