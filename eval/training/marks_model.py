@@ -27,7 +27,7 @@ import torch.nn.functional as F
 
 from evident.eval.training import marks_data
 from evident.tools.colours import NAMES
-from evident.tools.ingest.marks_reader import MarksNet, around, inked, masks
+from evident.tools.ingest.marks_reader import MarksNet, around, inked, masks, read
 from evident.tools.marks import LABELS
 
 log = logging.getLogger(__name__)
@@ -157,12 +157,12 @@ def fit(net: MarksNet, opt, sched, batches) -> float:
 
 def measure(net: MarksNet, grids: list[np.ndarray], items: list) -> dict:
     """Per label, average precision over the held-out colours, and the share of colours
-    whose every label is right at 0.5."""
+    whose every label is right at 0.5, read as the reader reads (`marks_reader.read`)."""
     net.eval()
     probs, targets = [], []
     with torch.inference_mode():
         for x, y in batches(items, grids, 64):
-            probs.append(torch.sigmoid(net(x)))
+            probs.append(torch.sigmoid(read(net, x)))
             targets.append(y)
     p, t = torch.cat(probs).numpy(), torch.cat(targets).numpy()
     ap = {label: round(_average_precision(p[:, k], t[:, k]), 4) for k, label in enumerate(LABELS)}
