@@ -256,6 +256,32 @@ def test_a_text_part_is_placed_by_where_its_words_lie():
     assert role_of("the title") == "title" and role_of("the bars") is None
 
 
+def test_inside_the_plot_a_legend_is_placed_across_the_plot_not_the_image():
+    """A plot that spans 0.3-0.95 of the width: its upper-left legend's words lie at about
+    0.4 of the image (near its middle), 0.15 of the plot. Measured against the image, "upper
+    center" would find it as well as "upper left" does; against the plot's span it does not."""
+    reading = _reading((160, 30, 240, 70))  # words centred at 0.4 of the 500-px width
+    plot = {"by": "axis", "x": [0.3, 0.95]}
+
+    def score(text, plots):
+        place = named_place(text)
+        return words_scores([reading], place, role_of(place.part), plots)[0]
+
+    left, centre = (
+        score("a legend in the upper left", [plot]),
+        score("a legend in the upper center", [plot]),
+    )
+    assert left > 0.8 and centre < 0.3, (left, centre)
+    # without the span (none read at indexing), the image's width: the middle is nearer
+    assert score("a legend in the upper center", [None]) > score(
+        "a legend in the upper left", [None]
+    )
+    narrow = {"by": "axis", "x": [0.45, 0.55]}  # too narrow to be a plot's span: the image's
+    assert score("a legend in the upper left", [narrow]) == score(
+        "a legend in the upper left", [None]
+    )
+
+
 def _drawn(path, loc, labels=("control", "treated")):
     """A line chart whose legend is at `loc` (or beside the axes: "outside right")."""
     fig = Figure(figsize=(4, 3), dpi=100, facecolor="white")

@@ -72,6 +72,9 @@ WORDS_SHARE = 0.5  # the words' share of the place score, for a text part with w
 OUTSIDE = 0.03  # outside the plot: this share of the width beyond the x-axis tick labels
 TICK_BAND = 0.3  # the x-axis tick labels: tick lines whose top is in this lower share
 FILLED_MARGIN = 0.05  # outside a plot of filled shapes (a pie): words this far beyond them
+MIN_PLOT = 0.2  # a plot span narrower than this share of the width is not measured against
+# (legends inside the plot, validation split: capped precision@5 0.952 against the image's
+# width, 0.968 against the plot's span)
 
 _SIDE = r"(?:left|right)"
 _ROW = r"(?:upper|lower|top|bottom)"
@@ -201,6 +204,11 @@ def _judge(
         if place.outside or side != "inside":  # outside the plot, or asked for outside it
             return float(side == wanted), overruled
     cx, cy = (x0 + x1) / 2 / width, (y0 + y1) / 2 / height
+    if plot is not None and plot["x"][1] - plot["x"][0] >= MIN_PLOT:
+        # a legend's place is the plot's ("upper center" of the axes, not of the image):
+        # across, where the plot's span is known, it is measured against that span
+        left, right = plot["x"]
+        cx = (cx - left) / (right - left)
     score = float(np.exp(-((cx - place.x) ** 2 + (cy - place.y) ** 2) / (2 * SPREAD**2)))
     return score, False
 
