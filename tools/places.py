@@ -207,8 +207,8 @@ def _judge(
     if plot is not None and plot["x"][1] - plot["x"][0] >= MIN_PLOT:
         # a legend's place is the plot's ("upper center" of the axes, not of the image):
         # across, where the plot's span is known, it is measured against that span
-        left, right = plot["x"]
-        cx = (cx - left) / (right - left)
+        left, right = plot["x"]  # judged inside it: at most at its edges
+        cx = float(np.clip((cx - left) / (right - left), 0.0, 1.0))
     score = float(np.exp(-((cx - place.x) ** 2 + (cy - place.y) ** 2) / (2 * SPREAD**2)))
     return score, False
 
