@@ -67,14 +67,14 @@ def look(image, meta: dict, todo: Due) -> None:
     if not (todo.colours or todo.marks):
         return
     coarse = name_grid(image, SHARES_SIDE)
-    blocks = solid_blocks(coarse, 4)  # the fills and the plot's span share it
+    blocks = solid_blocks(coarse, 4)  # fills, the plot's span and the reader's check share it
     if todo.colours:
         meta["colours"] = encode(colour_shares(image, coarse))
         meta["fills"] = encode(fill_shares(coarse, blocks))
         meta["colours_by"] = NAMER
         meta["plot"] = encode(frame.plot_span(coarse, blocks))
     if todo.marks:
-        meta["marks"] = encode(marks_reader.read_marks(image, coarse=coarse))
+        meta["marks"] = encode(marks_reader.read_marks(image, coarse=coarse, blocks=blocks))
         meta["marks_by"] = marks_reader.version()
 
 

@@ -2,11 +2,10 @@
 (`tools.colours`; at least `MIN_PIXELS` pixels, the `MAX_COLOURS` with the most), the
 pixels of that name make a mask at the figure's own size, and a small convolutional
 network (`MarksNet`, 109k weights) says which marker shapes and line styles the mask
-shows anywhere, and whether it draws an arrow annotation. Colours whose ink fills areas
-(a pie's slices, bars, filled shapes: blocks of one colour, `filled`) are not read: they
-draw no marks. The other colours of a figure whose ink mostly fills areas are (its words
-and axes cost a reading or two; a two-panel figure's line panel beside a bar chart is
-read). It is trained on the benchmark generator's line charts, scatter and
+shows anywhere, and whether it draws an arrow annotation. Images and colours whose ink
+fills areas (pie and bar charts, drawings of filled shapes: blocks of one colour,
+`drawing`, `filled`) are not read: they draw no marks, and skipping them keeps indexing
+fast. It is trained on the benchmark generator's line charts, scatter and
 error-bar plots (seeds no benchmark uses; `eval/training/marks_model.py`, minutes on 2
 cores) and ships beside the figure model (`WEIGHTS`); without that file nothing is read.
 Kept apart from `tools.marks`, which search imports without loading torch.
@@ -14,7 +13,8 @@ Kept apart from `tools.marks`, which search imports without loading torch.
 Not handled: charts not drawn on white paper (dark themes: less than `PAPER` white);
 figures far larger or smaller than the generator's (270-434 pixels a side, 4.5-8-pixel
 markers, 1.2-3-pixel lines: the reader has seen no others; images are read at most 512
-pixels a side); markers in a colour that holds under `MIN_PIXELS` pixels.
+pixels a side); markers in a colour that holds under `MIN_PIXELS` pixels; the line
+panel of a figure whose other panels fill most of its ink.
 """
 
 from __future__ import annotations
@@ -39,8 +39,7 @@ PAPER = 0.5  # read only images at least this white: charts on paper (the genera
 # scatter and error-bar plots are 0.89-0.95 white; a photo or a heatmap is not)
 FILLED = 0.45  # ink with this share of its pixels in 8 x 8 blocks of one colour fills areas
 WEIGHTS = Path(__file__).parents[1] / "models" / "evident-figures" / "marks.pt"
-READS = "mirrored-1 filled-figures-too"  # how images are read: change it when that changes,
-# and indexes read again
+READS = "mirrored-1"  # how `read` reads: change it when that changes, and indexes read again
 
 
 class MarksNet(nn.Module):
@@ -123,16 +122,20 @@ def _digest(path: Path) -> str:
 
 
 def read_marks(
-    image: Image.Image, net: MarksNet | None = None, coarse: np.ndarray | None = None
+    image: Image.Image,
+    net: MarksNet | None = None,
+    coarse: np.ndarray | None = None,
+    blocks: np.ndarray | None = None,
 ) -> dict[str, dict[str, float]]:
     """Per colour drawn in `image`, the probability of each mark the reader sees at least
-    `KEEP` of (empty without a reader and for an image less than `PAPER` white; the
-    colours that fill areas are not read). `coarse` is the image's `name_grid` at
-    `SHARES_SIDE`, when the caller has it."""
+    `KEEP` of (empty without a reader, for an image less than `PAPER` white and for one
+    whose ink mostly fills areas; nor are the colours that fill areas read). `coarse` is
+    the image's `name_grid` at `SHARES_SIDE`, `blocks` its `solid_blocks(coarse, 4)`, when
+    the caller has them."""
     net = net or reader()
     if net is None:
         return {}
-    if not on_paper(name_grid(image, SHARES_SIDE) if coarse is None else coarse):
+    if not drawing(name_grid(image, SHARES_SIDE) if coarse is None else coarse, blocks):
         return {}
     grid = name_grid(image)
     solid = solid_blocks(grid)
@@ -162,10 +165,19 @@ def filled(grid: np.ndarray, colour: str, solid: np.ndarray | None = None) -> bo
     return int((solid == index).sum()) * 64 >= FILLED * max(1, int((grid == index).sum()))
 
 
-def on_paper(coarse: np.ndarray) -> bool:
-    """Whether an image is drawn on paper, from its `coarse` grid (at most `SHARES_SIDE` a
-    side, as colour shares are counted): at least `PAPER` white."""
-    return 1.0 - float((coarse != len(NAMES)).mean()) >= PAPER
+def drawing(coarse: np.ndarray, blocks: np.ndarray | None = None) -> bool:
+    """Whether an image is a drawing on paper worth reading, from its `coarse` grid (at most
+    `SHARES_SIDE` a side, as colour shares are counted): at least `PAPER` white, and less
+    than `FILLED` of its ink in 4 x 4 blocks of one colour. On the figure benchmark's
+    validation split line charts, scatter and error-bar plots have at most 0.12 of
+    their ink in such blocks, pie charts 0.61-0.93, most bar charts and the benchmark's
+    drawings of filled shapes (JPEGs) 0.5 and more. `blocks`: `solid_blocks(coarse, 4)`,
+    when the caller has it."""
+    ink = coarse != len(NAMES)
+    if 1.0 - ink.mean() < PAPER:
+        return False
+    solid = solid_blocks(coarse, 4) if blocks is None else blocks
+    return int((solid >= 0).sum()) * 16 < FILLED * max(1, int(ink.sum()))
 
 
 def around(grid: np.ndarray, colour: str, margin: int = 32) -> tuple[slice, slice]:
