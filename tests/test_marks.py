@@ -233,7 +233,7 @@ def test_marks_bring_the_named_marker_and_line_style_into_the_results(figures_80
             found.append(hits[0].uri in relevant)
             top.append(sum(h.uri in relevant for h in hits) / min(5, len(relevant)))
         first[name], precision[name] = float(np.mean(found)), float(np.mean(top))
-    # measured (65 queries): first result right 0.34 -> 0.94, capped precision@5 0.73 -> 0.98
+    # measured (65 queries): first result right 0.34 -> 0.94, capped precision@5 0.73 -> 0.97
     # with details counted on the kind asked for (`hybrid.NEAR`; before, 0.34 -> 0.91 and
     # 0.68 -> 0.97), reading each mask and its mirror image (0.94 and 0.97 reading it once;
     # 0.82 and 0.96 with the reader before the tinted colour names, 0.82 and 0.97 with the
