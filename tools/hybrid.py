@@ -77,7 +77,7 @@ benchmark, validation split, the best image cosine less a candidate's: relevant 
 precision@5 0.934 -> 0.945 with any band from (0.2, 0.3) to (0.25, 0.4), 0.941 at
 (0.15, 0.25) and (0.3, 0.5). Cosines of the bundled model: with a model that has no band
 the image gate is unknown and nothing is gated."""
-READ = ("colour", "marks", "printed")
+READ = ("colour", "marks", "printed")  # the signals indexing read, counted when a query asks
 
 
 @dataclass(frozen=True)
@@ -131,7 +131,7 @@ def fuse(ids: list[str], raw: dict, w: Weights, gates: dict):
         signals["caption"] = w.caption
     if "embedding" in raw:
         signals["words"] = w.words_beside_captions if "caption" in raw else w.words
-    for name in ("colour", "marks", "printed"):  # what indexing read, when the query asks
+    for name in READ:
         if name in raw:
             signals[name] = getattr(w, name)
     total = sum(signals.values()) or 1.0
