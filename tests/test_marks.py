@@ -21,7 +21,7 @@ from evident.eval.training.marks_data import labels
 from evident.eval.training.marks_model import batches, crops, fit, measure
 from evident.tools import marks
 from evident.tools.agent_tools import _search_content
-from evident.tools.colours import NAMES, name_grid
+from evident.tools.colours import NAMES, SHARES_SIDE, name_grid
 from evident.tools.hybrid import NEAR, Weights, confidence, fuse, nearness
 from evident.tools.ingest import marks_reader
 from evident.tools.ingest.index import index_paths
@@ -349,6 +349,30 @@ def test_fills_are_not_read_and_the_lines_beside_them_are():
     assert (
         "grey" not in read and max(marks.LINES, key=lambda m: read["red"].get(m, 0.0)) == "solid"
     ), read
+
+
+def test_a_line_panel_beside_a_bar_panel_is_read_and_the_bars_are_not():
+    """A figure whose bar panel holds most of its ink is not a drawing as a whole, but its
+    line panel, the half beside, is read; bars filling both halves are not read at all."""
+
+    def bars(draw: ImageDraw.ImageDraw, left: int) -> None:
+        for x, top in zip(range(left + 40, left + 300, 60), (60, 30, 90, 45), strict=False):
+            draw.rectangle((x, top, x + 45, 220), fill=(31, 119, 180))
+        draw.line((left + 30, 221, left + 300, 221), fill="black", width=1)
+
+    figure = Image.new("RGB", (640, 240), "white")
+    draw = ImageDraw.Draw(figure)
+    bars(draw, 0)
+    draw.line((350, 210, 620, 210), fill="black", width=1)
+    draw.line((350, 20, 350, 210), fill="black", width=1)
+    xs = np.linspace(360, 610, 60)
+    draw.line([(x, 120 + 60 * np.sin(x / 30)) for x in xs], fill=(214, 39, 40), width=2)
+    assert not marks_reader.drawing(name_grid(figure, SHARES_SIDE))  # the bars hold most ink
+    read = marks_reader.read_marks(figure)
+    assert "blue" not in read and "red" in read, read
+    assert max(marks.LINES, key=lambda m: read["red"].get(m, 0.0)) == "solid", read
+    bars(draw, 320)  # now both halves hold bars: nothing to read
+    assert marks_reader.read_marks(figure) == {}
 
 
 @pytest.mark.slow

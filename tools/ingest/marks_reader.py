@@ -14,7 +14,8 @@ Not handled: charts not drawn on white paper (dark themes: less than `PAPER` whi
 figures far larger or smaller than the generator's (270-434 pixels a side, 4.5-8-pixel
 markers, 1.2-3-pixel lines: the reader has seen no others; images are read at most 512
 pixels a side); markers in a colour that holds under `MIN_PIXELS` pixels; the line
-panel of a figure whose other panels fill most of its ink.
+panel of a figure whose other panels fill most of its ink, unless it is one half along
+the figure's longer side (`panel`).
 """
 
 from __future__ import annotations
@@ -38,8 +39,9 @@ KEEP = 0.02  # probabilities below this are not stored
 PAPER = 0.5  # read only images at least this white: charts on paper (the generator's line,
 # scatter and error-bar plots are 0.89-0.95 white; a photo or a heatmap is not)
 FILLED = 0.45  # ink with this share of its pixels in 8 x 8 blocks of one colour fills areas
+PANEL_FILLED = 0.1  # a half read on its own (`panel`) holds less of its ink in fills than this
 WEIGHTS = Path(__file__).parents[1] / "models" / "evident-figures" / "marks.pt"
-READS = "mirrored-1"  # how `read` reads: change it when that changes, and indexes read again
+READS = "panels-1"  # how `read` reads: change it when that changes, and indexes read again
 
 
 class MarksNet(nn.Module):
@@ -135,9 +137,14 @@ def read_marks(
     net = net or reader()
     if net is None:
         return {}
-    if not drawing(name_grid(image, SHARES_SIDE) if coarse is None else coarse, blocks):
+    coarse = name_grid(image, SHARES_SIDE) if coarse is None else coarse
+    part = panel(coarse, blocks)
+    if part is None:
         return {}
     grid = name_grid(image)
+    if part != (slice(0, coarse.shape[0]), slice(0, coarse.shape[1])):  # one half
+        cut = zip(part, coarse.shape, grid.shape, strict=True)
+        grid = grid[tuple(_scaled(cells, n, m) for cells, n, m in cut)]
     solid = solid_blocks(grid)
     out = {}
     with torch.inference_mode():
@@ -165,10 +172,46 @@ def filled(grid: np.ndarray, colour: str, solid: np.ndarray | None = None) -> bo
     return int((solid == index).sum()) * 64 >= FILLED * max(1, int((grid == index).sum()))
 
 
-def drawing(coarse: np.ndarray, blocks: np.ndarray | None = None) -> bool:
+def panel(coarse: np.ndarray, blocks: np.ndarray | None = None) -> tuple[slice, slice] | None:
+    """The part of an image to read, in `coarse`'s cells: all of it when it is a `drawing`;
+    else, when one half along its longer side draws with little fill (less than
+    `PANEL_FILLED` of its ink: a line, scatter or error-bar panel beside a bar or
+    histogram panel, whose fills make the whole not a drawing), that half; else None. On
+    the figure benchmark's validation and test splits the 32 two-panel figures with a
+    line, scatter or error-bar panel that are not drawings hold at most 0.053 of that
+    half's ink in fills; the halves of single bar charts, histograms, pies and heatmaps
+    0.218 or more; 3 of `evident bench`'s 64 drawings of shapes have a half of outlines
+    (0-0.05) that is read (about 10 ms each).
+
+    >>> grid = np.full((64, 128), len(NAMES)); grid[8:56, 70:120] = NAMES.index("red")
+    >>> grid[30, 4:60] = NAMES.index("blue"); panel(grid)
+    (slice(0, 64, None), slice(0, 64, None))
+    >>> grid[8:56, 8:60] = NAMES.index("red"); panel(grid) is None
+    True
+    """
+    whole = (slice(0, coarse.shape[0]), slice(0, coarse.shape[1]))
+    solid = solid_blocks(coarse, 4) if blocks is None else blocks
+    if drawing(coarse, solid):
+        return whole
+    axis = 1 if coarse.shape[1] >= coarse.shape[0] else 0
+    cut = coarse.shape[axis] // 8 * 4  # on the 4-cell lattice of `solid`
+    for half in (slice(0, cut), slice(cut, coarse.shape[axis])):
+        part = (whole[0], half) if axis else (half, whole[1])
+        cells = tuple(slice(s.start // 4, -(-s.stop // 4)) for s in part)
+        if drawing(coarse[part], solid[cells], PANEL_FILLED):
+            return part
+    return None
+
+
+def _scaled(cells: slice, coarse: int, full: int) -> slice:
+    """A slice of a `coarse`-long side as the slice of the same part of a `full`-long one."""
+    return slice(round(cells.start * full / coarse), round(cells.stop * full / coarse))
+
+
+def drawing(coarse: np.ndarray, blocks: np.ndarray | None = None, most: float = FILLED) -> bool:
     """Whether an image is a drawing on paper worth reading, from its `coarse` grid (at most
     `SHARES_SIDE` a side, as colour shares are counted): at least `PAPER` white, and less
-    than `FILLED` of its ink in 4 x 4 blocks of one colour. On the figure benchmark's
+    than `most` (`FILLED`) of its ink in 4 x 4 blocks of one colour. On the figure benchmark's
     validation split line charts, scatter and error-bar plots have at most 0.12 of
     their ink in such blocks, pie charts 0.61-0.93, most bar charts and the benchmark's
     drawings of filled shapes (JPEGs) 0.5 and more. `blocks`: `solid_blocks(coarse, 4)`,
@@ -177,7 +220,7 @@ def drawing(coarse: np.ndarray, blocks: np.ndarray | None = None) -> bool:
     if 1.0 - ink.mean() < PAPER:
         return False
     solid = solid_blocks(coarse, 4) if blocks is None else blocks
-    return int((solid >= 0).sum()) * 16 < FILLED * max(1, int(ink.sum()))
+    return int((solid >= 0).sum()) * 16 < most * max(1, int(ink.sum()))
 
 
 def around(grid: np.ndarray, colour: str, margin: int = 32) -> tuple[slice, slice]:
