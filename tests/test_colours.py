@@ -257,6 +257,29 @@ def test_a_colour_named_for_median_lines_finds_them_not_boxes_of_it(tmp_path, ti
     }  # fmt: skip
 
 
+def test_black_median_lines_are_box_plots_with_no_part_in_a_hue(tmp_path, tiny_encoder):
+    """ "Black median lines": black is every chart's words and axes, so its share says
+    nothing; the box plots whose median lines have a hue hold that hue as small parts, and
+    those with black ones come first, whether their boxes are filled or outlined, or black
+    themselves."""
+    (tmp_path / "imgs").mkdir()
+    drawn = {"black-medians-in-blue": ("tab:blue", "black", True),
+             "black-medians-in-purple": ("tab:purple", "black", False),
+             "orange-medians-in-black": ("black", "tab:orange", False),
+             "red-medians-in-grey": ("tab:grey", "tab:red", True),
+             "blue-medians-in-green": ("tab:green", "tab:blue", False)}  # fmt: skip
+    for name, (boxes, median, filled) in drawn.items():
+        _boxes(tmp_path / "imgs" / f"{name}.png", boxes, median, filled=filled)
+    with Store.open(tmp_path / "db", create=True) as store:
+        index_paths([tmp_path / "imgs"], store=store, encoder=tiny_encoder, collection="images")
+    alone = Weights(image=0.0)
+    res = _search(tmp_path / "db", tiny_encoder, "a box plot with black median lines", 5, alone)
+    assert {h.uri.split("/")[-1] for h in res.hits[:2]} == {
+        "black-medians-in-blue.png", "black-medians-in-purple.png",
+    }, [(h.uri, h.contributions) for h in res.hits]  # fmt: skip
+    assert res.fusion["colour"]["parts"] == ["black"]
+
+
 def test_median_line_colours_bring_their_box_plots_first(figures_80, bundled_encoder, monkeypatch):
     """On 80 figures of a seed training never used, the queries for a box plot's median
     line colour: with the colour counted as small parts, more of the first R results (R:

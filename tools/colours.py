@@ -138,7 +138,8 @@ def named_colours(text: str) -> tuple[str, ...]:
 PARTS = ("median line", "whisker")
 """A box plot's small parts: "red median lines" asks for a little red drawn in lines,
 which a box plot with red boxes, filled or outlined, does not have, though it holds more
-red (`hybrid.colour_scores`)."""
+red; "black median lines", that no colour with a hue is drawn as small parts
+(`hybrid.colour_scores`)."""
 PART_SHARE = (0.02, 0.1)
 """A colour named for small parts counts its share of the ink up to 2% (a box plot's
 median lines hold 1-7% of it) and nothing above 10% (its boxes' colour, outlined, holds
