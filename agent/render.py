@@ -93,7 +93,7 @@ def fusion_note(fusion: dict) -> str | None:
     >>> fusion_note({"place": {"where": "in the upper left", "part": "a legend", "weight": 0.33}})
     "reordered by where 'a legend' lies: in the upper left"
     >>> fusion_note({"marks": {"weight": 0.2, "names": ["cyan circle", "dashed"]}})
-    'weighed the markers, line styles and arrows read in each figure: cyan circle, dashed'
+    'weighed the marks read in each figure: cyan circle, dashed'
     """
     notes = []
     image = fusion.get("image", {})
@@ -122,7 +122,7 @@ def fusion_note(fusion: dict) -> str | None:
         notes.append(f"{count['where']!r} not used: {count['why']}")
     if marks := fusion.get("marks"):
         named = ", ".join(marks["names"])
-        notes.append(f"weighed the markers, line styles and arrows read in each figure: {named}")
+        notes.append(f"weighed the marks read in each figure: {named}")
     if shown := fusion.get("printed"):
         named = ", ".join(shown["names"])
         notes.append(f"weighed what the words read in each figure show: {named}")

@@ -11,6 +11,8 @@ import random
 import numpy as np
 import pytest
 import torch
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
 from PIL import Image, ImageDraw
 
 import evident.eval.training.marks_data
@@ -376,6 +378,61 @@ def test_a_line_panel_beside_a_bar_panel_is_read_and_the_bars_are_not():
     assert max(marks.LINES, key=lambda m: read["red"].get(m, 0.0)) == "solid", read
     bars(draw, 320)  # now both halves hold bars: nothing to read
     assert marks_reader.read_marks(figure) == {}
+
+
+def _pie(path, colours, pulled=None, *, donut=False, percent=False) -> None:
+    """A pie of `colours` (white edges between the slices, as matplotlib draws them for the
+    benchmark), the slice at `pulled` pulled out by a tenth of the radius."""
+    fig = Figure(figsize=(4, 3), dpi=100, facecolor="white")
+    ax = fig.add_subplot()
+    ax.pie(
+        [30, 25, 20, 15, 10][: len(colours)], colors=[f"tab:{c}" for c in colours],
+        explode=[0.1 if i == pulled else 0.0 for i in range(len(colours))],
+        labels=[f"group {i}" for i in range(len(colours))],
+        autopct="%1.0f%%" if percent else None, startangle=90,
+        wedgeprops={"linewidth": 1, "edgecolor": "white"} | ({"width": 0.45} if donut else {}),
+    )  # fmt: skip
+    ax.set_title("Site 4: shares")
+    FigureCanvasAgg(fig).print_png(str(path))
+
+
+def test_a_slice_pulled_out_of_a_pie_is_read_in_its_colour(tmp_path):
+    """The slice pulled out is read, in the colour it is drawn in, from pies and donuts;
+    a pie with none pulled out, and a drawing of a filled disc beside other shapes, show
+    none."""
+    cases = [
+        (("blue", "orange", "green", "red"), 1, False, True, "orange"),
+        (("purple", "green", "blue"), 2, True, False, "blue"),
+        (("red", "cyan", "olive", "pink", "brown"), 4, False, False, "brown"),
+        (("blue", "orange", "green", "red"), None, False, True, None),
+        (("purple", "green", "blue"), None, True, False, None),
+    ]
+    for n, (colours, pulled, donut, percent, wanted) in enumerate(cases):
+        _pie(tmp_path / f"{n}.png", colours, pulled, donut=donut, percent=percent)
+        read = marks_reader.read_marks(Image.open(tmp_path / f"{n}.png"))
+        got = [c for c, m in read.items() if marks.PULLED in m]
+        assert got == ([wanted] if wanted else []), (n, read)
+    shapes = Image.new("RGB", (320, 240), "white")
+    draw = ImageDraw.Draw(shapes)
+    draw.ellipse((60, 40, 200, 180), fill=(214, 39, 40))
+    draw.rectangle((205, 100, 240, 135), fill=(31, 119, 180))
+    draw.ellipse((110, 90, 150, 130), fill=(44, 160, 44))
+    assert marks_reader.read_marks(shapes) == {}
+
+
+def test_a_query_for_a_pulled_out_slice_finds_those_pies_first(tmp_path, tiny_encoder):
+    """ "A pie chart with one slice pulled out" ranks the pies with one before those
+    without (the marks alone rank: a random encoder's image side is noise), and names the
+    mark it weighed."""
+    (tmp_path / "imgs").mkdir()
+    for name, pulled in (("plain-a", None), ("pulled-a", 0), ("plain-b", None), ("pulled-b", 2)):
+        _pie(tmp_path / "imgs" / f"{name}.png", ("blue", "orange", "green", "red"), pulled)
+    with Store.open(tmp_path / "db", create=True) as store:
+        index_paths([tmp_path / "imgs"], store=store, encoder=tiny_encoder, collection="images")
+    query = "a pie chart with one slice pulled out"
+    res = _search(tmp_path / "db", tiny_encoder, query, 4, Weights(image=0.0))
+    assert {h.uri.split("/")[-1] for h in res.hits[:2]} == {"pulled-a.png", "pulled-b.png"}
+    assert res.fusion["marks"]["names"] == ["pulled-out slice"]
 
 
 @pytest.mark.slow

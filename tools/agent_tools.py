@@ -318,9 +318,7 @@ def _search_content(art: dict) -> str:
     if count := counted(art.get("fusion")):
         head += f"; ordered in part by counting {counted_by(count)}: {count['where']}"
     if read := (art.get("fusion") or {}).get("marks"):
-        head += "; weighed the markers, line styles and arrows read in each figure: " + ", ".join(
-            read["names"]
-        )
+        head += "; weighed the marks read in each figure: " + ", ".join(read["names"])
     if words := (art.get("fusion") or {}).get("printed"):
         head += "; weighed what the words read in each figure show: " + ", ".join(words["names"])
     lines = [f"#{r['rank']} score {r['score']:.4f}" for r in shown]

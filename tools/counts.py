@@ -44,6 +44,7 @@ import numpy as np
 
 from evident.tools.ingest.layout import is_numberish, same_right_edge, same_row
 from evident.tools.ingest.ocr import Reading
+from evident.tools.marks import LINES, MARKS
 
 POOL = 64  # the first stage's candidates the count reorders
 WEIGHT = 1 / 3  # the count's share of the final score
@@ -160,8 +161,8 @@ def count_scores(readings: Sequence[Reading | None], count: Count) -> np.ndarray
 
 def series_count(marks: dict | None, fills: dict | None) -> int:
     """The colours an image draws series in: those that fill `FILLS` of its ink, and those
-    the marks reader is `DRAWS` sure draw a marker or a line style (an arrow is no series);
-    0 where neither was read.
+    the marks reader is `DRAWS` sure draw a marker or a line style (an arrow or a slice
+    pulled out is no series); 0 where neither was read.
 
     >>> series_count({"red": {"dashed": 0.9}, "black": {"dashed": 0.1}}, {"blue": 0.2})
     2
@@ -170,7 +171,7 @@ def series_count(marks: dict | None, fills: dict | None) -> int:
     """
     drawn = {c for c, v in (fills or {}).items() if v >= FILLS}
     for colour, probs in (marks or {}).items():
-        if any(p >= DRAWS for m, p in probs.items() if m != "arrow"):
+        if any(p >= DRAWS for m, p in probs.items() if m in MARKS + LINES):
             drawn.add(colour)
     return len(drawn)
 

@@ -15,6 +15,10 @@ needs, without torch: `named_marks` reads what a query asks for,
 `mark_scores` gives each image the reader's probability that it shows it, a column
 `tools.hybrid` weighs beside the model and the colours.
 
+A pie's slice pulled out ("one slice pulled out", "an exploded pie", "the red slice
+pulled out") is read with the marks, from the areas the colours fill (`ingest.pies`), and
+stored as the mark `PULLED` of the slice's colour.
+
 Not handled: other marker shapes and line styles ("pentagon", "loosely dotted"); which
 series the query means when it names a label ("control as dashed line"); negation.
 """
@@ -30,8 +34,9 @@ from evident.tools.colours import NAMES, SYNONYMS
 MARKS = ("circle", "square", "triangle", "diamond", "cross", "plus", "star")
 LINES = ("solid", "dashed", "dotted", "dash-dot")
 ARROWS = ("arrow",)  # an arrow annotation drawn in the colour (its arrow and its words)
-LABELS = MARKS + LINES + ARROWS
+LABELS = MARKS + LINES + ARROWS  # what the marks reader's network reads
 LINE = "line"  # asked for by "a red regression line": any of `LINES`
+PULLED = "pulled-out slice"  # a pie's slice pulled out, in its colour (`ingest.pies`)
 
 
 _COLOUR = "|".join(sorted({*NAMES, *SYNONYMS}, key=len, reverse=True))
@@ -60,6 +65,12 @@ STYLED = re.compile(
 )
 FIT = re.compile(_COLOUR_WORD + r"\b(?:regression|fit|fitted|trend)\s+lines?\b", re.IGNORECASE)
 ARROW = re.compile(_COLOUR_WORD + r"\barrows?(?:\s+annotations?)?\b", re.IGNORECASE)
+SLICE = re.compile(
+    r"(?:" + _COLOUR_WORD + r"\b(?:slice|wedge)s?\s+(?:(?:is|are)\s+)?(?:pulled|pushed|moved)"
+    r"\s+out\b|\b(?:pulled|pushed)[- ]out\s+(?:slice|wedge)s?\b|\bexplod(?:ed|ing)\s+"
+    r"(?:pie|donut|doughnut|slice|wedge)s?\b)",
+    re.IGNORECASE,
+)
 
 
 def named_marks(text: str) -> tuple[tuple[str | None, str], ...]:
@@ -75,6 +86,10 @@ def named_marks(text: str) -> tuple[tuple[str | None, str], ...]:
     (('red', 'line'), ('grey', 'arrow'))
     >>> named_marks("a blue dashed regression line"), named_marks("a chart with an arrow")
     ((('blue', 'dashed'),), ((None, 'arrow'),))
+    >>> named_marks("a pie chart with one slice pulled out"), named_marks("an exploded pie")
+    (((None, 'pulled-out slice'),), ((None, 'pulled-out slice'),))
+    >>> named_marks("a pie chart whose red slice is pulled out")
+    (('red', 'pulled-out slice'),)
     """
     found = []
     for m in MARK.finditer(text):
@@ -87,6 +102,8 @@ def named_marks(text: str) -> tuple[tuple[str | None, str], ...]:
             found.append((m.start(), _colour(m.group("colour")), LINE))
     for m in ARROW.finditer(text):
         found.append((m.start(), _colour(m.group("colour")), "arrow"))
+    for m in SLICE.finditer(text):
+        found.append((m.start(), _colour(m.group("colour")), PULLED))
     out = []
     for _, colour, mark in sorted(found):
         if (colour, mark) not in out:

@@ -68,13 +68,15 @@ def look(image, meta: dict, todo: Due) -> None:
         return
     coarse = name_grid(image, SHARES_SIDE)
     blocks = solid_blocks(coarse, 4)  # fills, the plot's span and the reader's check share it
+    fills = fill_shares(coarse, blocks)
     if todo.colours:
         meta["colours"] = encode(colour_shares(image, coarse))
-        meta["fills"] = encode(fill_shares(coarse, blocks))
+        meta["fills"] = encode(fills)
         meta["colours_by"] = NAMER
         meta["plot"] = encode(frame.plot_span(coarse, blocks))
     if todo.marks:
-        meta["marks"] = encode(marks_reader.read_marks(image, coarse=coarse, blocks=blocks))
+        read = marks_reader.read_marks(image, coarse=coarse, blocks=blocks, fills=fills)
+        meta["marks"] = encode(read)
         meta["marks_by"] = marks_reader.version()
 
 

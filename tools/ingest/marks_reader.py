@@ -30,7 +30,8 @@ from PIL import Image
 from torch import nn
 from torch.nn import functional as F
 
-from evident.tools.colours import NAMER, NAMES, SHARES_SIDE, name_grid, solid_blocks
+from evident.tools.colours import NAMER, NAMES, SHARES_SIDE, fill_shares, name_grid, solid_blocks
+from evident.tools.ingest import pies
 from evident.tools.marks import LABELS
 
 MIN_PIXELS = 20  # a colour with fewer pixels than this is not read
@@ -41,7 +42,7 @@ PAPER = 0.5  # read only images at least this white: charts on paper (the genera
 FILLED = 0.45  # ink with this share of its pixels in 8 x 8 blocks of one colour fills areas
 PANEL_FILLED = 0.1  # a half read on its own (`panel`) holds less of its ink in fills than this
 WEIGHTS = Path(__file__).parents[1] / "models" / "evident-figures" / "marks.pt"
-READS = "views-4"  # how `read` reads: change it when that changes, and indexes read again
+READS = "views-4-pies"  # how `read` reads: change it when that changes, and indexes read again
 
 
 class MarksNet(nn.Module):
@@ -137,19 +138,23 @@ def read_marks(
     net: MarksNet | None = None,
     coarse: np.ndarray | None = None,
     blocks: np.ndarray | None = None,
+    fills: dict[str, float] | None = None,
 ) -> dict[str, dict[str, float]]:
     """Per colour drawn in `image`, the probability of each mark the reader sees at least
-    `KEEP` of (empty without a reader, for an image less than `PAPER` white and for one
-    whose ink mostly fills areas; nor are the colours that fill areas read). `coarse` is
-    the image's `name_grid` at `SHARES_SIDE`, `blocks` its `solid_blocks(coarse, 4)`, when
-    the caller has them."""
+    `KEEP` of (empty without a reader and for an image less than `PAPER` white; nor are
+    the colours that fill areas read). An image whose ink mostly fills areas is not read
+    so: a slice pulled out of a pie is what it shows (`pies.pulled_slices`). `coarse` is
+    the image's `name_grid` at `SHARES_SIDE`, `blocks` its `solid_blocks(coarse, 4)`,
+    `fills` its `fill_shares`, when the caller has them."""
     net = net or reader()
     if net is None:
         return {}
     coarse = name_grid(image, SHARES_SIDE) if coarse is None else coarse
+    blocks = solid_blocks(coarse, 4) if blocks is None else blocks
     part = panel(coarse, blocks)
-    if part is None:
-        return {}
+    if part is None:  # no drawing: a pie's slice pulled out is what there is to read
+        fills = fill_shares(coarse, blocks) if fills is None else fills
+        return pies.pulled_slices(image, blocks, fills)
     grid = name_grid(image)
     if part != (slice(0, coarse.shape[0]), slice(0, coarse.shape[1])):  # one half
         cut = zip(part, coarse.shape, grid.shape, strict=True)
