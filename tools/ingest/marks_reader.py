@@ -5,7 +5,8 @@ network (`MarksNet`, 109k weights) says which marker shapes and line styles the 
 shows anywhere, and whether it draws an arrow annotation. Images and colours whose ink
 fills areas (pie and bar charts, drawings of filled shapes: blocks of one colour,
 `drawing`, `filled`) are not read: they draw no marks, and skipping them keeps indexing
-fast. It is trained on the benchmark generator's line charts, scatter and
+fast; in an image whose ink mostly fills areas a pie's slice pulled out is sought instead
+(`pies`, no network). It is trained on the benchmark generator's line charts, scatter and
 error-bar plots (seeds no benchmark uses; `eval/training/marks_model.py`, minutes on 2
 cores) and ships beside the figure model (`WEIGHTS`); without that file nothing is read.
 Kept apart from `tools.marks`, which search imports without loading torch.
