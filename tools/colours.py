@@ -144,19 +144,30 @@ PART_SHARE = (0.02, 0.1)
 """A colour named for small parts counts its share of the ink up to 2% (a box plot's
 median lines hold 1-7% of it) and nothing above 10% (its boxes' colour, outlined, holds
 16-38%; figure benchmark, validation split)."""
-_PARTS = re.compile(r"\b(?P<colour>[a-z]+)\s+(?:" + "|".join(PARTS) + r")s?\b", re.IGNORECASE)
+ONE_COLOUR = ("median line",)
+"""The small parts a chart draws all in one colour: a box plot's median lines. "Black
+median lines" then says that no part is drawn in a hue (`hybrid.colour_scores`); black
+whiskers say nothing of the kind (a filled box plot's are black beside medians in a hue)."""
 
 
-def part_colours(text: str) -> tuple[str, ...]:
-    """The colours a query names for a chart's small parts (`PARTS`), once each in order.
+@functools.cache
+def _parts_pattern(parts: tuple[str, ...]) -> re.Pattern:
+    return re.compile(r"\b(?P<colour>[a-z]+)\s+(?:" + "|".join(parts) + r")s?\b", re.IGNORECASE)
+
+
+def part_colours(text: str, parts: tuple[str, ...] = PARTS) -> tuple[str, ...]:
+    """The colours a query names for a chart's small parts (`PARTS`, or `parts`), once each
+    in order.
 
     >>> part_colours("a box plot with green boxes and red median lines")
     ('red',)
     >>> part_colours("a red line chart"), part_colours("grey whiskers")
     ((), ('grey',))
+    >>> part_colours("black whiskers and black median lines", ONE_COLOUR)
+    ('black',)
     """
     found = []
-    for m in _PARTS.finditer(text):
+    for m in _parts_pattern(parts).finditer(text):
         word = m.group("colour").lower()
         name = SYNONYMS.get(word, word)
         if name in NAMES and name not in found:

@@ -188,6 +188,7 @@ def colour_scores(
     shares: dict[str, dict | None],
     fills: dict[str, dict | None] | None = None,
     parts: tuple[str, ...] = (),
+    lone: tuple[str, ...] = (),
 ) -> dict[str, float]:
     """Per image indexed with colours, the mean share of its ink in the named colours. A
     colour named for small parts (`parts`, `colours.part_colours`: "red median lines")
@@ -195,16 +196,18 @@ def colour_scores(
     second, nor where it fills areas (a fifth of its ink or more in `fills`; filled boxes
     hold 35-77% of theirs in solid blocks, lines none). Black and grey small parts are
     another matter: every chart's words and axes are drawn in them, so their share says
-    nothing of its parts; what says "black median lines" is that no colour with a hue is
-    drawn as small parts (`hue_parts`): a box plot's median lines in a hue hold 0.9-9% of
-    its ink, and 23 of the validation and test splits' 32 box plots with black median
+    nothing of its parts. For the parts a chart draws in one colour (`lone`,
+    `colours.ONE_COLOUR`: "black median lines") what says so is that no colour with a hue
+    is drawn as small parts (`hue_parts`): a box plot's median lines in a hue hold 0.9-9%
+    of its ink, and 23 of the validation and test splits' 32 box plots with black median
     lines have no hue under 10% of the ink outside fills.
 
     >>> shares = {"a": {"red": 0.30}, "b": {"red": 0.03}, "c": {"red": 0.20}, "d": {"red": 0.06}}
     >>> fills = {"a": {"red": 0.15}, "b": {}, "c": {}, "d": {"red": 0.02}}
     >>> colour_scores(("red",), shares, fills, parts=("red",))
     {'a': 0.0, 'b': 0.02, 'c': 0.0, 'd': 0.0}
-    >>> colour_scores(("black",), shares | {"e": {"black": 0.3}}, fills, parts=("black",))
+    >>> on_paper = shares | {"e": {"black": 0.3}}
+    >>> colour_scores(("black",), on_paper, fills, parts=("black",), lone=("black",))
     {'a': 0.02, 'b': 0.0, 'c': 0.02, 'd': 0.02, 'e': 0.02}
     """
     out = {}
@@ -215,7 +218,7 @@ def colour_scores(
         got = []
         for n in names:
             share = s.get(n, 0.0)
-            if n in parts and n not in CHROMATIC:
+            if n in lone and n not in CHROMATIC:
                 share = PART_SHARE[0] * max(0.0, 1.0 - hue_parts(s, filled) / HUE_PART)
             elif n in parts:
                 share = min(share, PART_SHARE[0]) if _small(share, filled.get(n, 0.0)) else 0.0

@@ -36,7 +36,7 @@ import numpy as np
 from chromadb.errors import InvalidArgumentError
 
 from evident.tools import marks, printed
-from evident.tools.colours import decode, named_colours, part_colours
+from evident.tools.colours import ONE_COLOUR, decode, named_colours, part_colours
 from evident.tools.counts import named_count
 from evident.tools.errors import InputError, StoreError
 from evident.tools.hybrid import WORDS_BAND, Weights, colour_scores, confidence, fuse
@@ -126,6 +126,7 @@ def search_images(
     qt = text_embedder.encode([query.text])[0] if captions or words else None
     colours = named_colours(query.text) if query.text else ()
     small = part_colours(query.text) if query.text else ()
+    lone = part_colours(query.text, ONE_COLOUR) if small else ()
     wanted = marks.named_marks(query.text) if query.text else ()
     shown = printed.named(query.text) if query.text else ()
     t1 = time.perf_counter()
@@ -166,7 +167,7 @@ def search_images(
     if coloured:
         raw["colour"] = colour_scores(
             colours, {i: decode(metas.get(i, {}).get("colours")) for i in ids},
-            {i: decode(metas.get(i, {}).get("fills")) for i in ids}, small,
+            {i: decode(metas.get(i, {}).get("fills")) for i in ids}, small, lone,
         )  # fmt: skip
     if marked:
         raw["marks"] = marks.mark_scores(
