@@ -7,6 +7,7 @@ from __future__ import annotations
 import doctest
 import json
 import random
+import warnings
 
 import numpy as np
 import pytest
@@ -378,6 +379,18 @@ def test_a_line_panel_beside_a_bar_panel_is_read_and_the_bars_are_not():
     assert max(marks.LINES, key=lambda m: read["red"].get(m, 0.0)) == "solid", read
     bars(draw, 320)  # now both halves hold bars: nothing to read
     assert marks_reader.read_marks(figure) == {}
+
+
+def test_tiny_and_odd_images_read_nothing_and_warn_nothing():
+    """Images too small to hold a panel, a pie or a mark, and noise, read as nothing, with
+    no warning (an empty half once averaged an empty slice)."""
+    rng = np.random.default_rng(0)
+    odd = [Image.new("RGB", (1, 1), "white"), Image.new("RGB", (3, 3), (214, 39, 40)),
+           Image.fromarray(rng.integers(0, 255, (5, 7, 3), dtype=np.uint8)),
+           Image.new("RGB", (16, 3), (31, 119, 180))]  # fmt: skip
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert [marks_reader.read_marks(im) for im in odd] == [{}] * len(odd)
 
 
 def _pie(path, colours, pulled=None, *, donut=False, percent=False) -> None:

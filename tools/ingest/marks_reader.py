@@ -210,6 +210,8 @@ def panel(coarse: np.ndarray, blocks: np.ndarray | None = None) -> tuple[slice, 
         return whole
     axis = 1 if coarse.shape[1] >= coarse.shape[0] else 0
     cut = coarse.shape[axis] // 8 * 4  # on the 4-cell lattice of `solid`
+    if not cut:  # too small to hold two panels
+        return None
     for half in (slice(0, cut), slice(cut, coarse.shape[axis])):
         part = (whole[0], half) if axis else (half, whole[1])
         cells = tuple(slice(s.start // 4, -(-s.stop // 4)) for s in part)
