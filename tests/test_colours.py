@@ -232,19 +232,25 @@ def _boxes(path, boxes: str, median: str, *, filled: bool) -> None:
     FigureCanvasAgg(fig).print_png(str(path))
 
 
+def _index_boxes(tmp_path, encoder, drawn: dict[str, tuple[str, str, bool]]) -> None:
+    """Box plots named `drawn`'s keys, drawn as (boxes, median, filled) (`_boxes`), indexed
+    into `tmp_path / "db"`."""
+    (tmp_path / "imgs").mkdir()
+    for name, (boxes, median, filled) in drawn.items():
+        _boxes(tmp_path / "imgs" / f"{name}.png", boxes, median, filled=filled)
+    with Store.open(tmp_path / "db", create=True) as store:
+        index_paths([tmp_path / "imgs"], store=store, encoder=encoder, collection="images")
+
+
 def test_a_colour_named_for_median_lines_finds_them_not_boxes_of_it(tmp_path, tiny_encoder):
     """ "Red median lines": the box plots with red medians come before those with red
     boxes, filled or outlined, which hold far more red (the colour signal alone ranks; a
     random encoder's image side is noise)."""
-    (tmp_path / "imgs").mkdir()
-    drawn = {"filled-red-boxes": ("tab:red", "black", True),
-             "outlined-red-boxes": ("tab:red", "tab:blue", False),
-             "red-medians-in-green": ("tab:green", "tab:red", True),
-             "red-medians-in-grey": ("tab:grey", "tab:red", False)}  # fmt: skip
-    for name, (boxes, median, filled) in drawn.items():
-        _boxes(tmp_path / "imgs" / f"{name}.png", boxes, median, filled=filled)
-    with Store.open(tmp_path / "db", create=True) as store:
-        index_paths([tmp_path / "imgs"], store=store, encoder=tiny_encoder, collection="images")
+    _index_boxes(tmp_path, tiny_encoder, {
+        "filled-red-boxes": ("tab:red", "black", True),
+        "outlined-red-boxes": ("tab:red", "tab:blue", False),
+        "red-medians-in-green": ("tab:green", "tab:red", True),
+        "red-medians-in-grey": ("tab:grey", "tab:red", False)})  # fmt: skip
     alone = Weights(image=0.0)
     res = _search(tmp_path / "db", tiny_encoder, "a box plot with red median lines", 4, alone)
     assert {h.uri.split("/")[-1] for h in res.hits[:2]} == {
@@ -262,16 +268,12 @@ def test_black_median_lines_are_box_plots_with_no_part_in_a_hue(tmp_path, tiny_e
     nothing; the box plots whose median lines have a hue hold that hue as small parts, and
     those with black ones come first, whether their boxes are filled or outlined, or black
     themselves."""
-    (tmp_path / "imgs").mkdir()
-    drawn = {"black-medians-in-blue": ("tab:blue", "black", True),
-             "black-medians-in-purple": ("tab:purple", "black", False),
-             "orange-medians-in-black": ("black", "tab:orange", False),
-             "red-medians-in-grey": ("tab:grey", "tab:red", True),
-             "blue-medians-in-green": ("tab:green", "tab:blue", False)}  # fmt: skip
-    for name, (boxes, median, filled) in drawn.items():
-        _boxes(tmp_path / "imgs" / f"{name}.png", boxes, median, filled=filled)
-    with Store.open(tmp_path / "db", create=True) as store:
-        index_paths([tmp_path / "imgs"], store=store, encoder=tiny_encoder, collection="images")
+    _index_boxes(tmp_path, tiny_encoder, {
+        "black-medians-in-blue": ("tab:blue", "black", True),
+        "black-medians-in-purple": ("tab:purple", "black", False),
+        "orange-medians-in-black": ("black", "tab:orange", False),
+        "red-medians-in-grey": ("tab:grey", "tab:red", True),
+        "blue-medians-in-green": ("tab:green", "tab:blue", False)})  # fmt: skip
     alone = Weights(image=0.0)
     res = _search(tmp_path / "db", tiny_encoder, "a box plot with black median lines", 5, alone)
     assert {h.uri.split("/")[-1] for h in res.hits[:2]} == {

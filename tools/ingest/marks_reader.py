@@ -157,9 +157,8 @@ def read_marks(
         fills = fill_shares(coarse, blocks) if fills is None else fills
         return pies.pulled_slices(image, blocks, fills)
     grid = name_grid(image)
-    if part != (slice(0, coarse.shape[0]), slice(0, coarse.shape[1])):  # one half
-        cut = zip(part, coarse.shape, grid.shape, strict=True)
-        grid = grid[tuple(_scaled(cells, n, m) for cells, n, m in cut)]
+    cut = zip(part, coarse.shape, grid.shape, strict=True)  # the whole, or one half
+    grid = grid[tuple(_scaled(cells, n, m) for cells, n, m in cut)]
     solid = solid_blocks(grid)
     out = {}
     with torch.inference_mode():
