@@ -14,6 +14,9 @@ shows it, resized to the image (where the target boxes live) and drawn on the im
 (`tools.evidence.ink`; the baselines' maps too), twice: the peak inside a box, and within
 `TOLERANCE` (15) pixels of one (`eval.metrics.pointing_game`); and once more, strictly, on
 the map resized without the ink (`pointing_game_patches`), the model's patches alone.
+With `randomized` copies of the encoder (`eval.sanity`), each method's map is also drawn
+by each copy and compared with its own (`randomized_<level>_rank_corr`: the model
+parameter randomization test; None for the baselines, which know no model).
 Text regions (`localize_text`) are judged apart, on the queries that name a part of a
 figure that is words (a title, an axis label, the legend, an annotation): the strongest
 text region the product would cite in each chosen image, from the words read there at
@@ -25,7 +28,7 @@ Not handled: targets on images that are not relevant, query images with targets.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -35,6 +38,7 @@ from PIL import Image
 
 from evident.eval.baselines import BASELINES, baseline_heatmap
 from evident.eval.metrics import best_iou, energy_pointing_game, pointing_game
+from evident.eval.sanity import rank_correlation
 from evident.eval.suite import SuiteQuery, stable_seed
 from evident.tools.evidence.colour_regions import colour_regions
 from evident.tools.evidence.counterfactuals import verify
@@ -102,9 +106,11 @@ def localize(
     seed: int = 0,
     curve_steps: int = 5,
     max_regions: int = 3,
+    randomized: Mapping[str, Any] | None = None,
 ) -> dict[str, list[dict]]:
     """Per method, one record per chosen image: the scores (`LOCALIZATION_KEYS` but the
-    supported share) plus region counts."""
+    supported share) plus region counts, and with `randomized` (`{level: encoder}`, see
+    `eval.sanity`) each level's rank correlation with the map that copy draws."""
     chosen = chosen_images(query, per_query, seed)
     if not chosen:
         return {}
@@ -128,6 +134,13 @@ def localize(
             _record(rel, heat.at_image_size(i), ink[i], query.targets[rel], checked[i], faith[i])
             for i, rel in enumerate(chosen)
         ]
+        if method in BASELINES:
+            continue
+        for level, redrawn in (randomized or {}).items():
+            other = heatmap_of(method, redrawn, images, query_embedding, pixels, keys, seed)
+            for i, record in enumerate(out[method]):
+                corr = rank_correlation(heat.maps[i], other.maps[i])
+                record[f"randomized_{level}_rank_corr"] = None if corr is None else round(corr, 6)
     return out
 
 

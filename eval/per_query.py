@@ -52,6 +52,7 @@ class RunContext:
     retrieval: Retrieval | None = None
     assistant: Any = None  # anything with ask(question, image=None, thread=None)
     read: Callable = field(default_factory=image_reader)
+    randomized: dict[str, Any] = field(default_factory=dict)  # `eval.sanity` copies by level
 
 
 def _ms(start: float) -> float:
@@ -132,7 +133,7 @@ def _localized(ctx: RunContext, q: SuiteQuery, embedding, record: dict) -> dict:
     start = time.perf_counter()
     record["localization"] = localize(
         ctx.encoder, embedding, q, ctx.methods, read=ctx.read, per_query=ctx.per_query,
-        seed=ctx.seed, curve_steps=CURVE_STEPS,
+        seed=ctx.seed, curve_steps=CURVE_STEPS, randomized=ctx.randomized,
     )  # fmt: skip
     if ctx.retrieval is not None and named_parts(q.text):
         readings = _readings(ctx.retrieval, q, chosen_images(q, ctx.per_query, ctx.seed))

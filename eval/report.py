@@ -14,6 +14,12 @@ report.json (plain numbers at the documented keys; None where nothing was measur
                           it; the first two on the map drawn on the image's ink as shown,
                           `pointing_game_patches` on the model's patches alone
     localization_vs_baselines  {METHOD: {BASELINE: {KEY: {"diff", "ci95"}}}}
+    sanity               {METHOD: {"randomized_top_rank_corr", "randomized_all_rank_corr"}}:
+                          the model parameter randomization test (`eval.sanity`): mean
+                          Spearman correlation of each map with the one drawn after the
+                          last block (top) or the whole image tower (all) was re-drawn;
+                          lower is better, the baselines are not measured; `sanity_n`
+                          the (query, image) pairs with a non-constant map on both sides
     cited_first          {"pointing_game", "ci95", "vs_random"|"vs_centre": {"diff", "ci95"},
                           "images", "from_text", "from_colour"}: what the product cites
                           first (a named part's text region, else a named colour's
@@ -53,6 +59,7 @@ from evident.eval.metrics import (
     difference_ci,
     percentiles,
 )
+from evident.eval.sanity import SANITY_KEYS
 from evident.eval.suite import SuiteQuery
 from evident.tools.evidence.text_regions import LEADS
 
@@ -104,6 +111,7 @@ def build_report(
         values, cis = _retrieval(rows, seed)
         report["retrieval_by_level"][level], report["retrieval_by_level_ci"][level] = values, cis
     report.update(_localization(done, config["methods"], seed))
+    report.update(_sanity(done, config["methods"], seed))
     report["text_regions"], report["text_regions_ci"] = _text_regions(done, seed)
     report["colour_regions"], report["colour_regions_ci"] = _named_regions(
         done, "colour_localization", "colours", ("pointing_game", "iou", "supported"), seed
@@ -172,6 +180,23 @@ def _localization(done: Sequence[dict], methods: Sequence[str], seed: int) -> di
             "images": sum(len(r["localization"][methods[0]]) for r in rows) if methods else 0,
         },
     }
+
+
+def _sanity(done: Sequence[dict], methods: Sequence[str], seed: int) -> dict:
+    """Means of the randomization test's correlations over the (query, image) pairs that
+    have one, with intervals resampling queries as `_localization` does."""
+    rows = [r for r in done if r.get("localization")]
+    idx = bootstrap_indices(len(rows), N_BOOT, seed)
+    values, cis, counts = {}, {}, {}
+    for m in (m for m in methods if m not in BASELINES):
+        found = {
+            k: [[it[k] for it in r["localization"][m] if it.get(k) is not None] for r in rows]
+            for k in SANITY_KEYS
+        }
+        cols = {k: ([sum(v) for v in per], [len(v) for v in per]) for k, per in found.items()}
+        values[m], cis[m] = _block(cols, idx)
+        counts[m] = {k: int(sum(c)) for k, (_, c) in cols.items()}
+    return {"sanity": values, "sanity_ci": cis, "sanity_n": counts}
 
 
 def _text_regions(done: Sequence[dict], seed: int) -> tuple[dict, dict]:

@@ -16,6 +16,7 @@ from evident.eval.baselines import BASELINES
 from evident.eval.localize import LOCALIZATION_KEYS
 from evident.eval.plots import write_plots
 from evident.eval.report import ASK_KEYS, LOWER_IS_BETTER, best_baseline
+from evident.eval.sanity import SANITY_KEYS
 
 RETRIEVAL_COLUMNS = (
     "recall@1", "recall@5", "recall@10", "precision@5", "capped_precision@5", "mrr", "ndcg@10",
@@ -75,6 +76,31 @@ def _versus(data: dict) -> list[str]:
             cells.append(_fmt(d["diff"], d["ci95"], signed=True) if d else "–")
         rows.append([m, *cells])
     return _table(header, rows)
+
+
+def _sanity(data: dict) -> list[str]:
+    """The randomization test's table (`eval.sanity`), when a method was measured."""
+    values, cis = data.get("sanity") or {}, data.get("sanity_ci") or {}
+    if not any(v is not None for m in values.values() for v in m.values()):
+        return []
+    rows = [
+        [
+            m,
+            *(_fmt(values[m][k], cis[m][k]) for k in SANITY_KEYS),
+            str(max(data["sanity_n"][m].values())),
+        ]
+        for m in values
+    ]
+    return [
+        "",
+        "### Sanity: the maps of a model with re-drawn weights",
+        "",
+        "Spearman correlation of each map with the same method's map after the last block "
+        "and head (top) or the whole image tower (all) were re-drawn (Adebayo et al., 2018). "
+        "Near 1: the map shows the image, not what the model learned. Lower is better.",
+        "",
+        *_table(["method", "top re-drawn ↓", "all re-drawn ↓", "pairs"], rows),
+    ]
 
 
 def _text_regions(data: dict) -> list[str]:
@@ -153,6 +179,7 @@ def render_markdown(data: dict, plots: Sequence[str]) -> str:
         "### Difference to the best baseline (paired bootstrap 95% interval)",
         "",
         *_versus(data),
+        *_sanity(data),
         "",
         "### Text regions (words read at index time)",
         "",

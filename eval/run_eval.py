@@ -28,11 +28,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from evident.eval.baselines import BASELINES
 from evident.eval.localize import known_methods
 from evident.eval.per_query import CURVE_STEPS, RunContext, ask_record, search_record
 from evident.eval.report import build_report
 from evident.eval.report_md import write_report
 from evident.eval.results_log import ResultsLog
+from evident.eval.sanity import LEVELS, randomized
 from evident.eval.suite import SuiteQuery, load_suite, select
 from evident.tools.encoders import load_encoder
 from evident.tools.errors import InputError, ModelLoadError
@@ -125,6 +127,8 @@ def run_eval(
     with Store.open(db, create=images is not None, timeout=store_timeout) as store:
         spec = encoder or _collection_model(store, collection, images)
         enc = load_encoder(spec)
+        # the randomization test, for the methods that explain the model (`eval.sanity`)
+        sanity = list(LEVELS) if any(m not in BASELINES for m in methods) else []
         if images is not None:
             _index(images, store, enc, collection)
         count = store.images(collection, model=enc.spec, dim=enc.dim).count()
@@ -133,7 +137,7 @@ def run_eval(
             "limit": limit, "db": _where(db), "collection": collection,
             "collection_count": count, "encoder": enc.spec, "methods": methods, "k": k,
             "explain_top": explain_top, "mode": mode, "rerank": rerank, "per_query": per_query,
-            "seed": seed, "curve_steps": CURVE_STEPS,
+            "seed": seed, "curve_steps": CURVE_STEPS, "sanity": sanity,
             "llm": getattr(assistant, "llm_name", None) if mode == "ask" else None,
         }  # fmt: skip
         results = ResultsLog(out_dir / RESULTS, config, resume=resume)
@@ -142,6 +146,8 @@ def run_eval(
             total(len(todo))
         suite_dir = Path(suite).resolve().parent
         ctx = RunContext(enc, methods, k, explain_top, per_query, seed, suite_dir)
+        if todo:
+            ctx.randomized = {lv: randomized(enc, LEVELS[lv], seed=seed) for lv in sanity}
         if mode == "search" and todo:
             ctx.retrieval = open_retrieval(store, collection, model=enc, rerank=rerank)
             _loop(todo, lambda q: search_record(ctx, q), results, progress)

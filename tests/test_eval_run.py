@@ -11,6 +11,7 @@ import pytest
 from evident.agent.assistant import Assistant
 from evident.agent.cli import main
 from evident.eval.run_eval import run_eval
+from evident.eval.sanity import SANITY_KEYS
 from evident.tools.errors import InputError
 from tests.conftest import TINY_VIT
 
@@ -94,6 +95,12 @@ def test_report_keys_and_ranges(first, bench):
             if values[k] is not None:
                 assert ci[0] <= values[k] + 1e-9 and values[k] <= ci[1] + 1e-9
     assert data["localization_n"]["queries"] == 3
+    # the randomization test, for the methods that explain the model only
+    assert set(data["sanity"]) == {"legrad", "gradcam"}
+    for method, values in data["sanity"].items():
+        assert set(values) == set(SANITY_KEYS), method
+        assert all(v is None or -1 <= v <= 1 for v in values.values()), method
+    assert data["sanity_n"]["legrad"]["randomized_all_rank_corr"] > 0
     versus = data["localization_vs_baselines"]["legrad"]["centre"]["pointing_game"]
     assert set(versus) == {"diff", "ci95"}
     assert 0 < data["latency_ms"]["p50"] <= data["latency_ms"]["p95"]
@@ -104,6 +111,7 @@ def test_report_keys_and_ranges(first, bench):
         assert f.stat().st_size > 0
     md = (bench["root"] / "run1" / "report.md").read_text()
     assert "| legrad (default) |" in md and "Difference to the best baseline" in md
+    assert "### Sanity" in md
 
 
 def test_cli_run_is_deterministic(first, bench, capsys):
