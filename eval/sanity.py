@@ -17,9 +17,9 @@ alone when only the top is re-drawn). The copy shares
 the text tower and everything else outside the image tower with the original, which is
 left untouched; the draw is seeded, so a resumed run compares with the same weights.
 
-Not handled: towers that are not open_clip ViTs or ModifiedResNets (their blocks are not
-found, so `top` re-draws the head only), the data randomization test (retraining on
-permuted labels: too costly to run inside an evaluation).
+Not handled: the blocks of towers other than open_clip's ViTs (for a ModifiedResNet `top`
+re-draws its attention pool, the head, and no stage), the data randomization test
+(retraining on permuted labels: too costly to run inside an evaluation).
 """
 
 from __future__ import annotations
