@@ -43,19 +43,19 @@ SANITY_KEYS = tuple(f"randomized_{level}_rank_corr" for level in LEVELS)
 
 def randomized(encoder: Any, blocks: int | None = None, *, seed: int = 0) -> Any:
     """A copy of `encoder` whose image tower's last `blocks` blocks and head are re-drawn
-    (`blocks=None`: the whole image tower). The original is not changed; the copy shares
-    the text tower's tensors."""
+    (`blocks=None`: the whole image tower). The original is not changed; only the
+    re-drawn tensors are new, the copy shares every other one with it (the text tower,
+    the blocks below)."""
     model = encoder.model
-    # every tensor outside the image tower is "already copied" as itself: shared
-    memo = {
-        id(t): t
-        for name, t in itertools.chain(model.named_parameters(), model.named_buffers())
-        if not name.startswith("visual.")
-    }
-    clone = copy.deepcopy(model, memo)
-    visual = clone.visual
     own = OWN if blocks is None else ("proj",)  # the tower's own tensors re-drawn
-    with torch.no_grad(), torch.random.fork_rng(devices=[]):
+    drawn = {id(t) for m in _redrawn(model.visual, blocks) for t in _tensors(m)}
+    drawn |= {id(t) for name, t in model.visual._parameters.items() if name in own}
+    # every other tensor is "already copied" as itself: shared, not copied
+    shared = itertools.chain(model.parameters(), model.buffers())
+    clone = copy.deepcopy(model, {id(t): t for t in shared if id(t) not in drawn})
+    visual = clone.visual
+    devices = [p.device for p in model.parameters() if p.device.type == "cuda"][:1]
+    with torch.no_grad(), torch.random.fork_rng(devices=devices):
         torch.manual_seed(seed)
         for module in _redrawn(visual, blocks):
             _reset(module)
@@ -65,6 +65,10 @@ def randomized(encoder: Any, blocks: int | None = None, *, seed: int = 0) -> Any
                 tensor.normal_(0.0, tensor.shape[0 if name == "proj" else -1] ** -0.5)
     clone.requires_grad_(False).eval()
     return dataclasses.replace(encoder, model=clone)
+
+
+def _tensors(module: nn.Module):
+    return itertools.chain(module.parameters(recurse=False), module.buffers(recurse=False))
 
 
 OWN = ("class_embedding", "positional_embedding", "proj")

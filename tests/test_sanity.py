@@ -26,18 +26,20 @@ def test_the_copy_redraws_the_image_tower_and_leaves_the_original():
     drawn = _visual(whole)
     weights = [k for k, v in before.items() if v.dim() >= 2]
     assert weights and not any(torch.equal(before[k], drawn[k]) for k in weights)
-    # the text tower is shared, not copied: same storage
-    text = dict(enc.model.named_parameters())
-    for name, tensor in whole.model.named_parameters():
-        if not name.startswith("visual."):
-            assert tensor.data_ptr() == text[name].data_ptr(), name
+    # what is not re-drawn is shared, not copied: the text tower, and in the cascade's
+    # first step everything below its top block
+    top_block = max(int(k.split(".")[2]) for k in before if k.startswith("transformer.resblocks."))
+    last = f"visual.transformer.resblocks.{top_block}."
+    mine = dict(enc.model.named_parameters())
+    for copy, new in ((whole, ("visual.",)), (top, (last, "visual.ln_post.", "visual.proj"))):
+        for name, tensor in copy.model.named_parameters():
+            same = tensor.data_ptr() == mine[name].data_ptr()
+            assert same != name.startswith(new), name
     # the cascade's first step: the last block and the head only
     partial = _visual(top)
-    blocks = sorted({k.split(".")[2] for k in before if k.startswith("transformer.resblocks.")})
-    last = f"transformer.resblocks.{blocks[-1]}."
     for k in weights:
         changed = not torch.equal(before[k], partial[k])
-        assert changed == (k.startswith(last) or k == "proj"), k
+        assert changed == (f"visual.{k}".startswith(last) or k == "proj"), k
 
 
 def test_the_draw_is_seeded():
