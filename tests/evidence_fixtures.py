@@ -24,6 +24,13 @@ TRAIN = {"n": 2000, "empty": 200, "steps": 250, "batch_size": 64, "lr": 2e-3}
 
 
 @cache
+def held_out() -> list:
+    """60 scenes the trained model never saw, half of them cluttered: what the localisation
+    tests explain."""
+    return make_scenes(30, seed=123) + make_scenes(30, seed=124, clutter=True)
+
+
+@cache
 def tiny(arch: str) -> Encoder:
     return load_encoder(f"random:{arch}")
 

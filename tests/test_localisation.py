@@ -19,9 +19,9 @@ from evident.tools.evidence.heatmaps import (
 )
 from evident.tools.evidence.regions import find_regions
 from evident.tools.records import Hit, Query
-from tests.evidence_fixtures import shape_query, trained
+from tests.evidence_fixtures import held_out, shape_query, trained
 
-HELD_OUT = make_scenes(30, seed=123) + make_scenes(30, seed=124, clutter=True)
+HELD_OUT = held_out()
 
 
 def _score(maps, enc, pixels, queries, scores):

@@ -9,8 +9,9 @@ import torch
 from evident.eval.sanity import randomized, rank_correlation
 from evident.tools.evidence.heatmaps import compute_heatmaps
 from evident.tools.evidence.regions import find_regions
-from tests.evidence_fixtures import shape_query, trained
-from tests.test_localisation import HELD_OUT
+from tests.evidence_fixtures import held_out, shape_query, trained
+
+HELD_OUT = held_out()
 
 
 def _visual(encoder) -> dict[str, torch.Tensor]:
