@@ -40,6 +40,9 @@ the stem), the head (final norm and projection) always."""
 
 SANITY_KEYS = tuple(f"randomized_{level}_rank_corr" for level in LEVELS)
 
+OWN = ("class_embedding", "positional_embedding", "proj")
+"""What a ViT tower holds directly, outside its modules."""
+
 
 def randomized(encoder: Any, blocks: int | None = None, *, seed: int = 0) -> Any:
     """A copy of `encoder` whose image tower's last `blocks` blocks and head are re-drawn
@@ -69,10 +72,6 @@ def randomized(encoder: Any, blocks: int | None = None, *, seed: int = 0) -> Any
 
 def _tensors(module: nn.Module):
     return itertools.chain(module.parameters(recurse=False), module.buffers(recurse=False))
-
-
-OWN = ("class_embedding", "positional_embedding", "proj")
-"""What a ViT tower holds directly, outside its modules."""
 
 
 def rank_correlation(a: np.ndarray, b: np.ndarray) -> float | None:
