@@ -87,7 +87,7 @@ def _sanity(data: dict) -> list[str]:
         [
             m,
             *(_fmt(values[m][k], cis[m][k]) for k in SANITY_KEYS),
-            str(max(data["sanity_n"][m].values())),
+            " / ".join(str(data["sanity_n"][m][k]) for k in SANITY_KEYS),
         ]
         for m in values
     ]
@@ -97,9 +97,11 @@ def _sanity(data: dict) -> list[str]:
         "",
         "Spearman correlation of each map with the same method's map after the last block "
         "and head (top) or the whole image tower (all) were re-drawn (Adebayo et al., 2018). "
-        "Near 1: the map shows the image, not what the model learned. Lower is better.",
+        "Near 1: the map shows the image, not what the model learned. Lower is better. "
+        "Pairs: maps compared (top / all); a map the re-drawn model leaves flat has no "
+        "ranking and is left out.",
         "",
-        *_table(["method", "top re-drawn ↓", "all re-drawn ↓", "pairs"], rows),
+        *_table(["method", "top re-drawn ↓", "all re-drawn ↓", "pairs (top / all)"], rows),
     ]
 
 

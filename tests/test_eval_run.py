@@ -112,6 +112,8 @@ def test_report_keys_and_ranges(first, bench):
     md = (bench["root"] / "run1" / "report.md").read_text()
     assert "| legrad (default) |" in md and "Difference to the best baseline" in md
     assert "### Sanity" in md
+    pairs = " / ".join(str(data["sanity_n"]["legrad"][k]) for k in SANITY_KEYS)
+    assert any(r.startswith("| legrad |") and r.endswith(f"| {pairs} |") for r in md.splitlines())
 
 
 def test_cli_run_is_deterministic(first, bench, capsys):
