@@ -5,10 +5,13 @@ many bars they have the one asked for comes first, horizontal or not. One that a
 number of lines, slices or series is ranked by how many colours draw series in each
 (colours that fill areas, colours the marks reader sees drawing lines or markers)."""
 
+import doctest
+
 import numpy as np
 import pytest
 from matplotlib.figure import Figure
 
+import evident.tools.counts
 from evident.agent.cli import main
 from evident.eval.scenes import make_scenes
 from evident.graphs.policy import _describe_search
@@ -59,6 +62,10 @@ def test_a_count_is_read(text, n, what):
 )
 def test_no_count_is_read_where_none_is_asked_for(text):
     assert named_count(text) is None
+
+
+def test_doctests():
+    assert doctest.testmod(evident.tools.counts).failed == 0
 
 
 def _line(text, x0, y0, x1, y1, role="tick"):
